@@ -1,0 +1,567 @@
+//! The small reactive surface: [`Observer`], [`Subscription`], [`Notification`], and the subject
+//! every component uses to fan items out to its subscribers.
+//!
+//! Rules (ReactiveX): no `on_next` after a terminal notification; a late subscriber receives the
+//! terminal notification at once; callbacks for one subscriber never run concurrently.
+//!
+//! ```
+//! use rxplus::{FnObserver, Observer};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//!
+//! let seen = Arc::new(AtomicUsize::new(0));
+//! let s = seen.clone();
+//! // Any `Fn(T) + Send + Sync` closure is an observer of its `on_next`…
+//! let by_closure = move |n: usize| { s.fetch_add(n, Ordering::SeqCst); };
+//! by_closure.on_next(2);
+//! // …and `FnObserver` adds the terminal callbacks.
+//! let full = FnObserver::new(|n: usize| println!("{n}"))
+//!     .on_error(|e| eprintln!("{e}"))
+//!     .on_completed(|| println!("done"));
+//! full.on_completed();
+//! assert_eq!(seen.load(Ordering::SeqCst), 2);
+//! ```
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use parking_lot::{Mutex, ReentrantMutex, RwLock};
+
+use crate::error::Error;
+
+/// Receives the notifications of a stream.
+///
+/// Callbacks run on the component's threads. They take `&self`: an observer that keeps state
+/// uses atomics, a lock of its own or a channel. A slow callback slows the connection that
+/// feeds it (and through TCP, the peer); it never makes memory grow.
+pub trait Observer<T>: Send + Sync {
+    /// One item.
+    fn on_next(&self, item: T);
+    /// The stream failed; nothing follows.
+    fn on_error(&self, error: Error) {
+        let _ = error;
+    }
+    /// The stream ended; nothing follows.
+    fn on_completed(&self) {}
+}
+
+impl<T, F> Observer<T> for F
+where
+    F: Fn(T) + Send + Sync,
+{
+    fn on_next(&self, item: T) {
+        self(item)
+    }
+}
+
+/// An observer built from closures: `FnObserver::new(next).on_error(err).on_completed(done)`.
+pub struct FnObserver<T> {
+    next: Box<dyn Fn(T) + Send + Sync>,
+    error: Box<dyn Fn(Error) + Send + Sync>,
+    completed: Box<dyn Fn() + Send + Sync>,
+}
+
+impl<T> FnObserver<T> {
+    /// An observer calling `next` for each item and ignoring terminal notifications.
+    pub fn new(next: impl Fn(T) + Send + Sync + 'static) -> Self {
+        FnObserver {
+            next: Box::new(next),
+            error: Box::new(|_| {}),
+            completed: Box::new(|| {}),
+        }
+    }
+    /// Sets the error callback.
+    pub fn on_error(mut self, f: impl Fn(Error) + Send + Sync + 'static) -> Self {
+        self.error = Box::new(f);
+        self
+    }
+    /// Sets the completion callback.
+    pub fn on_completed(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.completed = Box::new(f);
+        self
+    }
+}
+
+impl<T> Observer<T> for FnObserver<T> {
+    fn on_next(&self, item: T) {
+        (self.next)(item)
+    }
+    fn on_error(&self, error: Error) {
+        (self.error)(error)
+    }
+    fn on_completed(&self) {
+        (self.completed)()
+    }
+}
+
+impl<T> fmt::Debug for FnObserver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnObserver")
+    }
+}
+
+/// One notification, as delivered by the channel-style `stream()` receivers.
+#[derive(Debug, Clone)]
+pub enum Notification<T> {
+    /// An item.
+    Next(T),
+    /// The stream failed; nothing follows.
+    Error(Error),
+    /// The stream ended; nothing follows.
+    Completed,
+}
+
+/// A live subscription. **Dropping it unsubscribes**; call [`detach`](Self::detach) to keep the
+/// subscription for the life of the component instead.
+///
+/// After [`unsubscribe`](Self::unsubscribe) (or drop) returns, no new callback starts for this
+/// subscriber; one already running on another thread finishes.
+#[must_use = "dropping a Subscription unsubscribes at once; bind it or call .detach()"]
+pub struct Subscription {
+    active: Arc<AtomicBool>,
+    owner: Option<(Weak<dyn Unsubscribe>, u64)>,
+}
+
+impl Subscription {
+    fn inert() -> Self {
+        Subscription {
+            active: Arc::new(AtomicBool::new(false)),
+            owner: None,
+        }
+    }
+
+    /// Stops delivery to this subscriber.
+    pub fn unsubscribe(mut self) {
+        self.cancel();
+    }
+
+    /// Keeps the subscription until the component completes or is disposed.
+    pub fn detach(mut self) {
+        self.owner = None;
+    }
+
+    /// True while notifications are still delivered to this subscriber.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    fn cancel(&mut self) {
+        if let Some((owner, id)) = self.owner.take() {
+            self.active.store(false, Ordering::Release);
+            if let Some(owner) = owner.upgrade() {
+                owner.remove(id);
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("active", &self.is_active())
+            .finish()
+    }
+}
+
+trait Unsubscribe: Send + Sync {
+    fn remove(&self, id: u64);
+}
+
+enum Target<T> {
+    Observer(Box<dyn Observer<T>>),
+    Channel(Sender<Notification<T>>),
+}
+
+struct Entry<T> {
+    id: u64,
+    target: Target<T>,
+    active: Arc<AtomicBool>,
+    // Serialises this subscriber's callbacks. Re-entrant so a callback may emit into the same
+    // subject (e.g. dispose from inside on_next) without deadlocking itself. The cell holds
+    // the last state version delivered (for replaying subjects).
+    gate: ReentrantMutex<std::cell::Cell<u64>>,
+}
+
+/// How long a terminal notification may wait on a full channel receiver nobody reads.
+const TERMINAL_SEND_WAIT: Duration = Duration::from_millis(200);
+/// How often a delivery blocked on another thread's callback rechecks for abort.
+const GATE_RECHECK: Duration = Duration::from_millis(20);
+
+/// A thread-safe subject: fan-out to subscribers, terminal rules, optional replay of the
+/// current value (for connection-state streams).
+pub(crate) struct Subject<T> {
+    name: String,
+    subs: RwLock<Arc<Vec<Arc<Entry<T>>>>>,
+    terminal: Mutex<Option<Notification<T>>>,
+    terminated: AtomicBool,
+    next_id: AtomicU64,
+    // Replaying subjects keep (version, value); None for plain subjects.
+    current: Option<Mutex<(u64, T)>>,
+    aborted: AtomicBool,
+    abort_tx: Mutex<Option<Sender<()>>>,
+    abort_rx: Receiver<()>,
+    stream_capacity: usize,
+}
+
+impl<T: Clone + Send + 'static> Subject<T> {
+    pub(crate) fn new(name: impl Into<String>, stream_capacity: usize) -> Arc<Self> {
+        Arc::new(Self::build(name.into(), None, stream_capacity))
+    }
+
+    /// A subject that replays its current value to each new subscriber.
+    pub(crate) fn replaying(
+        name: impl Into<String>,
+        initial: T,
+        stream_capacity: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self::build(
+            name.into(),
+            Some(Mutex::new((0, initial))),
+            stream_capacity,
+        ))
+    }
+
+    fn build(name: String, current: Option<Mutex<(u64, T)>>, stream_capacity: usize) -> Self {
+        let (abort_tx, abort_rx) = bounded(0);
+        Subject {
+            name,
+            subs: RwLock::new(Arc::new(Vec::new())),
+            terminal: Mutex::new(None),
+            terminated: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            current,
+            aborted: AtomicBool::new(false),
+            abort_tx: Mutex::new(Some(abort_tx)),
+            abort_rx,
+            stream_capacity: stream_capacity.max(1),
+        }
+    }
+
+    pub(crate) fn subscribe(self: &Arc<Self>, observer: Box<dyn Observer<T>>) -> Subscription {
+        self.add(Target::Observer(observer))
+    }
+
+    pub(crate) fn stream(self: &Arc<Self>) -> Receiver<Notification<T>> {
+        let (tx, rx) = bounded(self.stream_capacity);
+        self.add(Target::Channel(tx)).detach();
+        rx
+    }
+
+    fn add(self: &Arc<Self>, target: Target<T>) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Entry {
+            id,
+            target,
+            active: Arc::new(AtomicBool::new(true)),
+            gate: ReentrantMutex::new(std::cell::Cell::new(0)),
+        });
+        // Hold the gate while inserting and replaying, so a concurrent emission reaching the
+        // new entry waits for the replayed value and never overtakes it.
+        let gate = entry.gate.lock();
+        {
+            let terminal = self.terminal.lock();
+            if let Some(t) = terminal.clone() {
+                drop(terminal);
+                drop(gate);
+                self.deliver(&entry, t, 0);
+                return Subscription::inert();
+            }
+            let mut subs = self.subs.write();
+            let mut v = Vec::with_capacity(subs.len() + 1);
+            v.extend(subs.iter().cloned());
+            v.push(entry.clone());
+            *subs = Arc::new(v);
+        }
+        if let Some(cur) = &self.current {
+            let (version, value) = cur.lock().clone();
+            gate.set(version);
+            self.call(&entry, Notification::Next(value));
+        }
+        drop(gate);
+        let owner: Arc<dyn Unsubscribe> = self.clone();
+        Subscription {
+            active: entry.active.clone(),
+            owner: Some((Arc::downgrade(&owner), id)),
+        }
+    }
+
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.terminated.load(Ordering::Acquire)
+    }
+
+    /// Emits one item to every subscriber, cloning n-1 times.
+    pub(crate) fn next(&self, item: T) {
+        if self.is_terminated() {
+            return;
+        }
+        let version = match &self.current {
+            Some(cur) => {
+                let mut c = cur.lock();
+                c.0 += 1;
+                c.1 = item.clone();
+                c.0
+            }
+            None => 0,
+        };
+        let subs = self.subs.read().clone();
+        if let Some((last, rest)) = subs.split_last() {
+            for e in rest {
+                self.deliver(e, Notification::Next(item.clone()), version);
+            }
+            self.deliver(last, Notification::Next(item), version);
+        }
+    }
+
+    /// Emits a terminal notification once; later calls return false.
+    pub(crate) fn terminate(&self, n: Notification<T>) -> bool {
+        {
+            let mut t = self.terminal.lock();
+            if t.is_some() {
+                return false;
+            }
+            *t = Some(n.clone());
+            self.terminated.store(true, Ordering::Release);
+        }
+        let subs = std::mem::take(&mut *self.subs.write());
+        for e in subs.iter() {
+            self.deliver(e, n.clone(), 0);
+        }
+        true
+    }
+
+    /// Unblocks deliveries waiting on slow subscribers or full channels; used by dispose.
+    pub(crate) fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
+        self.abort_tx.lock().take();
+    }
+
+    fn deliver(&self, e: &Entry<T>, n: Notification<T>, version: u64) {
+        // Wait for this subscriber's gate, giving up if the component is being disposed
+        // (the holder may be a callback that is itself disposing us and joining this thread).
+        let gate = loop {
+            if let Some(g) = e.gate.try_lock_for(GATE_RECHECK) {
+                break g;
+            }
+            if self.aborted.load(Ordering::Acquire) {
+                return;
+            }
+        };
+        if !e.active.load(Ordering::Acquire) {
+            return;
+        }
+        let terminal = !matches!(n, Notification::Next(_));
+        if version != 0 {
+            if version <= gate.get() {
+                return; // already replayed this value
+            }
+            gate.set(version);
+        }
+        if terminal {
+            e.active.store(false, Ordering::Release);
+        }
+        self.call(e, n);
+    }
+
+    /// Runs one callback. The caller holds the entry's gate and no other lock.
+    fn call(&self, e: &Entry<T>, n: Notification<T>) {
+        match &e.target {
+            Target::Observer(o) => {
+                let res = catch_unwind(AssertUnwindSafe(|| match n {
+                    Notification::Next(v) => o.on_next(v),
+                    Notification::Error(err) => o.on_error(err),
+                    Notification::Completed => o.on_completed(),
+                }));
+                if res.is_err() {
+                    // A panicking subscriber is cut off; the component keeps serving the others.
+                    log::error!(component = self.name.as_str(), subscriber = e.id; "subscriber panicked; unsubscribed");
+                    e.active.store(false, Ordering::Release);
+                    self.remove(e.id);
+                }
+            }
+            Target::Channel(tx) => {
+                let terminal = !matches!(n, Notification::Next(_));
+                let sent = if terminal {
+                    select! {
+                        send(tx, n) -> r => r.is_ok(),
+                        recv(self.abort_rx) -> _ => false,
+                        default(TERMINAL_SEND_WAIT) => false,
+                    }
+                } else {
+                    select! {
+                        send(tx, n) -> r => r.is_ok(),
+                        recv(self.abort_rx) -> _ => true,
+                    }
+                };
+                if !sent && !terminal {
+                    // The receiver was dropped: stop feeding it.
+                    e.active.store(false, Ordering::Release);
+                    self.remove(e.id);
+                }
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Unsubscribe for Subject<T> {
+    fn remove(&self, id: u64) {
+        let mut subs = self.subs.write();
+        if subs.iter().any(|e| e.id == id) {
+            let v: Vec<_> = subs.iter().filter(|e| e.id != id).cloned().collect();
+            *subs = Arc::new(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Barrier;
+    use std::thread;
+
+    fn counter() -> (Arc<AtomicUsize>, impl Fn(u32) + Send + Sync + 'static) {
+        let c = Arc::new(AtomicUsize::new(0));
+        let c2 = c.clone();
+        (c, move |_| {
+            c2.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+
+    #[test]
+    fn fan_out_and_unsubscribe_on_drop() {
+        let s = Subject::<u32>::new("t", 8);
+        let (a, fa) = counter();
+        let (b, fb) = counter();
+        let sa = s.subscribe(Box::new(fa));
+        s.subscribe(Box::new(fb)).detach();
+        s.next(1);
+        drop(sa);
+        s.next(2);
+        assert_eq!(a.load(Ordering::SeqCst), 1);
+        assert_eq!(b.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn terminal_rules() {
+        let s = Subject::<u32>::new("t", 8);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let l2 = log.clone();
+        s.subscribe(Box::new(
+            FnObserver::new(move |v: u32| l.lock().push(format!("next {v}")))
+                .on_completed(move || l2.lock().push("done".into())),
+        ))
+        .detach();
+        s.next(1);
+        assert!(s.terminate(Notification::Completed));
+        assert!(!s.terminate(Notification::Completed));
+        s.next(2);
+        assert_eq!(*log.lock(), vec!["next 1".to_string(), "done".into()]);
+        // A late subscriber gets the terminal notification at once.
+        let late = Arc::new(AtomicBool::new(false));
+        let l = late.clone();
+        let sub = s.subscribe(Box::new(
+            FnObserver::new(|_: u32| {}).on_completed(move || l.store(true, Ordering::SeqCst)),
+        ));
+        assert!(late.load(Ordering::SeqCst));
+        assert!(!sub.is_active());
+    }
+
+    #[test]
+    fn callbacks_for_one_subscriber_never_overlap() {
+        let s = Subject::<u32>::new("t", 8);
+        let inside = Arc::new(AtomicBool::new(false));
+        let total = Arc::new(AtomicUsize::new(0));
+        let (i, t) = (inside.clone(), total.clone());
+        s.subscribe(Box::new(move |_| {
+            assert!(!i.swap(true, Ordering::SeqCst), "overlapping callbacks");
+            t.fetch_add(1, Ordering::SeqCst);
+            i.store(false, Ordering::SeqCst);
+        }))
+        .detach();
+        let barrier = Barrier::new(8);
+        thread::scope(|sc| {
+            for _ in 0..8 {
+                sc.spawn(|| {
+                    barrier.wait();
+                    for n in 0..2_000 {
+                        s.next(n);
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::SeqCst), 16_000);
+    }
+
+    #[test]
+    fn replaying_subject_gives_current_first_and_never_duplicates() {
+        let s = Subject::<u32>::replaying("t", 0, 8);
+        s.next(1);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let v = seen.clone();
+        let _sub = s.subscribe(Box::new(move |x| v.lock().push(x)));
+        s.next(2);
+        assert_eq!(*seen.lock(), vec![1, 2]);
+    }
+
+    #[test]
+    fn channel_stream_sees_items_and_completion_and_dropped_receiver_is_removed() {
+        let s = Subject::<u32>::new("t", 8);
+        let rx = s.stream();
+        s.next(7);
+        let rx2 = s.stream();
+        drop(rx2);
+        s.next(8); // finds rx2 gone and removes it
+        assert_eq!(s.subs.read().len(), 1);
+        s.terminate(Notification::Completed);
+        let got: Vec<_> = rx.try_iter().collect();
+        assert!(matches!(
+            got[..],
+            [
+                Notification::Next(7),
+                Notification::Next(8),
+                Notification::Completed
+            ]
+        ));
+    }
+
+    #[test]
+    fn panicking_subscriber_is_cut_off_others_continue() {
+        let s = Subject::<u32>::new("t", 8);
+        s.subscribe(Box::new(|_| panic!("boom"))).detach();
+        let (c, f) = counter();
+        s.subscribe(Box::new(f)).detach();
+        s.next(1);
+        s.next(2);
+        assert_eq!(c.load(Ordering::SeqCst), 2);
+        assert_eq!(s.subs.read().len(), 1);
+    }
+
+    #[test]
+    fn unsubscribe_from_inside_callback() {
+        let s = Subject::<u32>::new("t", 8);
+        let slot: Arc<Mutex<Option<Subscription>>> = Arc::new(Mutex::new(None));
+        let (c, f) = counter();
+        let sl = slot.clone();
+        let sub = s.subscribe(Box::new(move |v| {
+            f(v);
+            if let Some(sub) = sl.lock().take() {
+                sub.unsubscribe();
+            }
+        }));
+        *slot.lock() = Some(sub);
+        s.next(1);
+        s.next(2);
+        assert_eq!(c.load(Ordering::SeqCst), 1);
+    }
+}

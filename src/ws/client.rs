@@ -1,0 +1,687 @@
+//! [`RxWSClient`]: a WebSocket client that connects in the background and keeps reconnecting.
+
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::Mutex;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocket};
+use tungstenite::Message;
+
+use crate::error::{Error, Result};
+use crate::overflow::OverflowPolicy;
+use crate::reactive::{Notification, Observer, Subject, Subscription};
+use crate::threads::Threads;
+use crate::ws::component::{boxed, Core};
+use crate::ws::conn::{push_outbound, ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream};
+use crate::ws::datatype::Datatype;
+use crate::ws::stats::StatsSnapshot;
+use crate::ws::{ConnId, ConnectionState, WSConnectionConfig, WsConfig};
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+/// A WebSocket client: a subject of `T` in both directions, with automatic reconnection.
+///
+/// It connects in the background (`rxws-client-N` thread) and reconnects by its
+/// [`RetryPolicy`](crate::ws::RetryPolicy) after a failure or a drop. Items sent while not
+/// connected are dropped and counted, unless `buffer_while_disconnected` is on: then they are
+/// queued (bounded) and delivered in order after the next connect, before anything newer.
+///
+/// Threads: the connection thread (connects, then reads) and, while connected, one writer.
+///
+/// ```no_run
+/// use rxplus::ws::{ConnectionState, RxWSClient, Text, WSConnectionConfig, WsConfig};
+///
+/// let client = RxWSClient::<String>::with_config(
+///     WSConnectionConfig::from_url("ws://127.0.0.1:9001/chat")?,
+///     Text,
+///     WsConfig::default().buffer_while_disconnected(true),
+/// )?;
+/// client.subscribe(|msg: String| println!("got {msg}")).detach();
+/// client.subscribe_state(|s: ConnectionState| eprintln!("state: {s}")).detach();
+/// client.on_next("hello".to_string());
+/// client.on_completed(); // flushes, closes with a close handshake, joins its threads
+/// # Ok::<(), rxplus::Error>(())
+/// ```
+pub struct RxWSClient<T: Clone + Send + 'static> {
+    inner: Arc<Inner<T>>,
+}
+
+/// A weak, cloneable handle to an [`RxWSClient`], for use inside callbacks.
+pub struct ClientHandle<T: Clone + Send + 'static> {
+    inner: Weak<Inner<T>>,
+}
+
+impl<T: Clone + Send + 'static> Clone for ClientHandle<T> {
+    fn clone(&self) -> Self {
+        ClientHandle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<T: Clone + Send + 'static> {
+    core: Core<T>,
+    conn: WSConnectionConfig,
+    cfg: WsConfig,
+    datatype: Arc<dyn Datatype<T>>,
+    state: Arc<Subject<ConnectionState>>,
+    queue: Arc<dyn OverflowPolicy<Message>>,
+    current: Mutex<Option<Arc<ConnHandle>>>,
+    // The socket of a handshake under way, so dispose can end it.
+    handshaking: Mutex<Option<TcpStream>>,
+    connected: AtomicBool,
+    completing: AtomicBool,
+    // Dropping the sender wakes the connection thread from a retry wait.
+    wake_tx: Mutex<Option<Sender<()>>>,
+    wake_rx: Receiver<()>,
+    // Signalled when the connection thread has ended (for on_completed's bounded wait).
+    ended_tx: Mutex<Option<Sender<()>>>,
+    ended_rx: Receiver<()>,
+}
+
+impl<T: Clone + Send + 'static> RxWSClient<T> {
+    /// Starts a client for `conn` with the default [`WsConfig`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid config.
+    pub fn new(conn: WSConnectionConfig, datatype: impl Datatype<T>) -> Result<Self> {
+        Self::with_config(conn, datatype, WsConfig::default())
+    }
+
+    /// Starts a client for a `ws://` URL.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] at once for a URL that cannot be used; it is never retried.
+    pub fn connect(url: &str, datatype: impl Datatype<T>) -> Result<Self> {
+        Self::new(WSConnectionConfig::from_url(url)?, datatype)
+    }
+
+    /// Starts a client with a custom config.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid config.
+    pub fn with_config(
+        conn: WSConnectionConfig,
+        datatype: impl Datatype<T>,
+        cfg: WsConfig,
+    ) -> Result<Self> {
+        Self::build(conn, Arc::new(datatype), cfg, None)
+    }
+
+    pub(crate) fn build(
+        conn: WSConnectionConfig,
+        datatype: Arc<dyn Datatype<T>>,
+        cfg: WsConfig,
+        parent: Option<&Threads>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let name: Arc<str> = cfg
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("RxWSClient:{}", conn.url()))
+            .into();
+        let queue: Arc<dyn OverflowPolicy<Message>> =
+            Arc::from(cfg.outbound_overflow.build(cfg.outbound_capacity)?);
+        let (wake_tx, wake_rx) = bounded(0);
+        let (ended_tx, ended_rx) = bounded(0);
+        let inner = Arc::new(Inner {
+            core: Core::new(
+                name.clone(),
+                cfg.thread_stack_size,
+                cfg.stream_capacity,
+                parent,
+            ),
+            state: Subject::replaying(
+                name.to_string(),
+                ConnectionState::Disconnected,
+                cfg.stream_capacity,
+            ),
+            conn,
+            cfg,
+            datatype,
+            queue,
+            current: Mutex::new(None),
+            handshaking: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            completing: AtomicBool::new(false),
+            wake_tx: Mutex::new(Some(wake_tx)),
+            wake_rx,
+            ended_tx: Mutex::new(Some(ended_tx)),
+            ended_rx,
+        });
+        let seq = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+        let weak = Arc::downgrade(&inner);
+        inner
+            .core
+            .threads
+            .spawn(format!("rxws-client-{seq}"), move || {
+                connection_loop(weak, seq)
+            })?;
+        Ok(RxWSClient { inner })
+    }
+
+    /// The component's name, e.g. `RxWSClient:ws://127.0.0.1:9001/chat`.
+    pub fn name(&self) -> &str {
+        &self.inner.core.name
+    }
+
+    /// A weak, cloneable handle for use inside callbacks.
+    pub fn handle(&self) -> ClientHandle<T> {
+        ClientHandle {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Subscribes to inbound items. Dropping the returned [`Subscription`] unsubscribes.
+    pub fn subscribe(&self, observer: impl Observer<T> + 'static) -> Subscription {
+        self.inner.core.inbound.subscribe(boxed(observer))
+    }
+
+    /// Inbound items as a bounded crossbeam receiver.
+    pub fn stream(&self) -> Receiver<Notification<T>> {
+        self.inner.core.inbound.stream()
+    }
+
+    /// Connection states; a new subscriber gets the current state first.
+    pub fn subscribe_state(
+        &self,
+        observer: impl Observer<ConnectionState> + 'static,
+    ) -> Subscription {
+        self.inner.state.subscribe(boxed(observer))
+    }
+
+    /// Connection states as a crossbeam receiver, current state first.
+    pub fn state_stream(&self) -> Receiver<Notification<ConnectionState>> {
+        self.inner.state.stream()
+    }
+
+    /// Non-fatal errors: items that cannot be encoded, items sent after completion.
+    pub fn subscribe_errors(&self, observer: impl Observer<Error> + 'static) -> Subscription {
+        self.inner.core.errors.subscribe(boxed(observer))
+    }
+
+    /// True while connected.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `timeout` for the client to be connected; true if it is.
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        let rx = self.inner.state.stream();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_connected() {
+                return true;
+            }
+            match rx.recv_deadline(deadline) {
+                Ok(Notification::Next(ConnectionState::Connected)) => return true,
+                Ok(Notification::Next(_)) => {}
+                _ => return self.is_connected(),
+            }
+        }
+    }
+
+    /// A crossbeam sender of outbound items, forwarded by a `rxws-client-sink` thread.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyClosed`] after dispose.
+    pub fn sink(&self) -> Result<Sender<T>> {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.core.sink("client", move |item| {
+            if let Some(inner) = weak.upgrade() {
+                let _ = inner.send(item);
+            }
+        })
+    }
+
+    /// Sends one item, reporting failures directly.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when the datatype refuses the item; [`Error::AlreadyClosed`] after
+    /// completion. An item dropped because the client is not connected is not an error (it is
+    /// counted in `stats().dropped` and logged).
+    pub fn send(&self, item: T) -> Result<()> {
+        self.inner.send(item)
+    }
+
+    /// Sends one item (errors go to the errors stream).
+    pub fn on_next(&self, item: T) {
+        self.inner.on_next(item)
+    }
+
+    /// Graceful shutdown: flushes what is queued (bounded), closes with a close handshake
+    /// (bounded), completes subscribers, joins threads.
+    pub fn on_completed(&self) {
+        self.inner.complete(Notification::Completed)
+    }
+
+    /// Fails subscribers with `error`, closes the connection, joins threads.
+    pub fn on_error(&self, error: Error) {
+        self.inner.complete(Notification::Error(error))
+    }
+
+    /// Stops now and joins every thread (bounded). Idempotent; safe from any thread, including
+    /// a callback.
+    pub fn dispose(&self) {
+        self.inner.dispose()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.core.stats.snapshot()
+    }
+
+    /// Items waiting in the outbound queue (or disconnect buffer).
+    pub fn queued(&self) -> usize {
+        self.inner.queue.len()
+    }
+
+    /// Threads the client is running now.
+    pub fn thread_count(&self) -> usize {
+        self.inner.core.threads.live_count()
+    }
+}
+
+impl<T: Clone + Send + 'static> Drop for RxWSClient<T> {
+    fn drop(&mut self) {
+        self.inner.dispose();
+    }
+}
+
+impl<T: Clone + Send + 'static> Observer<T> for RxWSClient<T> {
+    fn on_next(&self, item: T) {
+        self.inner.on_next(item)
+    }
+    fn on_error(&self, error: Error) {
+        self.inner.complete(Notification::Error(error))
+    }
+    fn on_completed(&self) {
+        self.inner.complete(Notification::Completed)
+    }
+}
+
+impl<T: Clone + Send + 'static> ClientHandle<T> {
+    /// See [`RxWSClient::on_next`].
+    pub fn on_next(&self, item: T) {
+        if let Some(i) = self.inner.upgrade() {
+            i.on_next(item)
+        }
+    }
+    /// See [`RxWSClient::send`].
+    ///
+    /// # Errors
+    /// As [`RxWSClient::send`]; [`Error::AlreadyClosed`] when the client is gone.
+    pub fn send(&self, item: T) -> Result<()> {
+        match self.inner.upgrade() {
+            Some(i) => i.send(item),
+            None => Err(Error::AlreadyClosed {
+                component: "RxWSClient".into(),
+            }),
+        }
+    }
+    /// See [`RxWSClient::on_completed`].
+    pub fn on_completed(&self) {
+        if let Some(i) = self.inner.upgrade() {
+            i.complete(Notification::Completed)
+        }
+    }
+    /// See [`RxWSClient::dispose`].
+    pub fn dispose(&self) {
+        if let Some(i) = self.inner.upgrade() {
+            i.dispose()
+        }
+    }
+}
+
+impl<T: Clone + Send + 'static> Observer<T> for ClientHandle<T> {
+    fn on_next(&self, item: T) {
+        ClientHandle::on_next(self, item)
+    }
+    fn on_error(&self, error: Error) {
+        if let Some(i) = self.inner.upgrade() {
+            i.complete(Notification::Error(error))
+        }
+    }
+    fn on_completed(&self) {
+        ClientHandle::on_completed(self)
+    }
+}
+
+impl<T: Clone + Send + 'static> Inner<T> {
+    fn on_next(&self, item: T) {
+        if let Err(e) = self.send(item) {
+            self.core.report(e);
+        }
+    }
+
+    fn send(&self, item: T) -> Result<()> {
+        if self.core.threads.is_stopping() || self.completing.load(Ordering::Acquire) {
+            self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::AlreadyClosed {
+                component: Box::from(&*self.core.name),
+            });
+        }
+        let msg = self.datatype.encode(item).map_err(|reason| {
+            self.core
+                .stats
+                .encode_errors
+                .fetch_add(1, Ordering::Relaxed);
+            Error::Encode {
+                component: Box::from(&*self.core.name),
+                datatype: self.datatype.name(),
+                reason,
+            }
+        })?;
+        if !self.connected.load(Ordering::Acquire) && !self.cfg.buffer_while_disconnected {
+            self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            log::debug!(component = &*self.core.name; "item dropped: not connected (buffer_while_disconnected is off)");
+            return Ok(());
+        }
+        push_outbound(
+            &*self.queue,
+            msg,
+            &self.core.name,
+            None,
+            &self.core.stats,
+            || {
+                if let Some(c) = self.current.lock().clone() {
+                    c.abort();
+                }
+            },
+        );
+        Ok(())
+    }
+
+    fn set_state(&self, s: ConnectionState) {
+        log::info!(component = &*self.core.name, state:% = s; "client state");
+        self.state.next(s);
+    }
+
+    /// Drops everything queued (buffering off): counted and logged.
+    fn drop_queued(&self) {
+        let n = self.queue.drain().len();
+        if n > 0 {
+            self.core
+                .stats
+                .dropped
+                .fetch_add(n as u64, Ordering::Relaxed);
+            log::debug!(component = &*self.core.name, count = n; "queued items dropped: disconnected");
+        }
+    }
+
+    fn complete(&self, n: Notification<T>) {
+        if self.completing.swap(true, Ordering::AcqRel) || self.core.threads.is_stopping() {
+            self.dispose();
+            return;
+        }
+        log::info!(component = &*self.core.name; "client completing");
+        let code = match n {
+            Notification::Error(_) => CloseCode::Error,
+            _ => CloseCode::Normal,
+        };
+        let current = self.current.lock().clone();
+        // Wake a retry wait: completion ends the reconnect loop.
+        self.wake_tx.lock().take();
+        if let Some(c) = current {
+            c.close(Some(CloseFrame {
+                code,
+                reason: "".into(),
+            }));
+            if !self.core.threads.on_own_thread() {
+                let deadline =
+                    Instant::now() + self.cfg.close_timeout * 2 + Duration::from_millis(200);
+                let _ = self.ended_rx.recv_deadline(deadline);
+            }
+        }
+        self.core.terminate(n);
+        self.dispose();
+    }
+
+    fn dispose(&self) {
+        if !self.core.threads.begin_stop() {
+            self.core.threads.wait_stopped();
+            return;
+        }
+        self.core.abort_subjects();
+        self.state.abort();
+        self.wake_tx.lock().take();
+        self.queue.close();
+        if let Some(c) = self.current.lock().clone() {
+            c.abort();
+        }
+        if let Some(s) = self.handshaking.lock().take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.core.threads.join_all();
+        let left = self.queue.drain().len();
+        if left > 0 {
+            self.core
+                .stats
+                .dropped
+                .fetch_add(left as u64, Ordering::Relaxed);
+            log::info!(component = &*self.core.name, count = left; "queued items dropped at dispose");
+        }
+        self.core.terminate(Notification::Completed);
+        self.state.next(ConnectionState::Closed);
+        self.state.terminate(Notification::Completed);
+        log::info!(component = &*self.core.name; "client stopped");
+    }
+
+    fn stopping(&self) -> bool {
+        self.core.threads.is_stopping() || self.completing.load(Ordering::Acquire)
+    }
+
+    /// Connects and handshakes, bounded by `handshake_timeout`.
+    fn connect(&self) -> Result<(WebSocket<HalfStream>, SocketAddr)> {
+        let name = &self.core.name;
+        let timeout = self.cfg.handshake_timeout;
+        let addrs: Vec<SocketAddr> = (self.conn.host(), self.conn.port())
+            .to_socket_addrs()
+            .map_err(|e| Error::io(name, Some(self.conn.authority()), e))?
+            .collect();
+        let mut last = None;
+        let mut sock = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(s) => {
+                    sock = Some((s, a));
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let (sock, peer) = match sock {
+            Some(s) => s,
+            None => {
+                let e = last.unwrap_or_else(|| std::io::Error::other("no address to connect to"));
+                return Err(Error::io(name, Some(self.conn.authority()), e));
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let _ = sock.set_read_timeout(Some(timeout));
+        let _ = sock.set_write_timeout(Some(timeout));
+        let raw = sock
+            .try_clone()
+            .map_err(|e| Error::io(name, Some(peer.to_string()), e))?;
+        // A dispose during the handshake shuts this socket down to end the wait.
+        if let Ok(s) = raw.try_clone() {
+            *self.handshaking.lock() = Some(s);
+        }
+        if self.core.threads.is_stopping() {
+            let _ = raw.shutdown(Shutdown::Both);
+        }
+        let url = self.conn.url();
+        let res = tungstenite::client::client_with_config(
+            url.as_str(),
+            HalfStream::new(sock),
+            Some(self.cfg.tungstenite()),
+        );
+        self.handshaking.lock().take();
+        match res {
+            Ok((ws, _resp)) => {
+                let _ = raw.set_read_timeout(None);
+                let _ = raw.set_write_timeout(None);
+                Ok((ws, peer))
+            }
+            Err(HandshakeError::Failure(e)) => Err(Error::ws(name, Some(peer.to_string()), e)),
+            Err(HandshakeError::Interrupted(_)) => {
+                let _ = raw.shutdown(Shutdown::Both);
+                Err(Error::io(
+                    name,
+                    Some(peer.to_string()),
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"),
+                ))
+            }
+        }
+    }
+}
+
+fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
+    let mut failures: u32 = 0;
+    let mut first = true;
+    let mut pending: Vec<Message> = Vec::new();
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopping() {
+            break;
+        }
+        inner.set_state(if first {
+            ConnectionState::Connecting
+        } else {
+            ConnectionState::Reconnecting
+        });
+        first = false;
+        inner
+            .core
+            .stats
+            .connect_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let wait = match inner.connect() {
+            Ok((ws, peer)) => {
+                failures = 0;
+                let buffering = inner.cfg.buffer_while_disconnected;
+                if !buffering {
+                    inner.drop_queued();
+                }
+                let info = ConnInfo {
+                    id: ConnId::new(),
+                    seq,
+                    peer,
+                };
+                let params = ConnParams {
+                    role: Role::Client,
+                    ping_interval: inner.cfg.ping_interval,
+                    ping_timeout: inner.cfg.ping_timeout,
+                    close_timeout: inner.cfg.close_timeout,
+                    keep_unsent: buffering,
+                    ws: inner.cfg.tungstenite(),
+                };
+                let run = ConnRun::new(
+                    ws,
+                    info.clone(),
+                    inner.core.name.clone(),
+                    inner.queue.clone(),
+                    params,
+                    inner.core.stats.clone(),
+                );
+                let (run, handle) = match run {
+                    Ok(x) => x,
+                    Err(e) => {
+                        log::warn!(component = &*inner.core.name, error:% = e; "connection setup failed");
+                        continue;
+                    }
+                };
+                let run = run.with_pending(std::mem::take(&mut pending));
+                *inner.current.lock() = Some(handle.clone());
+                inner.connected.store(true, Ordering::Release);
+                inner
+                    .core
+                    .stats
+                    .connections_opened
+                    .fetch_add(1, Ordering::Relaxed);
+                log::info!(component = &*inner.core.name, conn_id:% = info.id, peer:% = peer, handshake_us = started.elapsed().as_micros() as u64; "Connection opened");
+                // A dispose that raced the handshake must still end this connection.
+                if inner.core.threads.is_stopping() {
+                    handle.abort();
+                }
+                inner.set_state(ConnectionState::Connected);
+                let datatype = inner.datatype.clone();
+                let inbound = inner.core.inbound.clone();
+                let stats = inner.core.stats.clone();
+                let threads = inner.core.threads.clone();
+                let name = inner.core.name.clone();
+                drop(inner);
+                let end = run.run(&threads, |msg| match datatype.decode(msg) {
+                    Ok(item) => inbound.next(item),
+                    Err(reason) => {
+                        stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        log::warn!(component = &*name, conn_id:% = info.id, datatype = datatype.name(), error = reason.as_str(); "Frame decode error");
+                    }
+                });
+                handle.abort();
+                let Some(inner) = weak.upgrade() else { return };
+                inner.connected.store(false, Ordering::Release);
+                *inner.current.lock() = None;
+                inner
+                    .core
+                    .stats
+                    .connections_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                log::info!(component = &*inner.core.name, conn_id:% = info.id, reason:? = end.reason; "Connection closed");
+                if buffering {
+                    pending = end.unsent;
+                } else {
+                    let n = end.unsent.len() + inner.queue.drain().len();
+                    if n > 0 {
+                        inner
+                            .core
+                            .stats
+                            .dropped
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+                if inner.stopping() {
+                    break;
+                }
+                inner.set_state(ConnectionState::Disconnected);
+                inner.cfg.retry.delay(0)
+            }
+            Err(e) => {
+                failures += 1;
+                if let Some(max) = inner.cfg.retry.max_retries {
+                    if failures > max {
+                        log::warn!(component = &*inner.core.name, attempts = failures, error:% = e; "giving up: max retries exhausted");
+                        let err = Error::RetriesExhausted {
+                            component: Box::from(&*inner.core.name),
+                            attempts: failures,
+                            last: e.to_string(),
+                        };
+                        inner.completing.store(true, Ordering::Release);
+                        inner.core.terminate(Notification::Error(err));
+                        inner.state.next(ConnectionState::Closed);
+                        break;
+                    }
+                }
+                let delay = inner.cfg.retry.delay(failures - 1);
+                log::info!(component = &*inner.core.name, attempt = failures, delay_ms = delay.as_millis() as u64, error:% = e; "connect failed; retrying");
+                delay
+            }
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopping() {
+            break;
+        }
+        let wake = inner.wake_rx.clone();
+        drop(inner);
+        let _ = wake.recv_timeout(wait);
+    }
+    if let Some(inner) = weak.upgrade() {
+        inner.ended_tx.lock().take();
+    }
+}

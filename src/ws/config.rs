@@ -1,0 +1,591 @@
+//! Configuration: where to connect or listen ([`WSConnectionConfig`]), how connections behave
+//! ([`WsConfig`]), and how a client reconnects ([`RetryPolicy`]). Everything is validated when a
+//! component is built; a bad value is an [`Error::Config`] naming the field, never a panic.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::overflow::OverflowStrategy;
+
+/// Host, port and path of a WebSocket endpoint (`WSConnectionConfig(host, port, path)` in the
+/// Python original). Validated at construction.
+///
+/// ```
+/// use rxplus::ws::WSConnectionConfig;
+///
+/// let c = WSConnectionConfig::new("127.0.0.1", 9001, "/chat")?;
+/// assert_eq!(c.url(), "ws://127.0.0.1:9001/chat");
+/// let d = WSConnectionConfig::from_url("ws://[::1]:80/a?b=1")?;
+/// assert_eq!((d.host(), d.port(), d.path()), ("::1", 80, "/a?b=1"));
+/// assert!(WSConnectionConfig::new("", 1, "/").is_err());
+/// assert!(WSConnectionConfig::new("h", 70000, "/").is_err());
+/// assert!(WSConnectionConfig::new("h", 1, "chat").is_err());
+/// assert!(WSConnectionConfig::from_url("http://h/").is_err());
+/// # Ok::<(), rxplus::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WSConnectionConfig {
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl WSConnectionConfig {
+    /// Validates and builds a config. `port` is taken as `u32` so out-of-range values are
+    /// reported rather than truncated.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty host or one with spaces, a port above 65535, or a path
+    /// not starting with `/`.
+    pub fn new(host: impl Into<String>, port: u32, path: impl Into<String>) -> Result<Self> {
+        let host = host.into();
+        let path = path.into();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .map(str::to_owned)
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Err(Error::config("host", "must not be empty"));
+        }
+        if host.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(Error::config(
+                "host",
+                format!("{host:?} is not a host name or address"),
+            ));
+        }
+        let port = u16::try_from(port)
+            .map_err(|_| Error::config("port", format!("{port} is out of range 0..=65535")))?;
+        if !path.starts_with('/') {
+            return Err(Error::config(
+                "path",
+                format!("{path:?} must start with '/'"),
+            ));
+        }
+        Ok(WSConnectionConfig { host, port, path })
+    }
+
+    /// Parses `ws://host[:port][/path][?query]` (port defaults to 80).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for anything else, including `wss://` (TLS is not supported).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: tungstenite::http::Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
+        match uri.scheme_str() {
+            Some("ws") => {}
+            Some("wss") => return Err(bad("wss:// (TLS) is not supported")),
+            Some(other) => return Err(bad(&format!("scheme {other:?} is not ws"))),
+            None => return Err(bad("missing ws:// scheme")),
+        }
+        let host = uri.host().ok_or_else(|| bad("missing host"))?;
+        // `Uri::port` hides an out-of-range port; read it from the authority text instead.
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+        let after_host = authority.rsplit_once(']').map(|(_, rest)| rest).unwrap_or(authority);
+        let port = match after_host.rsplit_once(':') {
+            Some((_, p)) => p.parse::<u32>().map_err(|_| bad("invalid port"))?,
+            None => 80,
+        };
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/");
+        WSConnectionConfig::new(host, port, path).map_err(|e| bad(&e.to_string()))
+    }
+
+    /// The host (IPv6 without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// The path, with its query if any.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// A copy with another path (used by client groups).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `path` does not start with `/`.
+    pub fn with_path(&self, path: &str) -> Result<Self> {
+        WSConnectionConfig::new(self.host.clone(), u32::from(self.port), path)
+    }
+    /// `host:port`, with brackets around an IPv6 host.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+    /// `ws://host:port/path`.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.authority(), self.path)
+    }
+}
+
+impl fmt::Display for WSConnectionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url())
+    }
+}
+
+/// How a client waits between connection attempts: exponential backoff with a cap, jitter and
+/// an optional limit.
+///
+/// Delay before retry `n` (from 0) is `min(initial_delay * factor^n, max_delay)`, then spread by
+/// ±`jitter` (a fraction).
+///
+/// ```
+/// use rxplus::ws::RetryPolicy;
+/// use std::time::Duration;
+///
+/// let p = RetryPolicy::default().jitter(0.0).max_retries(Some(3));
+/// assert_eq!(p.delay(0), Duration::from_millis(100));
+/// assert_eq!(p.delay(2), Duration::from_millis(400));
+/// assert_eq!(p.delay(30), Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// First delay. Default 100 ms.
+    pub initial_delay: Duration,
+    /// Cap on any delay. Default 10 s.
+    pub max_delay: Duration,
+    /// Growth per retry, at least 1. Default 2.0.
+    pub factor: f64,
+    /// Random spread as a fraction of the delay, 0..=1. Default 0.1.
+    pub jitter: f64,
+    /// Give up after this many failed attempts in a row; `None` retries forever. Default `None`.
+    pub max_retries: Option<u32>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            factor: 2.0,
+            jitter: 0.1,
+            max_retries: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Sets [`Self::initial_delay`].
+    pub fn initial_delay(mut self, d: Duration) -> Self {
+        self.initial_delay = d;
+        self
+    }
+    /// Sets [`Self::max_delay`].
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+    /// Sets [`Self::factor`].
+    pub fn factor(mut self, f: f64) -> Self {
+        self.factor = f;
+        self
+    }
+    /// Sets [`Self::jitter`].
+    pub fn jitter(mut self, j: f64) -> Self {
+        self.jitter = j;
+        self
+    }
+    /// Sets [`Self::max_retries`].
+    pub fn max_retries(mut self, n: Option<u32>) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// The delay before retry `attempt` (0-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self.initial_delay.as_secs_f64() * self.factor.powi(attempt.min(64) as i32);
+        let capped = base.min(self.max_delay.as_secs_f64());
+        let spread = if self.jitter > 0.0 {
+            1.0 + self.jitter * (rand::random::<f64>() * 2.0 - 1.0)
+        } else {
+            1.0
+        };
+        Duration::from_secs_f64((capped * spread).max(0.0))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.initial_delay.is_zero() {
+            return Err(Error::config("retry.initial_delay", "must be above zero"));
+        }
+        if self.max_delay < self.initial_delay {
+            return Err(Error::config(
+                "retry.max_delay",
+                "must be at least initial_delay",
+            ));
+        }
+        if !(self.factor >= 1.0 && self.factor.is_finite()) {
+            return Err(Error::config(
+                "retry.factor",
+                format!("{} must be >= 1", self.factor),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(Error::config(
+                "retry.jitter",
+                format!("{} must be within 0..=1", self.jitter),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Connection behaviour shared by servers, clients and groups. Public fields with defaults and
+/// chained setters; validated when a component is built.
+///
+/// ```
+/// use rxplus::ws::WsConfig;
+/// use rxplus::OverflowStrategy;
+/// use std::time::Duration;
+///
+/// let cfg = WsConfig::default()
+///     .name("edge")
+///     .ping_interval(Some(Duration::from_secs(5)))
+///     .outbound(256, OverflowStrategy::DropOld);
+/// assert!(cfg.validate().is_ok());
+/// assert!(WsConfig::default().outbound(0, OverflowStrategy::Block).validate().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WsConfig {
+    /// Component name for logs and thread names; `None` derives one from the address
+    /// (`RxWSServer:host:port`, `RxWSClient:ws://host:port/path`). Default `None`.
+    pub name: Option<String>,
+    /// Largest incoming message. Default 16 MiB.
+    pub max_message_size: usize,
+    /// Largest incoming frame payload. Default 16 MiB.
+    pub max_frame_size: usize,
+    /// Time allowed for the opening handshake (TCP connect included for clients). Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Send a ping this often; `None` disables heartbeats. Default 20 s.
+    pub ping_interval: Option<Duration>,
+    /// Close a connection whose pong has not arrived this long after a ping; `None` never
+    /// closes for a missing pong. Needs `ping_interval`. Default 20 s.
+    pub ping_timeout: Option<Duration>,
+    /// Bound on the graceful close: flushing queued items, then waiting for the peer's close
+    /// frame. Default 2 s.
+    pub close_timeout: Duration,
+    /// Outbound messages queued per connection (per client, across reconnects). Default 1024.
+    pub outbound_capacity: usize,
+    /// What a full outbound queue does. Default [`OverflowStrategy::Block`]: the sender waits
+    /// (backpressure) until the writer makes room or the connection ends.
+    pub outbound_overflow: OverflowStrategy,
+    /// Capacity of each `stream()` receiver. Default 1024.
+    pub stream_capacity: usize,
+    /// Most connections a server holds at once; more are refused with HTTP 503. Default 10,000.
+    pub max_connections: usize,
+    /// Per-connection read buffer. Default 16 KiB (small, so many idle connections stay cheap).
+    pub read_buffer_size: usize,
+    /// Stack size of connection threads. Default 256 KiB.
+    pub thread_stack_size: usize,
+    /// Client and group only: how to reconnect. Default [`RetryPolicy::default`].
+    pub retry: RetryPolicy,
+    /// Client and group only: queue items sent while disconnected (in order, delivered after the
+    /// next connect) instead of dropping them. Default `false`.
+    pub buffer_while_disconnected: bool,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            name: None,
+            max_message_size: 16 << 20,
+            max_frame_size: 16 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Some(Duration::from_secs(20)),
+            close_timeout: Duration::from_secs(2),
+            outbound_capacity: 1024,
+            outbound_overflow: OverflowStrategy::Block,
+            stream_capacity: 1024,
+            max_connections: 10_000,
+            read_buffer_size: 16 << 10,
+            thread_stack_size: 256 << 10,
+            retry: RetryPolicy::default(),
+            buffer_while_disconnected: false,
+        }
+    }
+}
+
+impl WsConfig {
+    /// Sets [`Self::name`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// Sets [`Self::max_message_size`] and [`Self::max_frame_size`] (frames capped at the message size).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self.max_frame_size = self.max_frame_size.min(bytes).max(bytes.min(16 << 20));
+        self
+    }
+    /// Sets [`Self::max_frame_size`].
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+    /// Sets [`Self::handshake_timeout`].
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+    /// Sets [`Self::ping_interval`].
+    pub fn ping_interval(mut self, d: Option<Duration>) -> Self {
+        self.ping_interval = d;
+        self
+    }
+    /// Sets [`Self::ping_timeout`].
+    pub fn ping_timeout(mut self, d: Option<Duration>) -> Self {
+        self.ping_timeout = d;
+        self
+    }
+    /// Disables heartbeats (no pings, no pong timeout).
+    pub fn no_heartbeat(mut self) -> Self {
+        self.ping_interval = None;
+        self.ping_timeout = None;
+        self
+    }
+    /// Sets [`Self::close_timeout`].
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.close_timeout = d;
+        self
+    }
+    /// Sets [`Self::outbound_capacity`] and [`Self::outbound_overflow`].
+    pub fn outbound(mut self, capacity: usize, overflow: OverflowStrategy) -> Self {
+        self.outbound_capacity = capacity;
+        self.outbound_overflow = overflow;
+        self
+    }
+    /// Sets [`Self::stream_capacity`].
+    pub fn stream_capacity(mut self, n: usize) -> Self {
+        self.stream_capacity = n;
+        self
+    }
+    /// Sets [`Self::max_connections`].
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// Sets [`Self::read_buffer_size`].
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes;
+        self
+    }
+    /// Sets [`Self::thread_stack_size`].
+    pub fn thread_stack_size(mut self, bytes: usize) -> Self {
+        self.thread_stack_size = bytes;
+        self
+    }
+    /// Sets [`Self::retry`].
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+    /// Sets [`Self::buffer_while_disconnected`].
+    pub fn buffer_while_disconnected(mut self, on: bool) -> Self {
+        self.buffer_while_disconnected = on;
+        self
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        if matches!(&self.name, Some(n) if n.is_empty()) {
+            return Err(Error::config("name", "must not be empty"));
+        }
+        if self.max_message_size == 0 {
+            return Err(Error::config("max_message_size", "must be above zero"));
+        }
+        if self.max_frame_size == 0 || self.max_frame_size > self.max_message_size {
+            return Err(Error::config(
+                "max_frame_size",
+                "must be above zero and at most max_message_size",
+            ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::config("handshake_timeout", "must be above zero"));
+        }
+        if self.ping_interval.is_some_and(|d| d.is_zero()) {
+            return Err(Error::config(
+                "ping_interval",
+                "must be above zero (use None to disable)",
+            ));
+        }
+        match (self.ping_interval, self.ping_timeout) {
+            (None, Some(_)) => {
+                return Err(Error::config(
+                    "ping_timeout",
+                    "needs ping_interval to be set",
+                ))
+            }
+            (_, Some(t)) if t.is_zero() => {
+                return Err(Error::config(
+                    "ping_timeout",
+                    "must be above zero (use None to disable)",
+                ))
+            }
+            _ => {}
+        }
+        if self.close_timeout.is_zero() {
+            return Err(Error::config("close_timeout", "must be above zero"));
+        }
+        if self.outbound_capacity == 0 && self.outbound_overflow != OverflowStrategy::Disconnect {
+            return Err(Error::config("outbound_capacity", "must be above zero"));
+        }
+        if self.stream_capacity == 0 {
+            return Err(Error::config("stream_capacity", "must be above zero"));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::config("max_connections", "must be above zero"));
+        }
+        if self.read_buffer_size < 1024 {
+            return Err(Error::config("read_buffer_size", "must be at least 1024"));
+        }
+        if self.thread_stack_size < 64 << 10 {
+            return Err(Error::config(
+                "thread_stack_size",
+                "must be at least 64 KiB",
+            ));
+        }
+        self.retry.validate()
+    }
+
+    pub(crate) fn tungstenite(&self) -> tungstenite::protocol::WebSocketConfig {
+        tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size)
+            .write_buffer_size(0)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_frame_size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(e: Error) -> &'static str {
+        match e {
+            Error::Config { field, .. } => field,
+            other => panic!("not a config error: {other}"),
+        }
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let d = WsConfig::default;
+        assert_eq!(
+            field(d().ping_interval(None).validate().unwrap_err()),
+            "ping_timeout"
+        );
+        assert_eq!(
+            field(
+                d().outbound(0, OverflowStrategy::DropNew)
+                    .validate()
+                    .unwrap_err()
+            ),
+            "outbound_capacity"
+        );
+        assert!(d()
+            .outbound(0, OverflowStrategy::Disconnect)
+            .validate()
+            .is_ok());
+        assert_eq!(
+            field(d().stream_capacity(0).validate().unwrap_err()),
+            "stream_capacity"
+        );
+        assert_eq!(
+            field(d().max_frame_size(0).validate().unwrap_err()),
+            "max_frame_size"
+        );
+        assert_eq!(
+            field(
+                d().handshake_timeout(Duration::ZERO)
+                    .validate()
+                    .unwrap_err()
+            ),
+            "handshake_timeout"
+        );
+        assert_eq!(
+            field(
+                d().retry(RetryPolicy::default().factor(0.5))
+                    .validate()
+                    .unwrap_err()
+            ),
+            "retry.factor"
+        );
+        assert_eq!(
+            field(
+                d().retry(RetryPolicy::default().jitter(2.0))
+                    .validate()
+                    .unwrap_err()
+            ),
+            "retry.jitter"
+        );
+        assert_eq!(field(d().name("").validate().unwrap_err()), "name");
+        assert!(d().no_heartbeat().validate().is_ok());
+    }
+
+    #[test]
+    fn conn_cfg_validation_missing_host_and_port() {
+        assert_eq!(
+            field(WSConnectionConfig::new("", 80, "/").unwrap_err()),
+            "host"
+        );
+        assert_eq!(
+            field(WSConnectionConfig::new("h", 65536, "/").unwrap_err()),
+            "port"
+        );
+        assert_eq!(
+            field(WSConnectionConfig::new("h", 1, "").unwrap_err()),
+            "path"
+        );
+        assert_eq!(
+            WSConnectionConfig::new("[::1]", 1, "/")
+                .unwrap()
+                .authority(),
+            "[::1]:1"
+        );
+    }
+
+    #[test]
+    fn retry_delay_grows_caps_and_jitters_within_bounds() {
+        let p = RetryPolicy::default();
+        for n in 0..20 {
+            let base = (0.1 * 2f64.powi(n)).min(10.0);
+            let d = p.delay(n as u32).as_secs_f64();
+            assert!(d >= base * 0.9 - 1e-9 && d <= base * 1.1 + 1e-9, "{n}: {d}");
+        }
+    }
+
+    #[test]
+    fn invalid_urls_are_rejected_with_the_url() {
+        for u in [
+            "",
+            "localhost:80",
+            "http://h/",
+            "wss://h/",
+            "ws://",
+            "ws://h:99999/",
+        ] {
+            let e = WSConnectionConfig::from_url(u).unwrap_err();
+            assert!(matches!(e, Error::InvalidUrl { .. }), "{u}: {e}");
+        }
+        assert_eq!(WSConnectionConfig::from_url("ws://h").unwrap().path(), "/");
+    }
+}

@@ -1,0 +1,71 @@
+//! Counters every component keeps; read them with `stats()`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters of one component, updated with relaxed atomics (no lock on the hot path).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) decode_errors: AtomicU64,
+    pub(crate) encode_errors: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) connections_opened: AtomicU64,
+    pub(crate) connections_closed: AtomicU64,
+    pub(crate) connect_attempts: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn record_in(&self, bytes: usize) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    pub(crate) fn record_out(&self, messages: usize, bytes: usize) {
+        self.messages_out
+            .fetch_add(messages as u64, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            messages_in: g(&self.messages_in),
+            bytes_in: g(&self.bytes_in),
+            messages_out: g(&self.messages_out),
+            bytes_out: g(&self.bytes_out),
+            decode_errors: g(&self.decode_errors),
+            encode_errors: g(&self.encode_errors),
+            dropped: g(&self.dropped),
+            connections_opened: g(&self.connections_opened),
+            connections_closed: g(&self.connections_closed),
+            connect_attempts: g(&self.connect_attempts),
+        }
+    }
+}
+
+/// A copy of a component's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Data messages written to sockets.
+    pub messages_out: u64,
+    /// Payload bytes written to sockets.
+    pub bytes_out: u64,
+    /// Received messages the datatype could not decode (logged, skipped).
+    pub decode_errors: u64,
+    /// Items the datatype could not encode (reported as error notifications).
+    pub encode_errors: u64,
+    /// Outbound items dropped: overflow policy, not connected, or connection closed.
+    pub dropped: u64,
+    /// Connections opened (handshake done).
+    pub connections_opened: u64,
+    /// Connections closed.
+    pub connections_closed: u64,
+    /// Client connection attempts, first one included.
+    pub connect_attempts: u64,
+}
