@@ -415,6 +415,23 @@ impl<T: Clone + Send + 'static> Inner<T> {
     }
 
     fn complete(&self, n: Notification<T>) {
+        // Buffered items waiting for a first (or next) connection: give it a bounded chance.
+        if self.cfg.buffer_while_disconnected
+            && !self.queue.is_empty()
+            && !self.connected.load(Ordering::Acquire)
+            && !self.core.threads.on_own_thread()
+            && !self.stopping()
+        {
+            let rx = self.state.stream();
+            let deadline = Instant::now() + self.cfg.handshake_timeout;
+            while !self.connected.load(Ordering::Acquire) {
+                match rx.recv_deadline(deadline) {
+                    Ok(Notification::Next(ConnectionState::Connected)) => break,
+                    Ok(Notification::Next(_)) => {}
+                    _ => break,
+                }
+            }
+        }
         if self.completing.swap(true, Ordering::AcqRel) || self.core.threads.is_stopping() {
             self.dispose();
             return;

@@ -85,7 +85,10 @@ impl WSConnectionConfig {
         let host = uri.host().ok_or_else(|| bad("missing host"))?;
         // `Uri::port` hides an out-of-range port; read it from the authority text instead.
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-        let after_host = authority.rsplit_once(']').map(|(_, rest)| rest).unwrap_or(authority);
+        let after_host = authority
+            .rsplit_once(']')
+            .map(|(_, rest)| rest)
+            .unwrap_or(authority);
         let port = match after_host.rsplit_once(':') {
             Some((_, p)) => p.parse::<u32>().map_err(|_| bad("invalid port"))?,
             None => 80,

@@ -521,6 +521,9 @@ impl Writer {
             }
             Ctrl::PeerClosed(frame) => {
                 if !self.closed {
+                    // Whatever was queued before the peer's close (e.g. replies the reader's
+                    // callbacks produced) goes out before our close reply.
+                    self.flush_queued(Instant::now() + self.params.close_timeout);
                     self.send_close(frame);
                 }
                 Step::Linger
