@@ -218,8 +218,8 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
             if self.is_connected() {
                 return true;
             }
+            // States only wake us; the flag decides (a replayed state may be a moment stale).
             match rx.recv_deadline(deadline) {
-                Ok(Notification::Next(ConnectionState::Connected)) => return true,
                 Ok(Notification::Next(_)) => {}
                 _ => return self.is_connected(),
             }
@@ -597,6 +597,7 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
                     ping_timeout: inner.cfg.ping_timeout,
                     close_timeout: inner.cfg.close_timeout,
                     keep_unsent: buffering,
+                    owns_queue: false,
                     ws: inner.cfg.tungstenite(),
                 };
                 let run = ConnRun::new(

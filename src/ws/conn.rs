@@ -105,6 +105,9 @@ pub(crate) struct ConnParams {
     pub(crate) close_timeout: Duration,
     /// Keep messages written since the last successful flush, to resend after a reconnect.
     pub(crate) keep_unsent: bool,
+    /// The outbound queue belongs to this connection (server) rather than to a client that
+    /// keeps it across reconnects: ending the connection closes it.
+    pub(crate) owns_queue: bool,
     pub(crate) ws: tungstenite::protocol::WebSocketConfig,
 }
 
@@ -134,6 +137,7 @@ pub(crate) struct ConnHandle {
     queue: Arc<dyn OverflowPolicy<Message>>,
     sock: TcpStream,
     ended: AtomicBool,
+    owns_queue: bool,
     stats: Arc<Stats>,
 }
 
@@ -163,7 +167,9 @@ impl ConnHandle {
     /// reader and a writer blocked on a full socket.
     pub(crate) fn abort(&self) {
         self.ended.store(true, Ordering::Release);
-        self.queue.close();
+        if self.owns_queue {
+            self.queue.close();
+        }
         let _ = self.sock.shutdown(Shutdown::Both);
     }
 }
@@ -235,6 +241,7 @@ impl ConnRun {
             queue,
             sock,
             ended: AtomicBool::new(false),
+            owns_queue: params.owns_queue,
             stats,
         });
         Ok((

@@ -651,6 +651,7 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         ping_timeout: inner.cfg.ping_timeout,
         close_timeout: inner.cfg.close_timeout,
         keep_unsent: false,
+        owns_queue: true,
         ws: inner.cfg.tungstenite(),
     };
     let (run, handle) = match ConnRun::new(

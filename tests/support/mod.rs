@@ -1,0 +1,59 @@
+//! Helpers shared by the integration tests: thread counts, waits, small servers.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use rxplus::ws::{RxWSServer, TaggedData, WSConnectionConfig, WsConfig};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Threads of this process now (Linux: /proc/self/task).
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Polls `cond` until true or `timeout`; returns the last value. Only for test assertions.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until the process's thread count is at most `n` (threads exiting after join are
+/// already gone; this only absorbs test-harness threads finishing).
+pub fn wait_threads_at_most(n: usize) -> usize {
+    wait_until(Duration::from_secs(5), || thread_count() <= n);
+    thread_count()
+}
+
+pub fn local(port: u16, path: &str) -> WSConnectionConfig {
+    WSConnectionConfig::new("127.0.0.1", u32::from(port), path).unwrap()
+}
+
+pub fn any_port() -> WSConnectionConfig {
+    local(0, "/")
+}
+
+pub fn quiet() -> WsConfig {
+    WsConfig::default().no_heartbeat()
+}
+
+/// An echo server of `T`: replies to the originating connection.
+pub fn echo_server<T: Clone + Send + 'static>(
+    datatype: impl Into<rxplus::ws::Datatypes<T>>,
+) -> RxWSServer<T> {
+    let s = RxWSServer::<T>::with_config(any_port(), datatype, quiet()).unwrap();
+    let h = s.handle();
+    s.subscribe(move |m: TaggedData<T>| h.on_next(m.reply(m.data.clone())))
+        .detach();
+    s
+}
