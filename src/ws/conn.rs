@@ -139,6 +139,10 @@ pub(crate) struct ConnHandle {
     ended: AtomicBool,
     owns_queue: bool,
     stats: Arc<Stats>,
+    // Dropping the sender wakes the writer even when the reader is busy in a callback
+    // (e.g. the callback that is disposing the component).
+    kill_tx: parking_lot::Mutex<Option<Sender<()>>>,
+    kill_rx: Receiver<()>,
 }
 
 impl ConnHandle {
@@ -170,6 +174,7 @@ impl ConnHandle {
         if self.owns_queue {
             self.queue.close();
         }
+        self.kill_tx.lock().take();
         let _ = self.sock.shutdown(Shutdown::Both);
     }
 }
@@ -234,6 +239,7 @@ impl ConnRun {
             .map_err(|e| Error::io(&component, Some(info.peer.to_string()), e))?;
         ws.get_mut().writes = false;
         let (ctrl_tx, ctrl_rx) = bounded(CTRL_CAPACITY);
+        let (kill_tx, kill_rx) = bounded(0);
         let handle = Arc::new(ConnHandle {
             info,
             component,
@@ -243,6 +249,8 @@ impl ConnRun {
             ended: AtomicBool::new(false),
             owns_queue: params.owns_queue,
             stats,
+            kill_tx: parking_lot::Mutex::new(Some(kill_tx)),
+            kill_rx,
         });
         Ok((
             ConnRun {
@@ -430,9 +438,11 @@ impl Writer {
     fn serve(&mut self) -> Step {
         let ctrl_rx = self.ctrl_rx.clone();
         let queue_rx = self.queue_rx.clone();
+        let kill_rx = self.handle.kill_rx.clone();
         let mut sel = Select::new();
         let ctrl_op = sel.recv(&ctrl_rx);
         let data_op = sel.recv(&queue_rx);
+        sel.recv(&kill_rx);
         let mut next_ping = self.params.ping_interval.map(|i| Instant::now() + i);
         let mut ping_sent: Option<(Instant, u64)> = None;
         loop {
@@ -452,10 +462,7 @@ impl Writer {
                 (a, b) => a.or(b),
             };
             let oper = match deadline {
-                Some(d) => match sel.select_deadline(d) {
-                    Ok(op) => Some(op),
-                    Err(_) => None,
-                },
+                Some(d) => sel.select_deadline(d).ok(),
                 None => Some(sel.select()),
             };
             match oper {
@@ -537,6 +544,8 @@ impl Writer {
             }
             Ctrl::Fail(frame) => {
                 if !self.closed {
+                    // Replies to the valid messages before the violation still go out.
+                    self.flush_queued(Instant::now() + self.params.close_timeout);
                     self.send_close(Some(frame));
                 }
                 Step::End
@@ -616,10 +625,15 @@ impl Writer {
     /// After a close frame: wait (bounded) for the reader to see the end of the stream.
     fn linger(&mut self) {
         let deadline = Instant::now() + self.params.close_timeout;
+        let kill_rx = self.handle.kill_rx.clone();
         loop {
-            match self.ctrl_rx.recv_deadline(deadline) {
-                Ok(Ctrl::ReaderDone) | Err(_) => return,
-                Ok(_) => {}
+            crossbeam_channel::select! {
+                recv(self.ctrl_rx) -> c => match c {
+                    Ok(Ctrl::ReaderDone) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                recv(kill_rx) -> _ => return,
+                default(deadline.saturating_duration_since(Instant::now())) => return,
             }
         }
     }

@@ -217,7 +217,9 @@ impl Datatype<WsMessage> for Raw {
 }
 
 /// The datatype to use for each path, shared by a server's or a group's connections.
-pub struct Datatypes<T>(Arc<dyn Fn(&str) -> Arc<dyn Datatype<T>> + Send + Sync>);
+pub struct Datatypes<T>(Arc<Selector<T>>);
+
+type Selector<T> = dyn Fn(&str) -> Arc<dyn Datatype<T>> + Send + Sync;
 
 impl<T> Clone for Datatypes<T> {
     fn clone(&self) -> Self {

@@ -494,7 +494,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
         // for its own connection, so it skips this.
         if !self.core.threads.on_own_thread() {
             let deadline = Instant::now() + self.cfg.close_timeout + Duration::from_millis(200);
-            while self.registry.read().by_id.len() > 0 {
+            while !self.registry.read().by_id.is_empty() {
                 if self.conn_done_rx.recv_deadline(deadline).is_err() {
                     break;
                 }
@@ -590,6 +590,8 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
     }
     let started = Instant::now();
     let mut path = String::from("/");
+    // The callback's signature is tungstenite's (its error type is a full HTTP response).
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
         path = req.uri().path().to_owned();
         Ok(resp)

@@ -1,0 +1,233 @@
+//! RxWSClientGroup and the shared-map races (BUG-1, BUG-2, BUG-6).
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rxplus::ws::{ConnectionEventKind, RxWSClient, RxWSClientGroup, RxWSServer, TaggedData, Text};
+use rxplus::{FnObserver, Notification};
+use support::*;
+
+#[test]
+fn client_group_multiple_paths() {
+    let server = echo_server::<String>(Text);
+    let group = RxWSClientGroup::<String>::with_config(
+        local(server.local_addr().port(), "/"),
+        Text,
+        quiet(),
+    )
+    .unwrap();
+    let rx = group.stream();
+    for p in ["/a", "/b", "/c"] {
+        group.wait_connected(p, WAIT).unwrap();
+    }
+    for p in ["/a", "/b", "/c"] {
+        for i in 0..10 {
+            group.on_next(TaggedData::new(p, format!("{p}-{i}")));
+        }
+    }
+    let mut per_path: HashMap<String, Vec<String>> = HashMap::new();
+    for _ in 0..30 {
+        match rx.recv_timeout(WAIT) {
+            Ok(Notification::Next(m)) => {
+                assert!(
+                    m.data.starts_with(&m.tag),
+                    "{} arrived on {}",
+                    m.data,
+                    m.tag
+                );
+                per_path.entry(m.tag).or_default().push(m.data);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for p in ["/a", "/b", "/c"] {
+        assert_eq!(
+            per_path[p],
+            (0..10).map(|i| format!("{p}-{i}")).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(group.paths(), vec!["/a", "/b", "/c"]);
+}
+
+#[test]
+fn client_group_ensure_client_thread_safety() {
+    // BUG-2: 16 threads race to first use of the same 4 paths: exactly one client (and one
+    // server connection) per path.
+    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let opened = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let o = opened.clone();
+    server
+        .subscribe_events(move |e: rxplus::ws::ConnectionEvent| {
+            if e.kind == ConnectionEventKind::Opened {
+                *o.lock().entry(e.path).or_default() += 1;
+            }
+        })
+        .detach();
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    server
+        .subscribe(move |_m: TaggedData<String>| {
+            g.fetch_add(1, Ordering::SeqCst);
+        })
+        .detach();
+    let cfg = quiet().buffer_while_disconnected(true);
+    let group =
+        RxWSClientGroup::<String>::with_config(local(server.local_addr().port(), "/"), Text, cfg)
+            .unwrap();
+    let barrier = Barrier::new(16);
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let group = &group;
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..50 {
+                    group.on_next(TaggedData::new(
+                        format!("/p{}", (t + i) % 4),
+                        format!("{t}:{i}"),
+                    ));
+                }
+            });
+        }
+    });
+    assert_eq!(group.paths().len(), 4);
+    assert!(wait_until(WAIT, || got.load(Ordering::SeqCst) == 800));
+    let opened = opened.lock().clone();
+    assert_eq!(opened.len(), 4);
+    assert!(opened.values().all(|n| *n == 1), "{opened:?}");
+}
+
+#[test]
+fn group_child_names_and_completion_reach_every_child() {
+    let server = echo_server::<String>(Text);
+    let group = RxWSClientGroup::<String>::with_config(
+        local(server.local_addr().port(), "/"),
+        Text,
+        quiet().name("grp"),
+    )
+    .unwrap();
+    assert_eq!(group.name(), "grp");
+    let completed = Arc::new(AtomicUsize::new(0));
+    let c = completed.clone();
+    group
+        .subscribe(
+            FnObserver::new(|_: TaggedData<String>| {}).on_completed(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .detach();
+    for p in ["/x", "/y"] {
+        group.wait_connected(p, WAIT).unwrap();
+    }
+    assert!(wait_until(WAIT, || server.connection_count() == 2));
+    group.on_completed();
+    assert_eq!(completed.load(Ordering::SeqCst), 1);
+    assert_eq!(group.thread_count(), 0);
+    assert!(
+        wait_until(WAIT, || server.connection_count() == 0),
+        "every child closed"
+    );
+    assert_eq!(
+        group.connection_state("/x"),
+        Some(rxplus::ws::ConnectionState::Closed)
+    );
+}
+
+#[test]
+fn group_child_logs_under_its_name() {
+    // Child names are `{group}:{path}`; visible through the error a child reports.
+    let group =
+        RxWSClientGroup::<String>::with_config(local(1, "/"), Text, quiet().name("g")).unwrap();
+    group.open_path("/chat").unwrap();
+    assert!(group.open_path("no-slash").is_err());
+    let err = group.send(TaggedData::new("/chat", "x".into()));
+    assert!(
+        err.is_ok(),
+        "not connected + no buffering: dropped, not an error"
+    );
+    group.dispose();
+    let err = group
+        .send(TaggedData::new("/chat", "x".into()))
+        .unwrap_err();
+    assert!(err.to_string().contains('g'), "{err}");
+}
+
+#[test]
+fn server_path_channels_thread_safety() {
+    // BUG-1 / BUG-6: connections to many paths open and close while 8 threads broadcast to
+    // those paths. Stable connections must receive every broadcast exactly once.
+    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let port = server.local_addr().port();
+    let stable: Vec<_> = (0..4)
+        .map(|i| {
+            RxWSClient::<String>::with_config(local(port, &format!("/s{i}")), Text, quiet())
+                .unwrap()
+        })
+        .collect();
+    let rxs: Vec<_> = stable.iter().map(|c| c.stream()).collect();
+    assert!(wait_until(WAIT, || server.connection_count() == 4));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let barrier = Barrier::new(8);
+    std::thread::scope(|s| {
+        // Churn: clients joining and leaving the same paths.
+        for t in 0..2 {
+            let stop = stop.clone();
+            s.spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) && n < 40 {
+                    let c = RxWSClient::<String>::with_config(
+                        local(port, &format!("/s{}", (t + n) % 4)),
+                        Text,
+                        quiet(),
+                    )
+                    .unwrap();
+                    c.wait_connected(WAIT);
+                    c.dispose();
+                    n += 1;
+                }
+            });
+        }
+        for t in 0..8 {
+            let server = &server;
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..250 {
+                    server.on_next(TaggedData::new(format!("/s{}", i % 4), format!("{t}:{i}")));
+                }
+            });
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    for (p, rx) in rxs.iter().enumerate() {
+        let per_thread = 250 / 4 + usize::from(p < 250 % 4);
+        let mut got = Vec::new();
+        while got.len() < 8 * per_thread {
+            match rx.recv_timeout(WAIT) {
+                Ok(Notification::Next(m)) => got.push(m),
+                other => panic!("path /s{p}: after {} items: {other:?}", got.len()),
+            }
+        }
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "duplicates on /s{p}"
+        );
+        // Per sender thread, order is preserved.
+        for t in 0..8 {
+            let seq: Vec<usize> = got
+                .iter()
+                .filter(|m| m.starts_with(&format!("{t}:")))
+                .map(|m| m.split(':').nth(1).unwrap().parse().unwrap())
+                .collect();
+            assert_eq!(seq.len(), per_thread);
+            assert!(seq.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+    // Broadcasts that met a churning connection while it closed are counted as dropped; the
+    // stable connections above got every one of theirs.
+}

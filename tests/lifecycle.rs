@@ -1,0 +1,287 @@
+//! Shutdown and protocol edges: dispose from callbacks, dead peers, heartbeat and handshake
+//! timeouts, full duplex, size limits.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rxplus::ws::{
+    ConnectionEventKind, RxWSClient, RxWSServer, TaggedData, Text, WsConfig, WsMessage,
+};
+use rxplus::{Notification, OverflowStrategy};
+use support::*;
+
+/// Opens a WebSocket as a raw, misbehaving peer: handshake done, then it does whatever the
+/// test wants with the bare socket (usually nothing).
+fn raw_ws_peer(port: u16, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = [0u8; 1024];
+    let mut resp = Vec::new();
+    while !resp.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        resp.extend_from_slice(&buf[..n]);
+    }
+    assert!(resp.starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+#[test]
+fn server_dispose_from_inside_a_callback() {
+    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let h = server.handle();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    server
+        .subscribe(move |_m: TaggedData<String>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            h.dispose(); // on the connection's own reader thread
+        })
+        .detach();
+    let client =
+        RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
+            .unwrap();
+    assert!(client.wait_connected(WAIT));
+    client.on_next("stop".into());
+    assert!(
+        wait_until(WAIT, || server.thread_count() == 0),
+        "threads: {}",
+        server.thread_count()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    server.dispose(); // idempotent
+}
+
+#[test]
+fn client_dispose_from_inside_a_callback() {
+    let server = echo_server::<String>(Text);
+    let client =
+        RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
+            .unwrap();
+    let h = client.handle();
+    client.subscribe(move |_m: String| h.dispose()).detach();
+    assert!(client.wait_connected(WAIT));
+    client.on_next("bye".into());
+    assert!(wait_until(WAIT, || client.thread_count() == 0));
+}
+
+#[test]
+fn dispose_from_two_threads_at_once_waits_for_both() {
+    let server = echo_server::<String>(Text);
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
+                .unwrap()
+        })
+        .collect();
+    for c in &clients {
+        assert!(c.wait_connected(WAIT));
+    }
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                server.dispose();
+                assert_eq!(server.thread_count(), 0);
+            });
+        }
+    });
+}
+
+#[test]
+fn server_dispose_is_bounded_with_a_peer_that_never_reads() {
+    let cfg = quiet().outbound(4, OverflowStrategy::Block);
+    let server = RxWSServer::<Vec<u8>>::with_config(any_port(), rxplus::ws::Bytes, cfg).unwrap();
+    let _peer = raw_ws_peer(server.local_addr().port(), "/dead");
+    assert!(wait_until(WAIT, || server.connection_count() == 1));
+    // Fill the socket and the queue; the broadcaster ends up blocked (backpressure).
+    let h = server.handle();
+    let sender = std::thread::spawn(move || {
+        for _ in 0..200 {
+            h.on_next(TaggedData::new("/dead", vec![7u8; 1 << 20]));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    server.dispose();
+    let took = t.elapsed();
+    sender.join().unwrap();
+    assert!(took < Duration::from_millis(2500), "dispose took {took:?}");
+    assert_eq!(server.thread_count(), 0);
+}
+
+#[test]
+fn graceful_completion_is_bounded_with_a_peer_that_never_answers_close() {
+    let server = RxWSServer::<String>::with_config(
+        any_port(),
+        Text,
+        quiet().close_timeout(Duration::from_millis(300)),
+    )
+    .unwrap();
+    let _peer = raw_ws_peer(server.local_addr().port(), "/mute");
+    assert!(wait_until(WAIT, || server.connection_count() == 1));
+    let t = Instant::now();
+    server.on_completed();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(server.thread_count(), 0);
+}
+
+#[test]
+fn client_dispose_is_bounded_while_the_server_never_answers_the_handshake() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = RxWSClient::<String>::with_config(local(port, "/"), Text, quiet()).unwrap();
+    let (_conn, _) = listener.accept().unwrap(); // accepted, never answered
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    client.dispose();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(client.thread_count(), 0);
+}
+
+#[test]
+fn heartbeat_closes_a_connection_whose_pong_never_comes() {
+    let cfg = WsConfig::default()
+        .ping_interval(Some(Duration::from_millis(100)))
+        .ping_timeout(Some(Duration::from_millis(200)));
+    let server = RxWSServer::<String>::with_config(any_port(), Text, cfg).unwrap();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let c = closed.clone();
+    server
+        .subscribe_events(move |e: rxplus::ws::ConnectionEvent| {
+            if e.kind == ConnectionEventKind::Closed {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .detach();
+    let t = Instant::now();
+    let _peer = raw_ws_peer(server.local_addr().port(), "/silent");
+    assert!(wait_until(WAIT, || closed.load(Ordering::SeqCst) == 1));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn heartbeat_keeps_a_live_connection_open() {
+    let cfg = WsConfig::default()
+        .ping_interval(Some(Duration::from_millis(50)))
+        .ping_timeout(Some(Duration::from_millis(200)));
+    let server = RxWSServer::<String>::with_config(any_port(), Text, cfg.clone()).unwrap();
+    let client =
+        RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, cfg)
+            .unwrap();
+    assert!(client.wait_connected(WAIT));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(client.is_connected());
+    assert_eq!(server.connection_count(), 1);
+    assert_eq!(client.stats().connections_opened, 1);
+}
+
+#[test]
+fn handshake_timeout_closes_a_silent_socket() {
+    let cfg = quiet().handshake_timeout(Duration::from_millis(200));
+    let server = RxWSServer::<String>::with_config(any_port(), Text, cfg).unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0); // EOF (or reset) once the server gives up
+    assert_eq!(n, 0);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[test]
+fn full_duplex_send_while_the_reader_is_blocked() {
+    // The client's reader blocks waiting for input while a queued item must still go out.
+    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let rx = server.stream();
+    let client =
+        RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
+            .unwrap();
+    assert!(client.wait_connected(WAIT));
+    std::thread::sleep(Duration::from_millis(100)); // the reader is now parked in read()
+    let t = Instant::now();
+    client.on_next("through".into());
+    match rx.recv_timeout(WAIT) {
+        Ok(Notification::Next(m)) => assert_eq!(m.data, "through"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn a_message_over_the_size_limit_closes_with_1009_and_the_server_keeps_serving() {
+    let cfg = quiet().max_message_size(1024).max_frame_size(1024);
+    let server = RxWSServer::<WsMessage>::with_config(any_port(), rxplus::ws::Raw, cfg).unwrap();
+    let mut peer = raw_ws_peer(server.local_addr().port(), "/");
+    // A masked binary frame with a 2048-byte payload.
+    let mut frame = vec![0x82, 0x80 | 126, 0x08, 0x00, 1, 2, 3, 4];
+    frame.extend(std::iter::repeat_n(0u8, 2048));
+    peer.write_all(&frame).unwrap();
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = [0u8; 4];
+    peer.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x88, "a close frame");
+    assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1009);
+    let client = RxWSClient::<WsMessage>::with_config(
+        local(server.local_addr().port(), "/"),
+        rxplus::ws::Raw,
+        quiet(),
+    )
+    .unwrap();
+    assert!(client.wait_connected(WAIT));
+}
+
+#[test]
+fn nothing_is_written_after_a_close_frame() {
+    // The peer closes; the server keeps broadcasting. After the close reply, no data frame
+    // may follow on the wire.
+    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let mut peer = raw_ws_peer(server.local_addr().port(), "/c");
+    assert!(wait_until(WAIT, || server.connection_count() == 1));
+    let h = server.handle();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let b = std::thread::spawn(move || {
+        while !st.load(Ordering::SeqCst) {
+            h.on_next(TaggedData::new("/c", "x".into()));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // Masked close frame, code 1000.
+    peer.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
+        .unwrap();
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    let mut wire = Vec::new();
+    let _ = peer.read_to_end(&mut wire);
+    stop.store(true, Ordering::SeqCst);
+    b.join().unwrap();
+    // Walk the frames: text frames, then exactly one close frame at the very end.
+    let mut i = 0;
+    let mut frames = Vec::new();
+    while i + 2 <= wire.len() {
+        let op = wire[i] & 0x0f;
+        let len = (wire[i + 1] & 0x7f) as usize;
+        assert!(len < 126);
+        frames.push(op);
+        i += 2 + len;
+    }
+    assert_eq!(i, wire.len(), "trailing garbage");
+    assert_eq!(frames.last(), Some(&0x8), "last frame is the close");
+    assert_eq!(frames.iter().filter(|&&o| o == 0x8).count(), 1);
+}
