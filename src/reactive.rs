@@ -18,7 +18,7 @@
 //! let full = FnObserver::new(|n: usize| println!("{n}"))
 //!     .on_error(|e| eprintln!("{e}"))
 //!     .on_completed(|| println!("done"));
-//! full.on_completed();
+//! Observer::on_completed(&full);
 //! assert_eq!(seen.load(Ordering::SeqCst), 2);
 //! ```
 
