@@ -173,7 +173,13 @@ fn judge(role: &str, dir: &Path, cases: &BTreeMap<String, Case>, elapsed: Durati
         elapsed.as_secs_f64()
     );
     println!("{summary}");
-    eprintln!("{summary}");
+    // libtest captures print macros of passing tests; a direct write to the stderr handle is not
+    // captured, so the summary shows in every `cargo test` run (and in CI's log).
+    {
+        use std::io::Write as _;
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{summary}");
+    }
     let failed: Vec<String> = ids
         .iter()
         .filter_map(|id| {
