@@ -330,10 +330,11 @@ impl WsConfig {
         self.name = Some(name.into());
         self
     }
-    /// Sets [`Self::max_message_size`] and [`Self::max_frame_size`] (frames capped at the message size).
+    /// Sets [`Self::max_message_size`]; lowers [`Self::max_frame_size`] to it if it was larger
+    /// (raise the frame limit separately with [`Self::max_frame_size`]).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
-        self.max_frame_size = self.max_frame_size.min(bytes).max(bytes.min(16 << 20));
+        self.max_frame_size = self.max_frame_size.min(bytes);
         self
     }
     /// Sets [`Self::max_frame_size`].

@@ -189,24 +189,25 @@ pub(crate) fn push_outbound(
     stats: &Stats,
     disconnect: impl FnOnce(),
 ) -> bool {
-    let conn_id = conn.map(|c| c.id.to_string()).unwrap_or_default();
+    // Only the drop branches format the id: nothing is allocated on the accepted path.
+    let conn_id = || conn.map(|c| c.id.to_string()).unwrap_or_default();
     match queue.push(msg) {
         Ok(Pushed::Queued) => true,
         Ok(Pushed::DroppedOld(_)) | Ok(Pushed::DroppedNew(_)) => {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::debug!(component, conn_id = conn_id.as_str(), policy = queue.name(); "outbound message dropped by overflow policy");
+            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(); "outbound message dropped by overflow policy");
             // A drop-old eviction still queued the new message.
             matches!(queue.name(), "drop-old")
         }
         Err(Rejected::Disconnect(_)) => {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::warn!(component, conn_id = conn_id.as_str(), policy = queue.name(), capacity = queue.capacity(); "Overflow disconnect");
+            log::warn!(component, conn_id = conn_id().as_str(), policy = queue.name(), capacity = queue.capacity(); "Overflow disconnect");
             disconnect();
             false
         }
         Err(Rejected::Closed(_)) => {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::debug!(component, conn_id = conn_id.as_str(); "outbound message dropped: connection closed");
+            log::debug!(component, conn_id = conn_id().as_str(); "outbound message dropped: connection closed");
             false
         }
     }

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tungstenite::error::ProtocolError;
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::handshake::HandshakeError;
@@ -98,7 +98,7 @@ struct Inner<T: Clone + Send + 'static> {
     // Each connection thread signals here when it ends; on_completed waits on it.
     conn_done_tx: Sender<()>,
     conn_done_rx: Receiver<()>,
-    completing: Mutex<bool>,
+    completing: AtomicBool,
 }
 
 impl<T: Clone + Send + 'static> RxWSServer<T> {
@@ -152,7 +152,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             }),
             conn_done_tx,
             conn_done_rx,
-            completing: Mutex::new(false),
+            completing: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&inner);
         inner
@@ -363,13 +363,20 @@ impl<T: Clone + Send + 'static> Inner<T> {
     }
 
     fn send(&self, item: TaggedData<T>) -> Result<()> {
-        if self.core.threads.is_stopping() || *self.completing.lock() {
+        if self.core.threads.is_stopping() || self.completing.load(Ordering::Acquire) {
             self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(Error::AlreadyClosed {
                 component: Box::from(&*self.core.name),
             });
         }
-        let datatype = self.datatype_for(&item.tag);
+        // One registry read: the path's datatype and, for a broadcast, its connections.
+        let (datatype, conns) = {
+            let reg = self.registry.read();
+            match reg.paths.get(&item.tag) {
+                Some(p) => (p.datatype.clone(), Some(p.conns.clone())),
+                None => (self.datatypes.for_path(&item.tag), None),
+            }
+        };
         let msg = datatype.encode(item.data).map_err(|reason| {
             self.core
                 .stats
@@ -395,13 +402,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 }
             }
             None => {
-                // Snapshot the path's connections; never hold the lock while a send may block.
-                let conns = self
-                    .registry
-                    .read()
-                    .paths
-                    .get(&item.tag)
-                    .map(|p| p.conns.clone());
+                // A snapshot of the path's connections: no lock is held while a send may block.
                 if let Some(conns) = conns {
                     if let Some((last, rest)) = conns.split_last() {
                         for c in rest {
@@ -468,14 +469,9 @@ impl<T: Clone + Send + 'static> Inner<T> {
     }
 
     fn complete(&self, n: Notification<TaggedData<T>>) {
-        {
-            let mut c = self.completing.lock();
-            if *c || self.core.threads.is_stopping() {
-                drop(c);
-                self.dispose();
-                return;
-            }
-            *c = true;
+        if self.completing.swap(true, Ordering::AcqRel) || self.core.threads.is_stopping() {
+            self.dispose();
+            return;
         }
         log::info!(component = &*self.core.name; "server completing");
         self.wake_accept();
@@ -538,7 +534,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
 fn accept_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, listener: TcpListener) {
     for stream in listener.incoming() {
         let Some(inner) = weak.upgrade() else { return };
-        if inner.core.threads.is_stopping() || *inner.completing.lock() {
+        if inner.core.threads.is_stopping() || inner.completing.load(Ordering::Acquire) {
             return;
         }
         match stream {
