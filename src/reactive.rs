@@ -295,6 +295,11 @@ impl<T: Clone + Send + 'static> Subject<T> {
         }
     }
 
+    /// The current value of a replaying subject.
+    pub(crate) fn current(&self) -> Option<T> {
+        self.current.as_ref().map(|c| c.lock().1.clone())
+    }
+
     pub(crate) fn is_terminated(&self) -> bool {
         self.terminated.load(Ordering::Acquire)
     }

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::overflow::OverflowPolicy;
 use crate::reactive::{Notification, Observer, Subject, Subscription};
 use crate::threads::Threads;
-use crate::ws::component::{boxed, Core};
+use crate::ws::component::Core;
 use crate::ws::conn::{push_outbound, ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream};
 use crate::ws::datatype::Datatype;
 use crate::ws::stats::StatsSnapshot;
@@ -179,7 +179,7 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
 
     /// Subscribes to inbound items. Dropping the returned [`Subscription`] unsubscribes.
     pub fn subscribe(&self, observer: impl Observer<T> + 'static) -> Subscription {
-        self.inner.core.inbound.subscribe(boxed(observer))
+        self.inner.core.inbound.subscribe(Box::new(observer))
     }
 
     /// Inbound items as a bounded crossbeam receiver.
@@ -192,7 +192,7 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
         &self,
         observer: impl Observer<ConnectionState> + 'static,
     ) -> Subscription {
-        self.inner.state.subscribe(boxed(observer))
+        self.inner.state.subscribe(Box::new(observer))
     }
 
     /// Connection states as a crossbeam receiver, current state first.
@@ -202,7 +202,15 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
 
     /// Non-fatal errors: items that cannot be encoded, items sent after completion.
     pub fn subscribe_errors(&self, observer: impl Observer<Error> + 'static) -> Subscription {
-        self.inner.core.errors.subscribe(boxed(observer))
+        self.inner.core.errors.subscribe(Box::new(observer))
+    }
+
+    /// The current connection state.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.inner
+            .state
+            .current()
+            .unwrap_or(ConnectionState::Closed)
     }
 
     /// True while connected.
@@ -212,18 +220,7 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
 
     /// Waits up to `timeout` for the client to be connected; true if it is.
     pub fn wait_connected(&self, timeout: Duration) -> bool {
-        let rx = self.inner.state.stream();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.is_connected() {
-                return true;
-            }
-            // States only wake us; the flag decides (a replayed state may be a moment stale).
-            match rx.recv_deadline(deadline) {
-                Ok(Notification::Next(_)) => {}
-                _ => return self.is_connected(),
-            }
-        }
+        self.inner.wait_connected(timeout)
     }
 
     /// A crossbeam sender of outbound items, forwarded by a `rxws-client-sink` thread.
@@ -402,15 +399,30 @@ impl<T: Clone + Send + 'static> Inner<T> {
         self.state.next(s);
     }
 
-    /// Drops everything queued (buffering off): counted and logged.
-    fn drop_queued(&self) {
+    fn wait_connected(&self, timeout: Duration) -> bool {
+        let rx = self.state.stream();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.connected.load(Ordering::Acquire) {
+                return true;
+            }
+            // States only wake us; the flag decides (a replayed state may be a moment stale).
+            match rx.recv_deadline(deadline) {
+                Ok(Notification::Next(_)) => {}
+                _ => return self.connected.load(Ordering::Acquire),
+            }
+        }
+    }
+
+    /// Drops everything queued, counted and logged (`why`: disconnected, disposed).
+    fn drop_queued(&self, why: &str) {
         let n = self.queue.drain().len();
         if n > 0 {
             self.core
                 .stats
                 .dropped
                 .fetch_add(n as u64, Ordering::Relaxed);
-            log::debug!(component = &*self.core.name, count = n; "queued items dropped: disconnected");
+            log::debug!(component = &*self.core.name, count = n, why; "queued items dropped");
         }
     }
 
@@ -422,15 +434,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             && !self.core.threads.on_own_thread()
             && !self.stopping()
         {
-            let rx = self.state.stream();
-            let deadline = Instant::now() + self.cfg.handshake_timeout;
-            while !self.connected.load(Ordering::Acquire) {
-                match rx.recv_deadline(deadline) {
-                    Ok(Notification::Next(ConnectionState::Connected)) => break,
-                    Ok(Notification::Next(_)) => {}
-                    _ => break,
-                }
-            }
+            self.wait_connected(self.cfg.handshake_timeout);
         }
         if self.completing.swap(true, Ordering::AcqRel) || self.core.threads.is_stopping() {
             self.dispose();
@@ -475,14 +479,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             let _ = s.shutdown(Shutdown::Both);
         }
         self.core.threads.join_all();
-        let left = self.queue.drain().len();
-        if left > 0 {
-            self.core
-                .stats
-                .dropped
-                .fetch_add(left as u64, Ordering::Relaxed);
-            log::info!(component = &*self.core.name, count = left; "queued items dropped at dispose");
-        }
+        self.drop_queued("disposed");
         self.core.terminate(Notification::Completed);
         self.state.next(ConnectionState::Closed);
         self.state.terminate(Notification::Completed);
@@ -491,6 +488,34 @@ impl<T: Clone + Send + 'static> Inner<T> {
 
     fn stopping(&self) -> bool {
         self.core.threads.is_stopping() || self.completing.load(Ordering::Acquire)
+    }
+
+    /// One connection attempt: connect, handshake, and set up the connection core.
+    fn open(&self, seq: u64) -> Result<(ConnRun, Arc<ConnHandle>, ConnInfo)> {
+        let (ws, peer) = self.connect()?;
+        let info = ConnInfo {
+            id: ConnId::new(),
+            seq,
+            peer,
+        };
+        let params = ConnParams {
+            role: Role::Client,
+            ping_interval: self.cfg.ping_interval,
+            ping_timeout: self.cfg.ping_timeout,
+            close_timeout: self.cfg.close_timeout,
+            keep_unsent: self.cfg.buffer_while_disconnected,
+            owns_queue: false,
+            ws: self.cfg.tungstenite(),
+        };
+        let (run, handle) = ConnRun::new(
+            ws,
+            info.clone(),
+            self.core.name.clone(),
+            self.queue.clone(),
+            params,
+            self.core.stats.clone(),
+        )?;
+        Ok((run, handle, info))
     }
 
     /// Connects and handshakes, bounded by `handshake_timeout`.
@@ -579,42 +604,14 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
             .connect_attempts
             .fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let wait = match inner.connect() {
-            Ok((ws, peer)) => {
+        let wait = match inner.open(seq) {
+            Ok((run, handle, info)) => {
                 failures = 0;
                 let buffering = inner.cfg.buffer_while_disconnected;
                 if !buffering {
-                    inner.drop_queued();
+                    inner.drop_queued("not connected");
                 }
-                let info = ConnInfo {
-                    id: ConnId::new(),
-                    seq,
-                    peer,
-                };
-                let params = ConnParams {
-                    role: Role::Client,
-                    ping_interval: inner.cfg.ping_interval,
-                    ping_timeout: inner.cfg.ping_timeout,
-                    close_timeout: inner.cfg.close_timeout,
-                    keep_unsent: buffering,
-                    owns_queue: false,
-                    ws: inner.cfg.tungstenite(),
-                };
-                let run = ConnRun::new(
-                    ws,
-                    info.clone(),
-                    inner.core.name.clone(),
-                    inner.queue.clone(),
-                    params,
-                    inner.core.stats.clone(),
-                );
-                let (run, handle) = match run {
-                    Ok(x) => x,
-                    Err(e) => {
-                        log::warn!(component = &*inner.core.name, error:% = e; "connection setup failed");
-                        continue;
-                    }
-                };
+                let peer = info.peer;
                 let run = run.with_pending(std::mem::take(&mut pending));
                 *inner.current.lock() = Some(handle.clone());
                 inner.connected.store(true, Ordering::Release);
@@ -652,17 +649,12 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
                     .connections_closed
                     .fetch_add(1, Ordering::Relaxed);
                 log::info!(component = &*inner.core.name, conn_id:% = info.id, reason:? = end.reason; "Connection closed");
+                // Buffering off: what was queued for this connection is dropped (the writer
+                // keeps no unsent batch without buffering).
                 if buffering {
                     pending = end.unsent;
                 } else {
-                    let n = end.unsent.len() + inner.queue.drain().len();
-                    if n > 0 {
-                        inner
-                            .core
-                            .stats
-                            .dropped
-                            .fetch_add(n as u64, Ordering::Relaxed);
-                    }
+                    inner.drop_queued("disconnected");
                 }
                 if inner.stopping() {
                     break;

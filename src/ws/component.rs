@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, select, Sender};
 
 use crate::error::{Error, Result};
-use crate::reactive::{Notification, Observer, Subject};
+use crate::reactive::{Notification, Subject};
 use crate::threads::Threads;
 use crate::ws::stats::Stats;
 
@@ -73,9 +73,4 @@ impl<In: Clone + Send + 'static> Core<In> {
             })?;
         Ok(tx)
     }
-}
-
-/// Boxes any observer for a subject.
-pub(crate) fn boxed<T, O: Observer<T> + 'static>(o: O) -> Box<dyn Observer<T>> {
-    Box::new(o)
 }

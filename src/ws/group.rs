@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::reactive::{Notification, Observer, Subscription};
 use crate::ws::client::RxWSClient;
-use crate::ws::component::{boxed, Core};
+use crate::ws::component::Core;
 use crate::ws::datatype::Datatypes;
 use crate::ws::stats::StatsSnapshot;
 use crate::ws::{ConnectionState, TaggedData, WSConnectionConfig, WsConfig};
@@ -122,11 +122,7 @@ impl<T: Clone + Send + 'static> RxWSClientGroup<T> {
     /// The state of the client for `path`, if there is one.
     pub fn connection_state(&self, path: &str) -> Option<ConnectionState> {
         let client = self.inner.clients.lock().get(path).cloned()?;
-        let rx = client.state_stream();
-        match rx.try_recv() {
-            Ok(Notification::Next(s)) => Some(s),
-            _ => Some(ConnectionState::Closed),
-        }
+        Some(client.connection_state())
     }
 
     /// Waits until the client for `path` (opened if needed) is connected, up to `timeout`.
@@ -139,7 +135,7 @@ impl<T: Clone + Send + 'static> RxWSClientGroup<T> {
 
     /// Subscribes to inbound items of every path.
     pub fn subscribe(&self, observer: impl Observer<TaggedData<T>> + 'static) -> Subscription {
-        self.inner.core.inbound.subscribe(boxed(observer))
+        self.inner.core.inbound.subscribe(Box::new(observer))
     }
 
     /// Inbound items as a bounded crossbeam receiver.
@@ -149,7 +145,7 @@ impl<T: Clone + Send + 'static> RxWSClientGroup<T> {
 
     /// Non-fatal errors of the group and its children.
     pub fn subscribe_errors(&self, observer: impl Observer<Error> + 'static) -> Subscription {
-        self.inner.core.errors.subscribe(boxed(observer))
+        self.inner.core.errors.subscribe(Box::new(observer))
     }
 
     /// A crossbeam sender of outbound items, forwarded by a `rxws-group-sink` thread.
@@ -198,17 +194,7 @@ impl<T: Clone + Send + 'static> RxWSClientGroup<T> {
         let clients: Vec<_> = self.inner.clients.lock().values().cloned().collect();
         let mut s = self.inner.core.stats.snapshot();
         for c in clients {
-            let c = c.stats();
-            s.messages_in += c.messages_in;
-            s.bytes_in += c.bytes_in;
-            s.messages_out += c.messages_out;
-            s.bytes_out += c.bytes_out;
-            s.decode_errors += c.decode_errors;
-            s.encode_errors += c.encode_errors;
-            s.dropped += c.dropped;
-            s.connections_opened += c.connections_opened;
-            s.connections_closed += c.connections_closed;
-            s.connect_attempts += c.connect_attempts;
+            s += c.stats();
         }
         s
     }

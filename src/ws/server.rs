@@ -19,7 +19,7 @@ use tungstenite::protocol::{CloseFrame, Role};
 use crate::error::{Error, Result};
 use crate::overflow::OverflowPolicy;
 use crate::reactive::{Notification, Observer, Subject, Subscription};
-use crate::ws::component::{boxed, Core};
+use crate::ws::component::Core;
 use crate::ws::conn::{ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream};
 use crate::ws::datatype::{Datatype, Datatypes};
 use crate::ws::stats::StatsSnapshot;
@@ -184,7 +184,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
 
     /// Subscribes to inbound items. Dropping the returned [`Subscription`] unsubscribes.
     pub fn subscribe(&self, observer: impl Observer<TaggedData<T>> + 'static) -> Subscription {
-        self.inner.core.inbound.subscribe(boxed(observer))
+        self.inner.core.inbound.subscribe(Box::new(observer))
     }
 
     /// Inbound items as a bounded crossbeam receiver (`WsConfig::stream_capacity`). A full
@@ -198,12 +198,12 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
         &self,
         observer: impl Observer<ConnectionEvent> + 'static,
     ) -> Subscription {
-        self.inner.events.subscribe(boxed(observer))
+        self.inner.events.subscribe(Box::new(observer))
     }
 
     /// Non-fatal errors (an item that cannot be encoded, a reply to a connection that is gone).
     pub fn subscribe_errors(&self, observer: impl Observer<Error> + 'static) -> Subscription {
-        self.inner.core.errors.subscribe(boxed(observer))
+        self.inner.core.errors.subscribe(Box::new(observer))
     }
 
     /// A crossbeam sender of outbound items, forwarded by a `rxws-server-sink` thread.

@@ -69,3 +69,18 @@ pub struct StatsSnapshot {
     /// Client connection attempts, first one included.
     pub connect_attempts: u64,
 }
+
+impl std::ops::AddAssign for StatsSnapshot {
+    fn add_assign(&mut self, o: Self) {
+        self.messages_in += o.messages_in;
+        self.bytes_in += o.bytes_in;
+        self.messages_out += o.messages_out;
+        self.bytes_out += o.bytes_out;
+        self.decode_errors += o.decode_errors;
+        self.encode_errors += o.encode_errors;
+        self.dropped += o.dropped;
+        self.connections_opened += o.connections_opened;
+        self.connections_closed += o.connections_closed;
+        self.connect_attempts += o.connect_attempts;
+    }
+}
