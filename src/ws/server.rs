@@ -82,7 +82,12 @@ struct PathEntry<T> {
     conns: Arc<Vec<Arc<ConnHandle>>>,
 }
 
-#[derive(Default)]
+/// Who an outbound item goes to, looked up under one registry read.
+enum Recipients {
+    One(ConnId, Option<Arc<ConnHandle>>),
+    Path(Option<Arc<Vec<Arc<ConnHandle>>>>),
+}
+
 struct Registry<T> {
     paths: HashMap<String, PathEntry<T>>,
     by_id: HashMap<ConnId, (String, Arc<ConnHandle>)>,
@@ -349,13 +354,6 @@ fn bind(conn: &WSConnectionConfig) -> std::io::Result<TcpListener> {
 }
 
 impl<T: Clone + Send + 'static> Inner<T> {
-    fn datatype_for(&self, path: &str) -> Arc<dyn Datatype<T>> {
-        if let Some(p) = self.registry.read().paths.get(path) {
-            return p.datatype.clone();
-        }
-        self.datatypes.for_path(path)
-    }
-
     fn on_next(&self, item: TaggedData<T>) {
         if let Err(e) = self.send(item) {
             self.core.report(e);
@@ -369,13 +367,20 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 component: Box::from(&*self.core.name),
             });
         }
-        // One registry read: the path's datatype and, for a broadcast, its connections.
-        let (datatype, conns) = {
+        // One registry read: the path's datatype and the recipients (one connection, or a
+        // snapshot of the path's connections, so no lock is held while a send may block).
+        let (datatype, recipients) = {
             let reg = self.registry.read();
-            match reg.paths.get(&item.tag) {
-                Some(p) => (p.datatype.clone(), Some(p.conns.clone())),
-                None => (self.datatypes.for_path(&item.tag), None),
-            }
+            let entry = reg.paths.get(&item.tag);
+            let datatype = match entry {
+                Some(p) => p.datatype.clone(),
+                None => self.datatypes.for_path(&item.tag),
+            };
+            let recipients = match item.conn {
+                Some(id) => Recipients::One(id, reg.by_id.get(&id).map(|(_, c)| c.clone())),
+                None => Recipients::Path(entry.map(|p| p.conns.clone())),
+            };
+            (datatype, recipients)
         };
         let msg = datatype.encode(item.data).map_err(|reason| {
             self.core
@@ -388,38 +393,32 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 reason,
             }
         })?;
-        match item.conn {
-            Some(id) => {
-                let target = self.registry.read().by_id.get(&id).map(|(_, c)| c.clone());
-                match target {
-                    Some(c) => {
-                        c.send(msg);
+        match recipients {
+            Recipients::One(_, Some(c)) => {
+                c.send(msg);
+            }
+            Recipients::One(id, None) => {
+                self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                log::debug!(component = &*self.core.name, conn_id:% = id; "reply dropped: connection is gone");
+            }
+            Recipients::Path(Some(conns)) => {
+                if let Some((last, rest)) = conns.split_last() {
+                    for c in rest {
+                        c.send(msg.clone());
                     }
-                    None => {
-                        self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        log::debug!(component = &*self.core.name, conn_id:% = id; "reply dropped: connection is gone");
-                    }
+                    last.send(msg);
                 }
             }
-            None => {
-                // A snapshot of the path's connections: no lock is held while a send may block.
-                if let Some(conns) = conns {
-                    if let Some((last, rest)) = conns.split_last() {
-                        for c in rest {
-                            c.send(msg.clone());
-                        }
-                        last.send(msg);
-                    }
-                }
-            }
+            Recipients::Path(None) => {}
         }
         Ok(())
     }
 
-    fn register(&self, path: &str, handle: Arc<ConnHandle>) -> bool {
+    /// Adds a connection to its path; returns the path's datatype, or None when full.
+    fn register(&self, path: &str, handle: Arc<ConnHandle>) -> Option<Arc<dyn Datatype<T>>> {
         let mut reg = self.registry.write();
         if reg.by_id.len() >= self.cfg.max_connections {
-            return false;
+            return None;
         }
         let datatypes = &self.datatypes;
         let entry = reg
@@ -433,8 +432,9 @@ impl<T: Clone + Send + 'static> Inner<T> {
         v.extend(entry.conns.iter().cloned());
         v.push(handle.clone());
         entry.conns = Arc::new(v);
+        let datatype = entry.datatype.clone();
         reg.by_id.insert(handle.info.id, (path.to_owned(), handle));
-        true
+        Some(datatype)
     }
 
     fn unregister(&self, id: ConnId) {
@@ -666,10 +666,10 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
             return;
         }
     };
-    if !inner.register(&path, handle.clone()) {
+    let Some(datatype) = inner.register(&path, handle.clone()) else {
         handle.abort();
         return;
-    }
+    };
     inner
         .core
         .stats
@@ -682,7 +682,6 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         path: path.clone(),
         peer,
     });
-    let datatype = inner.datatype_for(&path);
     let threads = inner.core.threads.clone();
     let inbound = inner.core.inbound.clone();
     let stats = inner.core.stats.clone();
