@@ -37,6 +37,7 @@ fn raw_ws_peer(port: u16, path: &str) -> TcpStream {
 
 #[test]
 fn server_dispose_from_inside_a_callback() {
+    rxws_panics();
     let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
     let h = server.handle();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -59,10 +60,12 @@ fn server_dispose_from_inside_a_callback() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     server.dispose(); // idempotent
+    assert_eq!(rxws_panics(), 0, "a library thread panicked during dispose");
 }
 
 #[test]
 fn client_dispose_from_inside_a_callback() {
+    rxws_panics();
     let server = echo_server::<String>(Text);
     let client =
         RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
@@ -72,6 +75,7 @@ fn client_dispose_from_inside_a_callback() {
     assert!(client.wait_connected(WAIT));
     client.on_next("bye".into());
     assert!(wait_until(WAIT, || client.thread_count() == 0));
+    assert_eq!(rxws_panics(), 0, "a library thread panicked during dispose");
 }
 
 #[test]

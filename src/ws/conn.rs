@@ -115,7 +115,7 @@ pub(crate) struct ConnParams {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndReason {
     /// Close handshake completed or the peer closed TCP after a close frame.
-    Closed(Option<u16>),
+    Closed,
     /// The peer broke the protocol; we closed with this code.
     ProtocolError(u16, String),
     /// The socket failed or the peer vanished without a close frame.
@@ -350,7 +350,7 @@ impl ConnRun {
                 Ok(Message::Frame(_)) => {}
                 Err(tungstenite::Error::ConnectionClosed)
                 | Err(tungstenite::Error::AlreadyClosed) => {
-                    break EndReason::Closed(None);
+                    break EndReason::Closed;
                 }
                 Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
                     break EndReason::Lost("peer closed without a close frame".into());
@@ -411,6 +411,13 @@ struct Writer {
     pending: Vec<Message>,
 }
 
+/// Messages and payload bytes written since the last flush.
+#[derive(Default)]
+struct Batch {
+    n: usize,
+    bytes: usize,
+}
+
 /// What the writer does after handling an event.
 enum Step {
     Continue,
@@ -443,7 +450,7 @@ impl Writer {
         let mut sel = Select::new();
         let ctrl_op = sel.recv(&ctrl_rx);
         let data_op = sel.recv(&queue_rx);
-        sel.recv(&kill_rx);
+        let kill_op = sel.recv(&kill_rx);
         let mut next_ping = self.params.ping_interval.map(|i| Instant::now() + i);
         let mut ping_sent: Option<(Instant, u64)> = None;
         loop {
@@ -483,7 +490,12 @@ impl Writer {
                     }
                     Err(_) => return Step::End,
                 },
-                Some(_) => return Step::End,
+                Some(op) => {
+                    // A selected operation must be completed (crossbeam panics otherwise).
+                    debug_assert_eq!(op.index(), kill_op);
+                    let _ = op.recv(&kill_rx);
+                    return Step::End;
+                }
                 None => {
                     // Heartbeat deadline.
                     let now = Instant::now();
@@ -564,41 +576,45 @@ impl Writer {
 
     /// Writes `first` and whatever else is queued (bounded), then flushes once.
     fn write_batch(&mut self, first: Message) -> tungstenite::Result<()> {
-        let mut bytes = 0;
-        let mut n = 0;
+        let mut batch = Batch::default();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
-            bytes += msg.len();
-            n += 1;
-            if self.params.keep_unsent {
-                self.unsent.push(msg.clone());
-            }
-            self.ctx.write(&mut self.sock, msg)?;
-            if n < MAX_BATCH && bytes < MAX_BATCH_BYTES && self.ctrl_rx.is_empty() {
+            self.put(msg, &mut batch)?;
+            if batch.n < MAX_BATCH && batch.bytes < MAX_BATCH_BYTES && self.ctrl_rx.is_empty() {
                 next = self.queue_rx.try_recv().ok();
             }
         }
-        self.ctx.flush(&mut self.sock)?;
-        self.handle.stats.record_out(n, bytes);
-        self.unsent.clear();
-        Ok(())
+        self.commit(batch)
     }
 
+    /// Writes the previous connection's unsent batch before anything queued.
     fn write_pending(&mut self) -> tungstenite::Result<()> {
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
             return Ok(());
         }
-        let n = pending.len();
-        let mut bytes = 0;
-        // Keep them all as unsent until the flush succeeds.
-        self.unsent = pending.clone();
+        let mut batch = Batch::default();
         for msg in pending {
-            bytes += msg.len();
-            self.ctx.write(&mut self.sock, msg)?;
+            self.put(msg, &mut batch)?;
         }
+        self.commit(batch)
+    }
+
+    /// Buffers one message in tungstenite's write buffer, keeping a copy until it is flushed
+    /// when the client may resend it after a reconnect.
+    fn put(&mut self, msg: Message, batch: &mut Batch) -> tungstenite::Result<()> {
+        batch.n += 1;
+        batch.bytes += msg.len();
+        if self.params.keep_unsent {
+            self.unsent.push(msg.clone());
+        }
+        self.ctx.write(&mut self.sock, msg)
+    }
+
+    /// Flushes a batch; from here on its messages count as written.
+    fn commit(&mut self, batch: Batch) -> tungstenite::Result<()> {
         self.ctx.flush(&mut self.sock)?;
-        self.handle.stats.record_out(n, bytes);
+        self.handle.stats.record_out(batch.n, batch.bytes);
         self.unsent.clear();
         Ok(())
     }

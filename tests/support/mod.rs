@@ -57,3 +57,23 @@ pub fn echo_server<T: Clone + Send + 'static>(
         .detach();
     s
 }
+
+static RXWS_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Panics so far on the library's own threads (`rxws-*`). Installs a counting hook on first use.
+pub fn rxws_panics() -> usize {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("rxws-"))
+            {
+                RXWS_PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            previous(info)
+        }));
+    });
+    RXWS_PANICS.load(std::sync::atomic::Ordering::SeqCst)
+}
