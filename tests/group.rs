@@ -35,12 +35,12 @@ fn client_group_multiple_paths() {
         match rx.recv_timeout(WAIT) {
             Ok(Notification::Next(m)) => {
                 assert!(
-                    m.data.starts_with(&m.tag),
+                    m.data.starts_with(&*m.tag),
                     "{} arrived on {}",
                     m.data,
                     m.tag
                 );
-                per_path.entry(m.tag).or_default().push(m.data);
+                per_path.entry(m.tag.to_string()).or_default().push(m.data);
             }
             other => panic!("{other:?}"),
         }

@@ -152,7 +152,7 @@ fn inbound_items_are_tagged_with_path_and_connection() {
     assert!(c.wait_connected(WAIT));
     c.on_next("x".into());
     let m = next(&rx);
-    assert_eq!(m.tag, "/where/am/i");
+    assert_eq!(&*m.tag, "/where/am/i");
     assert_eq!(
         Some(m.conn.unwrap()),
         server.connections("/where/am/i").first().copied()

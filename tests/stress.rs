@@ -46,7 +46,7 @@ fn many_threads_into_one_client() {
     let g = got.clone();
     server
         .subscribe(move |m: TaggedData<String>| {
-            if m.tag == "/stable" {
+            if &*m.tag == "/stable" {
                 g.lock().push(m.data)
             }
         })

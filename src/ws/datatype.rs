@@ -171,9 +171,8 @@ impl<T: Serialize + DeserializeOwned> Datatype<T> for Json {
         "json"
     }
     fn encode(&self, item: T) -> Result<Message, String> {
-        serde_json::to_string(&item)
-            .map(|s| Message::Text(s.into()))
-            .map_err(|e| format!("cannot serialize: {e}"))
+        // The inherent method (for any `Serialize`) is the one implementation.
+        Json::encode(self, item)
     }
     fn decode(&self, msg: Message) -> Result<T, String> {
         let res = match &msg {

@@ -264,7 +264,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             Some(&self.core.threads),
         )?;
         let inbound = self.core.inbound.clone();
-        let tag = path.to_owned();
+        let tag: Arc<str> = Arc::from(path);
         client
             .subscribe(move |data: T| inbound.next(TaggedData::new(tag.clone(), data)))
             .detach();

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 mod client;
 mod component;
@@ -56,13 +57,14 @@ impl fmt::Display for ConnId {
 /// use rxplus::ws::TaggedData;
 ///
 /// let out = TaggedData::new("/chat", "hello everyone".to_string());
-/// assert_eq!(out.tag, "/chat");
+/// assert_eq!(&*out.tag, "/chat");
 /// assert!(out.conn.is_none());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaggedData<T> {
-    /// The path, e.g. `/chat`.
-    pub tag: String,
+    /// The path, e.g. `/chat`. Shared (`Arc<str>`): tagging an inbound message or building a
+    /// reply costs a reference count, not an allocation.
+    pub tag: Arc<str>,
     /// The item.
     pub data: T,
     /// The connection an inbound item came from; for outbound items, the only recipient.
@@ -71,7 +73,7 @@ pub struct TaggedData<T> {
 
 impl<T> TaggedData<T> {
     /// An item for every connection on `tag`.
-    pub fn new(tag: impl Into<String>, data: T) -> Self {
+    pub fn new(tag: impl Into<Arc<str>>, data: T) -> Self {
         TaggedData {
             tag: tag.into(),
             data,
@@ -79,7 +81,7 @@ impl<T> TaggedData<T> {
         }
     }
     /// An item for exactly one connection.
-    pub fn to_conn(tag: impl Into<String>, conn: ConnId, data: T) -> Self {
+    pub fn to_conn(tag: impl Into<Arc<str>>, conn: ConnId, data: T) -> Self {
         TaggedData {
             tag: tag.into(),
             data,

@@ -371,7 +371,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
         // snapshot of the path's connections, so no lock is held while a send may block).
         let (datatype, recipients) = {
             let reg = self.registry.read();
-            let entry = reg.paths.get(&item.tag);
+            let entry = reg.paths.get(&*item.tag);
             let datatype = match entry {
                 Some(p) => p.datatype.clone(),
                 None => self.datatypes.for_path(&item.tag),
@@ -666,6 +666,8 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
             return;
         }
     };
+    // Shared by every inbound item of this connection (a reference count, not an allocation).
+    let tag: Arc<str> = Arc::from(path.as_str());
     let Some(datatype) = inner.register(&path, handle.clone()) else {
         handle.abort();
         return;
@@ -690,7 +692,7 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
     let id = info.id;
     let end = run.run(&threads, |msg| match datatype.decode(msg) {
         Ok(data) => inbound.next(TaggedData {
-            tag: path.clone(),
+            tag: tag.clone(),
             data,
             conn: Some(id),
         }),
