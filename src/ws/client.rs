@@ -379,6 +379,15 @@ impl<T: Clone + Send + 'static> Inner<T> {
             log::debug!(component = &*self.core.name; "item dropped: not connected (buffer_while_disconnected is off)");
             return Ok(());
         }
+        // Written on this thread when the connection is idle; otherwise queued.
+        let current = self.current.lock().clone();
+        let msg = match current {
+            Some(c) => match c.try_direct(msg) {
+                None => return Ok(()),
+                Some(msg) => msg,
+            },
+            None => msg,
+        };
         push_outbound(
             &*self.queue,
             msg,

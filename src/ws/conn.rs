@@ -14,11 +14,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Select, Sender};
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
 use tungstenite::error::{CapacityError, ProtocolError};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketContext};
@@ -73,6 +73,123 @@ impl Write for HalfStream {
         } else {
             Ok(())
         }
+    }
+}
+
+/// The write half of a connection, behind the handle's lock: whoever holds the lock is the
+/// socket's one writer (the writer thread, or a sender on the direct path). Frames are encoded
+/// into `out` and leave in one `send` per batch.
+pub(crate) struct WriteState {
+    ctx: WebSocketContext,
+    /// Encoded bytes not yet on the socket, oldest first.
+    out: OutBuf,
+    /// Data messages and payload bytes in `out` (counted as written once `out` is on the socket).
+    out_msgs: usize,
+    out_bytes: usize,
+    /// Copies of the data messages not yet fully on the socket (only with `keep_unsent`).
+    unsent: Vec<Message>,
+    /// A close frame has been encoded: no data may follow.
+    closed: bool,
+    /// A write failed: the connection is lost.
+    failed: bool,
+}
+
+/// tungstenite encodes into any `Read + Write`; this one only collects bytes.
+struct OutBuf(Vec<u8>);
+
+impl Read for OutBuf {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl Write for OutBuf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl WriteState {
+    fn new(role: Role, ws: tungstenite::protocol::WebSocketConfig) -> Self {
+        WriteState {
+            ctx: WebSocketContext::new(role, Some(ws)),
+            out: OutBuf(Vec::new()),
+            out_msgs: 0,
+            out_bytes: 0,
+            unsent: Vec::new(),
+            closed: false,
+            failed: false,
+        }
+    }
+
+    /// Encodes one data message behind whatever is already in `out`.
+    fn encode(&mut self, msg: Message, keep: bool) -> tungstenite::Result<()> {
+        self.out_msgs += 1;
+        self.out_bytes += msg.len();
+        if keep {
+            self.unsent.push(msg.clone());
+        }
+        self.ctx.write(&mut self.out, msg)?;
+        self.ctx.flush(&mut self.out)
+    }
+
+    /// Encodes a ping or pong.
+    fn encode_control(&mut self, msg: Message) -> tungstenite::Result<()> {
+        self.ctx.write(&mut self.out, msg)?;
+        self.ctx.flush(&mut self.out)
+    }
+
+    /// Writes all of `out`, blocking; from here on its messages count as written.
+    fn write_out(&mut self, mut sock: &TcpStream, stats: &Stats) -> io::Result<()> {
+        if !self.out.0.is_empty() {
+            if let Err(e) = sock.write_all(&self.out.0) {
+                self.failed = true;
+                return Err(e);
+            }
+            self.out.0.clear();
+        }
+        self.commit(stats);
+        Ok(())
+    }
+
+    /// Writes as much of `out` as the socket takes without blocking. Returns true when all of it
+    /// went; the rest stays in `out` for the writer thread.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn write_out_nonblocking(&mut self, sock: &TcpStream, stats: &Stats) -> io::Result<bool> {
+        let sock = socket2::SockRef::from(sock);
+        let mut sent = 0;
+        let buf = &self.out.0;
+        while sent < buf.len() {
+            match sock.send_with_flags(&buf[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
+        }
+        if sent < self.out.0.len() {
+            self.out.0.drain(..sent);
+            return Ok(false);
+        }
+        self.out.0.clear();
+        self.commit(stats);
+        Ok(true)
+    }
+
+    fn commit(&mut self, stats: &Stats) {
+        if self.out_msgs > 0 {
+            stats.record_out(self.out_msgs, self.out_bytes);
+            self.out_msgs = 0;
+            self.out_bytes = 0;
+        }
+        self.unsent.clear();
     }
 }
 
@@ -143,11 +260,102 @@ pub(crate) struct ConnHandle {
     // (e.g. the callback that is disposing the component).
     kill_tx: parking_lot::Mutex<Option<Sender<()>>>,
     kill_rx: Receiver<()>,
+    /// The write half; its holder is the socket's one writer.
+    wr: parking_lot::Mutex<WriteState>,
+    /// Asks the writer thread to finish what a direct write left in `out`.
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
+    keep_unsent: bool,
+    epoch: Instant,
+    /// Nanoseconds since `epoch` before which a sender queues instead of writing itself.
+    direct_after: AtomicU64,
+    /// Pongs the reader handed to the writer and not yet written: data the reader's callbacks
+    /// send after a ping must follow its pong (RFC 6455 5.5.2; Autobahn 5.6–5.20).
+    pongs_pending: AtomicUsize,
 }
 
 impl ConnHandle {
-    /// Queues a message by the outbound policy. Returns false when it was not queued.
+    /// Sends a message: written on the calling thread when the connection is idle (see
+    /// [`try_direct`](Self::try_direct)), otherwise queued by the outbound policy. Returns false
+    /// when it was dropped.
     pub(crate) fn send(&self, msg: Message) -> bool {
+        match self.try_direct(msg) {
+            None => true,
+            Some(msg) => self.enqueue(msg),
+        }
+    }
+
+    /// Writes `msg` on the calling thread when that can neither reorder nor block: nothing is
+    /// queued or half-written, no one else is writing, and the socket takes the bytes now (a
+    /// remainder goes to the writer thread). A sender that writes back to back (its last direct
+    /// write ended more recently than it took) queues instead, so bursts are batched by the
+    /// writer thread rather than paying a syscall per message. Returns the message when it must
+    /// be queued.
+    ///
+    /// Ordering holds because messages leave the queue only under the same lock: with the lock
+    /// held and the queue empty, everything sent before has been encoded.
+    pub(crate) fn try_direct(&self, msg: Message) -> Option<Message> {
+        if !cfg!(any(target_os = "linux", target_os = "android"))
+            || self.ended.load(Ordering::Acquire)
+        {
+            return Some(msg);
+        }
+        // A zero-capacity queue ("disconnect") has no other way in: skip the burst check.
+        let start = self.nanos();
+        if self.queue.capacity() > 0 && start < self.direct_after.load(Ordering::Relaxed) {
+            return Some(msg);
+        }
+        let Some(mut w) = self.wr.try_lock() else {
+            return Some(msg);
+        };
+        if w.closed
+            || w.failed
+            || !w.out.0.is_empty()
+            || !self.queue.is_empty()
+            || self.pongs_pending.load(Ordering::Acquire) > 0
+        {
+            return Some(msg);
+        }
+        let res = match w.encode(msg, self.keep_unsent) {
+            Ok(()) => self.write_direct(&mut w),
+            Err(e) => Err(io::Error::other(e)),
+        };
+        drop(w);
+        match res {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = self.wake_tx.try_send(());
+            }
+            Err(e) => {
+                log::debug!(component = &*self.component, conn_id:% = self.info.id, peer:% = self.info.peer, error:% = e; "direct write failed; connection lost");
+                self.abort();
+            }
+        }
+        let end = self.nanos();
+        self.direct_after
+            .store(end + (end - start), Ordering::Relaxed);
+        None
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn write_direct(&self, w: &mut WriteState) -> io::Result<bool> {
+        w.write_out_nonblocking(&self.sock, &self.stats)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn write_direct(&self, w: &mut WriteState) -> io::Result<bool> {
+        // Unreachable: try_direct returns early on these targets.
+        w.write_out(&self.sock, &self.stats).map(|()| true)
+    }
+
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Queues a message by the outbound policy (for fan-out, where one thread writing to many
+    /// sockets would serialise what the writer threads do in parallel). Returns false when it
+    /// was not queued.
+    pub(crate) fn enqueue(&self, msg: Message) -> bool {
         if self.ended.load(Ordering::Acquire) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -219,7 +427,6 @@ pub(crate) struct ConnRun {
     handle: Arc<ConnHandle>,
     ctrl_rx: Receiver<Ctrl>,
     params: ConnParams,
-    pending: Vec<Message>,
 }
 
 impl ConnRun {
@@ -241,6 +448,7 @@ impl ConnRun {
         ws.get_mut().writes = false;
         let (ctrl_tx, ctrl_rx) = bounded(CTRL_CAPACITY);
         let (kill_tx, kill_rx) = bounded(0);
+        let (wake_tx, wake_rx) = bounded(1);
         let handle = Arc::new(ConnHandle {
             info,
             component,
@@ -252,6 +460,13 @@ impl ConnRun {
             stats,
             kill_tx: parking_lot::Mutex::new(Some(kill_tx)),
             kill_rx,
+            wr: parking_lot::Mutex::new(WriteState::new(params.role, params.ws)),
+            wake_tx,
+            wake_rx,
+            keep_unsent: params.keep_unsent,
+            epoch: Instant::now(),
+            direct_after: AtomicU64::new(0),
+            pongs_pending: AtomicUsize::new(0),
         });
         Ok((
             ConnRun {
@@ -259,7 +474,6 @@ impl ConnRun {
                 handle: handle.clone(),
                 ctrl_rx,
                 params,
-                pending: Vec::new(),
             },
             handle,
         ))
@@ -267,8 +481,16 @@ impl ConnRun {
 
     /// Messages to write before anything queued (a client's unsent batch from the last
     /// connection).
-    pub(crate) fn with_pending(mut self, pending: Vec<Message>) -> Self {
-        self.pending = pending;
+    /// Encoded now, before the handle can take a direct write, so nothing overtakes them.
+    pub(crate) fn with_pending(self, pending: Vec<Message>) -> Self {
+        let mut w = self.handle.wr.lock();
+        for msg in pending {
+            if w.encode(msg, self.params.keep_unsent).is_err() {
+                // A fresh context only refuses after a close; the connection is not live yet.
+                break;
+            }
+        }
+        drop(w);
         self
     }
 
@@ -284,7 +506,6 @@ impl ConnRun {
             handle,
             ctrl_rx,
             params,
-            pending,
         } = self;
         let component = handle.component.clone();
         let peer = handle.info.peer.to_string();
@@ -303,8 +524,12 @@ impl ConnRun {
                 };
             }
         };
+        // A write that makes no progress for a whole heartbeat cycle means the peer stopped
+        // reading: fail it rather than block forever (the heartbeat cannot run meanwhile).
+        if let (Some(i), Some(t)) = (params.ping_interval, params.ping_timeout) {
+            let _ = writer_sock.set_write_timeout(Some(i + t));
+        }
         let writer = Writer {
-            ctx: WebSocketContext::new(params.role, Some(params.ws)),
             sock: writer_sock,
             ctrl_rx,
             queue_rx: handle.queue.receiver().clone(),
@@ -312,9 +537,7 @@ impl ConnRun {
             params: params.clone(),
             start,
             last_pong: last_pong.clone(),
-            unsent: Vec::new(),
-            closed: false,
-            pending,
+            held: None,
         };
         let name = format!("rxws-conn-{}-write", handle.info.seq);
         if let Err(e) = threads.spawn(name, move || {
@@ -337,6 +560,7 @@ impl ConnRun {
                     on_message(msg);
                 }
                 Ok(Message::Ping(data)) => {
+                    handle.pongs_pending.fetch_add(1, Ordering::AcqRel);
                     if ctrl.send(Ctrl::Pong(data)).is_err() {
                         break EndReason::Lost("writer ended".into());
                     }
@@ -368,9 +592,24 @@ impl ConnRun {
                 }
             }
         };
-        let _ = ctrl.send(Ctrl::ReaderDone);
+        // A peer that vanished can leave the writer blocked on a full socket: once the peer is
+        // lost, or the writer has had its close timeout, shutting the socket down ends the write.
+        if matches!(reason, EndReason::Lost(_)) {
+            let _ = handle.sock.shutdown(Shutdown::Both);
+        }
+        // The writer's own close steps take up to one close timeout each.
+        let deadline = Instant::now() + params.close_timeout * 2;
+        if ctrl.send_deadline(Ctrl::ReaderDone, deadline).is_err() {
+            let _ = handle.sock.shutdown(Shutdown::Both);
+        }
         drop(ctrl);
-        let unsent = done_rx.recv().unwrap_or_default();
+        let unsent = match done_rx.recv_deadline(deadline) {
+            Ok(unsent) => unsent,
+            Err(_) => {
+                let _ = handle.sock.shutdown(Shutdown::Both);
+                done_rx.recv().unwrap_or_default()
+            }
+        };
         handle.ended.store(true, Ordering::Release);
         ConnEnd { reason, unsent }
     }
@@ -396,7 +635,6 @@ fn elapsed_nanos(start: Instant) -> u64 {
 }
 
 struct Writer {
-    ctx: WebSocketContext,
     sock: TcpStream,
     ctrl_rx: Receiver<Ctrl>,
     queue_rx: Receiver<Message>,
@@ -404,18 +642,8 @@ struct Writer {
     params: ConnParams,
     start: Instant,
     last_pong: Arc<AtomicU64>,
-    unsent: Vec<Message>,
-    /// A close frame has been written: no data may follow.
-    closed: bool,
-    /// Written before anything queued.
-    pending: Vec<Message>,
-}
-
-/// Messages and payload bytes written since the last flush.
-#[derive(Default)]
-struct Batch {
-    n: usize,
-    bytes: usize,
+    /// Taken from the queue but waiting for a pong to go first.
+    held: Option<Message>,
 }
 
 /// What the writer does after handling an event.
@@ -428,7 +656,8 @@ enum Step {
 
 impl Writer {
     fn run(mut self) -> Vec<Message> {
-        let step = match self.write_pending() {
+        // A client's unsent batch from the last connection goes first.
+        let step = match self.drain(None) {
             Ok(()) => self.serve(),
             Err(e) => {
                 self.lost(&e);
@@ -440,17 +669,28 @@ impl Writer {
         }
         let _ = self.sock.shutdown(Shutdown::Both);
         self.handle.ended.store(true, Ordering::Release);
-        std::mem::take(&mut self.unsent)
+        let mut unsent = std::mem::take(&mut self.handle.wr.lock().unsent);
+        if let Some(msg) = self.held.take() {
+            if self.params.keep_unsent {
+                unsent.push(msg);
+            } else {
+                self.handle.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        unsent
     }
 
     fn serve(&mut self) -> Step {
         let ctrl_rx = self.ctrl_rx.clone();
         let queue_rx = self.queue_rx.clone();
         let kill_rx = self.handle.kill_rx.clone();
+        let wake_rx = self.handle.wake_rx.clone();
+        // Readiness only: data leaves the queue under the write lock (see `try_direct`).
         let mut sel = Select::new();
-        let ctrl_op = sel.recv(&ctrl_rx);
-        let data_op = sel.recv(&queue_rx);
-        let kill_op = sel.recv(&kill_rx);
+        sel.recv(&ctrl_rx);
+        sel.recv(&queue_rx);
+        sel.recv(&kill_rx);
+        sel.recv(&wake_rx);
         let mut next_ping = self.params.ping_interval.map(|i| Instant::now() + i);
         let mut ping_sent: Option<(Instant, u64)> = None;
         loop {
@@ -461,6 +701,17 @@ impl Writer {
                     other => return other,
                 }
             }
+            if matches!(kill_rx.try_recv(), Err(TryRecvError::Disconnected)) {
+                return Step::End;
+            }
+            let _ = wake_rx.try_recv();
+            if let Err(e) = self.drain(None) {
+                self.lost(&e);
+                return Step::End;
+            }
+            if !ctrl_rx.is_empty() {
+                continue;
+            }
             let pong_deadline = match (ping_sent, self.params.ping_timeout) {
                 (Some((at, _)), Some(t)) => Some(at + t),
                 _ => None,
@@ -469,62 +720,38 @@ impl Writer {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let oper = match deadline {
-                Some(d) => sel.select_deadline(d).ok(),
-                None => Some(sel.select()),
+            let ready = match deadline {
+                Some(d) => sel.ready_deadline(d).is_ok(),
+                None => {
+                    sel.ready();
+                    true
+                }
             };
-            match oper {
-                Some(op) if op.index() == ctrl_op => match op.recv(&ctrl_rx) {
-                    Ok(c) => match self.control(c) {
-                        Step::Continue => {}
-                        other => return other,
-                    },
-                    Err(_) => return Step::End,
-                },
-                Some(op) if op.index() == data_op => match op.recv(&queue_rx) {
-                    Ok(first) => {
-                        if let Err(e) = self.write_batch(first) {
-                            self.lost(&e);
-                            return Step::End;
-                        }
-                    }
-                    Err(_) => return Step::End,
-                },
-                Some(op) => {
-                    // A selected operation must be completed (crossbeam panics otherwise).
-                    debug_assert_eq!(op.index(), kill_op);
-                    let _ = op.recv(&kill_rx);
+            if ready {
+                continue;
+            }
+            // Heartbeat deadline.
+            let now = Instant::now();
+            if let Some((_, sent_nanos)) = ping_sent {
+                if self.last_pong.load(Ordering::Acquire) >= sent_nanos {
+                    ping_sent = None;
+                }
+            }
+            if let (Some((at, _)), Some(t)) = (ping_sent, self.params.ping_timeout) {
+                if now >= at + t {
+                    log::warn!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, timeout_ms = t.as_millis() as u64; "heartbeat timeout: no pong; closing connection");
                     return Step::End;
                 }
-                None => {
-                    // Heartbeat deadline.
-                    let now = Instant::now();
-                    if let Some((_, sent_nanos)) = ping_sent {
-                        if self.last_pong.load(Ordering::Acquire) >= sent_nanos {
-                            ping_sent = None;
-                        }
+            }
+            if let (Some(np), Some(i)) = (next_ping, self.params.ping_interval) {
+                if now >= np {
+                    if ping_sent.is_none() {
+                        ping_sent = Some((now, elapsed_nanos(self.start)));
                     }
-                    if let (Some((at, _)), Some(t)) = (ping_sent, self.params.ping_timeout) {
-                        if now >= at + t {
-                            log::warn!(component = &*self.handle.component, conn_id = self.handle.info.id.to_string().as_str(), peer = self.handle.info.peer.to_string().as_str(), timeout_ms = t.as_millis() as u64; "heartbeat timeout: no pong; closing connection");
-                            return Step::End;
-                        }
-                    }
-                    if let (Some(np), Some(i)) = (next_ping, self.params.ping_interval) {
-                        if now >= np {
-                            if ping_sent.is_none() {
-                                ping_sent = Some((now, elapsed_nanos(self.start)));
-                            }
-                            next_ping = Some(now + i);
-                            let res = self
-                                .ctx
-                                .write(&mut self.sock, Message::Ping(tungstenite::Bytes::new()))
-                                .and_then(|_| self.ctx.flush(&mut self.sock));
-                            if let Err(e) = res {
-                                self.lost(&e);
-                                return Step::End;
-                            }
-                        }
+                    next_ping = Some(now + i);
+                    if let Err(e) = self.write_control(Message::Ping(tungstenite::Bytes::new())) {
+                        self.lost(&e);
+                        return Step::End;
                     }
                 }
             }
@@ -534,108 +761,100 @@ impl Writer {
     fn control(&mut self, c: Ctrl) -> Step {
         match c {
             Ctrl::Pong(data) => {
-                if !self.closed {
-                    let res = self
-                        .ctx
-                        .write(&mut self.sock, Message::Pong(data))
-                        .and_then(|_| self.ctx.flush(&mut self.sock));
-                    if let Err(e) = res {
-                        self.lost(&e);
-                        return Step::End;
-                    }
+                let res = self.write_control(Message::Pong(data));
+                self.handle.pongs_pending.fetch_sub(1, Ordering::AcqRel);
+                if let Err(e) = res {
+                    self.lost(&e);
+                    return Step::End;
                 }
                 Step::Continue
             }
+            // Whatever was queued before the peer's close (e.g. replies the reader's callbacks
+            // produced) goes out before our close reply.
             Ctrl::PeerClosed(frame) => {
-                if !self.closed {
-                    // Whatever was queued before the peer's close (e.g. replies the reader's
-                    // callbacks produced) goes out before our close reply.
-                    self.flush_queued(Instant::now() + self.params.close_timeout);
-                    self.send_close(frame);
-                }
+                self.close_after_queued(frame);
                 Step::Linger
             }
+            // Replies to the valid messages before the violation still go out.
             Ctrl::Fail(frame) => {
-                if !self.closed {
-                    // Replies to the valid messages before the violation still go out.
-                    self.flush_queued(Instant::now() + self.params.close_timeout);
-                    self.send_close(Some(frame));
-                }
+                self.close_after_queued(Some(frame));
                 Step::End
             }
             Ctrl::Close(frame) => {
-                if !self.closed {
-                    self.flush_queued(Instant::now() + self.params.close_timeout);
-                    self.send_close(frame);
-                }
+                self.close_after_queued(frame);
                 Step::Linger
             }
             Ctrl::ReaderDone => Step::End,
         }
     }
 
-    /// Writes `first` and whatever else is queued (bounded), then flushes once.
-    fn write_batch(&mut self, first: Message) -> tungstenite::Result<()> {
-        let mut batch = Batch::default();
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            self.put(msg, &mut batch)?;
-            if batch.n < MAX_BATCH && batch.bytes < MAX_BATCH_BYTES && self.ctrl_rx.is_empty() {
-                next = self.queue_rx.try_recv().ok();
-            }
-        }
-        self.commit(batch)
-    }
-
-    /// Writes the previous connection's unsent batch before anything queued.
-    fn write_pending(&mut self) -> tungstenite::Result<()> {
-        let pending = std::mem::take(&mut self.pending);
-        if pending.is_empty() {
+    /// Writes a ping or pong (none after a close frame).
+    fn write_control(&mut self, msg: Message) -> tungstenite::Result<()> {
+        let mut w = self.handle.wr.lock();
+        if w.closed || w.failed {
             return Ok(());
         }
-        let mut batch = Batch::default();
-        for msg in pending {
-            self.put(msg, &mut batch)?;
-        }
-        self.commit(batch)
-    }
-
-    /// Buffers one message in tungstenite's write buffer, keeping a copy until it is flushed
-    /// when the client may resend it after a reconnect.
-    fn put(&mut self, msg: Message, batch: &mut Batch) -> tungstenite::Result<()> {
-        batch.n += 1;
-        batch.bytes += msg.len();
-        if self.params.keep_unsent {
-            self.unsent.push(msg.clone());
-        }
-        self.ctx.write(&mut self.sock, msg)
-    }
-
-    /// Flushes a batch; from here on its messages count as written.
-    fn commit(&mut self, batch: Batch) -> tungstenite::Result<()> {
-        self.ctx.flush(&mut self.sock)?;
-        self.handle.stats.record_out(batch.n, batch.bytes);
-        self.unsent.clear();
+        w.encode_control(msg)?;
+        w.write_out(&self.sock, &self.handle.stats)?;
         Ok(())
     }
 
-    /// Graceful close: writes what is queued until `deadline`.
-    fn flush_queued(&mut self, deadline: Instant) {
-        while Instant::now() < deadline {
-            let Ok(first) = self.queue_rx.try_recv() else {
+    /// Writes what is left in `out` and what is queued, in batches of one `send` each, until
+    /// the queue is empty, a control reply waits, or `deadline` passes.
+    fn drain(&mut self, deadline: Option<Instant>) -> tungstenite::Result<()> {
+        let handle = self.handle.clone();
+        let stats = &handle.stats;
+        let mut w = handle.wr.lock();
+        if w.failed {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe).into());
+        }
+        w.write_out(&self.sock, stats)?;
+        // While closing, pongs no longer matter: everything queued goes before the close frame.
+        let closing = deadline.is_some();
+        while !w.closed && deadline.is_none_or(|d| Instant::now() < d) {
+            let mut n = 0;
+            while n < MAX_BATCH && w.out.0.len() < MAX_BATCH_BYTES {
+                let Some(msg) = self.held.take().or_else(|| self.queue_rx.try_recv().ok()) else {
+                    break;
+                };
+                // A message sent after the reader saw a ping waits for that ping's pong.
+                if !closing && handle.pongs_pending.load(Ordering::Acquire) > 0 {
+                    self.held = Some(msg);
+                    break;
+                }
+                w.encode(msg, self.params.keep_unsent)?;
+                n += 1;
+            }
+            if n == 0 {
                 break;
-            };
-            if let Err(e) = self.write_batch(first) {
-                self.lost(&e);
-                return;
+            }
+            w.write_out(&self.sock, stats)?;
+            if !closing && (self.held.is_some() || !self.ctrl_rx.is_empty()) {
+                break;
             }
         }
+        Ok(())
     }
 
-    fn send_close(&mut self, frame: Option<CloseFrame>) {
-        self.closed = true;
-        if let Err(e) = self.ctx.close(&mut self.sock, frame) {
-            log::debug!(component = &*self.handle.component, conn_id = self.handle.info.id.to_string().as_str(), error:% = e; "close frame not written");
+    /// Graceful close: flush what is queued (bounded by the close timeout), then the close frame.
+    fn close_after_queued(&mut self, frame: Option<CloseFrame>) {
+        if self.handle.wr.lock().closed {
+            return;
+        }
+        if let Err(e) = self.drain(Some(Instant::now() + self.params.close_timeout)) {
+            self.lost(&e);
+            return;
+        }
+        let mut guard = self.handle.wr.lock();
+        let w = &mut *guard;
+        w.closed = true;
+        let res = w
+            .ctx
+            .close(&mut w.out, frame)
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|()| w.write_out(&self.sock, &self.handle.stats));
+        if let Err(e) = res {
+            log::debug!(component = &*self.handle.component, conn_id:% = self.handle.info.id, error:% = e; "close frame not written");
         }
     }
 
@@ -656,6 +875,6 @@ impl Writer {
     }
 
     fn lost(&self, e: &tungstenite::Error) {
-        log::debug!(component = &*self.handle.component, conn_id = self.handle.info.id.to_string().as_str(), peer = self.handle.info.peer.to_string().as_str(), error:% = e; "write failed; connection lost");
+        log::debug!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, error:% = e; "write failed; connection lost");
     }
 }

@@ -401,14 +401,19 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 log::debug!(component = &*self.core.name, conn_id:% = id; "reply dropped: connection is gone");
             }
-            Recipients::Path(Some(conns)) => {
-                if let Some((last, rest)) = conns.split_last() {
-                    for c in rest {
-                        c.send(msg.clone());
-                    }
-                    last.send(msg);
+            Recipients::Path(Some(conns)) => match conns.split_last() {
+                Some((only, [])) => {
+                    only.send(msg);
                 }
-            }
+                // Fan-out is queued: each connection's writer thread writes in parallel.
+                Some((last, rest)) => {
+                    for c in rest {
+                        c.enqueue(msg.clone());
+                    }
+                    last.enqueue(msg);
+                }
+                None => {}
+            },
             Recipients::Path(None) => {}
         }
         Ok(())
