@@ -17,7 +17,9 @@ use crate::overflow::OverflowPolicy;
 use crate::reactive::{Notification, Observer, Subject, Subscription};
 use crate::threads::Threads;
 use crate::ws::component::Core;
-use crate::ws::conn::{push_outbound, ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream};
+use crate::ws::conn::{
+    push_outbound, ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream, Outbound,
+};
 use crate::ws::datatype::Datatype;
 use crate::ws::stats::StatsSnapshot;
 use crate::ws::{ConnId, ConnectionState, WSConnectionConfig, WsConfig};
@@ -513,14 +515,13 @@ impl<T: Clone + Send + 'static> Inner<T> {
             ping_timeout: self.cfg.ping_timeout,
             close_timeout: self.cfg.close_timeout,
             keep_unsent: self.cfg.buffer_while_disconnected,
-            owns_queue: false,
             ws: self.cfg.tungstenite(),
         };
         let (run, handle) = ConnRun::new(
             ws,
             info.clone(),
             self.core.name.clone(),
-            self.queue.clone(),
+            Outbound::Shared(self.queue.clone()),
             params,
             self.core.stats.clone(),
         )?;

@@ -15,7 +15,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
@@ -25,15 +25,18 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketContext};
 use tungstenite::Message;
 
 use crate::error::{Error, Result};
-use crate::overflow::{OverflowPolicy, Pushed, Rejected};
+use crate::overflow::{OverflowPolicy, OverflowStrategy, Pushed, Rejected};
 use crate::threads::Threads;
 use crate::ws::stats::Stats;
 use crate::ws::ConnId;
 
 /// Messages written per batch before the writer checks control replies and flushes.
 const MAX_BATCH: usize = 256;
-/// Bytes written per batch before a flush.
-const MAX_BATCH_BYTES: usize = 256 << 10;
+/// Bytes encoded per batch (one `send`).
+const MAX_BATCH_BYTES: usize = 64 << 10;
+/// Capacity of the encode buffer kept between batches; a larger one (after a big message) is
+/// released, so an idle connection holds little.
+const KEEP_OUT_CAPACITY: usize = 128 << 10;
 /// Control replies waiting for the writer; a full channel pushes back on the reader.
 const CTRL_CAPACITY: usize = 64;
 
@@ -116,7 +119,8 @@ impl Write for OutBuf {
 impl WriteState {
     fn new(role: Role, ws: tungstenite::protocol::WebSocketConfig) -> Self {
         WriteState {
-            ctx: WebSocketContext::new(role, Some(ws)),
+            // This context never reads: no read buffer.
+            ctx: WebSocketContext::new(role, Some(ws.read_buffer_size(0))),
             out: OutBuf(Vec::new()),
             out_msgs: 0,
             out_bytes: 0,
@@ -151,6 +155,9 @@ impl WriteState {
                 return Err(e);
             }
             self.out.0.clear();
+            if self.out.0.capacity() > KEEP_OUT_CAPACITY {
+                self.out.0 = Vec::new();
+            }
         }
         self.commit(stats);
         Ok(())
@@ -222,9 +229,6 @@ pub(crate) struct ConnParams {
     pub(crate) close_timeout: Duration,
     /// Keep messages written since the last successful flush, to resend after a reconnect.
     pub(crate) keep_unsent: bool,
-    /// The outbound queue belongs to this connection (server) rather than to a client that
-    /// keeps it across reconnects: ending the connection closes it.
-    pub(crate) owns_queue: bool,
     pub(crate) ws: tungstenite::protocol::WebSocketConfig,
 }
 
@@ -239,6 +243,17 @@ pub(crate) enum EndReason {
     Lost(String),
 }
 
+/// A connection's outbound queue.
+pub(crate) enum Outbound {
+    /// Kept by a client across reconnects.
+    Shared(Arc<dyn OverflowPolicy<Message>>),
+    /// Built on the first message that has to be queued: a connection that only ever writes
+    /// directly (idle, or request/response) never allocates one.
+    PerConnection(OverflowStrategy, usize),
+}
+
+type Queue = Arc<dyn OverflowPolicy<Message>>;
+
 /// What [`ConnRun::run`] hands back.
 pub(crate) struct ConnEnd {
     pub(crate) reason: EndReason,
@@ -251,10 +266,13 @@ pub(crate) struct ConnHandle {
     pub(crate) info: ConnInfo,
     component: Arc<str>,
     ctrl: Sender<Ctrl>,
-    queue: Arc<dyn OverflowPolicy<Message>>,
+    /// None inside once the connection ended: no queue may be built after that.
+    queue: OnceLock<Option<Queue>>,
+    /// How to build the queue on first use (per-connection queues only).
+    make_queue: Option<(OverflowStrategy, usize)>,
+    queue_capacity: usize,
     sock: TcpStream,
     ended: AtomicBool,
-    owns_queue: bool,
     stats: Arc<Stats>,
     // Dropping the sender wakes the writer even when the reader is busy in a callback
     // (e.g. the callback that is disposing the component).
@@ -302,7 +320,7 @@ impl ConnHandle {
         }
         // A zero-capacity queue ("disconnect") has no other way in: skip the burst check.
         let start = self.nanos();
-        if self.queue.capacity() > 0 && start < self.direct_after.load(Ordering::Relaxed) {
+        if self.queue_capacity > 0 && start < self.direct_after.load(Ordering::Relaxed) {
             return Some(msg);
         }
         let Some(mut w) = self.wr.try_lock() else {
@@ -311,7 +329,7 @@ impl ConnHandle {
         if w.closed
             || w.failed
             || !w.out.0.is_empty()
-            || !self.queue.is_empty()
+            || self.queue().is_some_and(|q| !q.is_empty())
             || self.pongs_pending.load(Ordering::Acquire) > 0
         {
             return Some(msg);
@@ -356,18 +374,44 @@ impl ConnHandle {
     /// sockets would serialise what the writer threads do in parallel). Returns false when it
     /// was not queued.
     pub(crate) fn enqueue(&self, msg: Message) -> bool {
-        if self.ended.load(Ordering::Acquire) {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        push_outbound(
-            &*self.queue,
+        let existed = self.queue.get().is_some();
+        let queue = match self.queue.get_or_init(|| self.build_queue()) {
+            Some(q) if !self.ended.load(Ordering::Acquire) => q,
+            _ => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        };
+        let queued = push_outbound(
+            &**queue,
             msg,
             &self.component,
             Some(&self.info),
             &self.stats,
             || self.abort(),
-        )
+        );
+        if !existed {
+            // The writer waits on the queue only once it knows it exists.
+            let _ = self.wake_tx.try_send(());
+        }
+        queued
+    }
+
+    /// The outbound queue, if it has been built.
+    fn queue(&self) -> Option<&Queue> {
+        self.queue.get().and_then(Option::as_ref)
+    }
+
+    fn build_queue(&self) -> Option<Queue> {
+        let (strategy, capacity) = self.make_queue?;
+        match strategy.build(capacity) {
+            Ok(q) => Some(Arc::from(q)),
+            Err(e) => {
+                // The config was validated when the component was built.
+                log::warn!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "outbound queue not built");
+                None
+            }
+        }
     }
 
     /// Starts a graceful close: queued data is flushed (bounded), then a close frame is sent.
@@ -379,8 +423,11 @@ impl ConnHandle {
     /// reader and a writer blocked on a full socket.
     pub(crate) fn abort(&self) {
         self.ended.store(true, Ordering::Release);
-        if self.owns_queue {
-            self.queue.close();
+        // A per-connection queue ends with the connection (and is never built after this).
+        if self.make_queue.is_some() {
+            if let Some(q) = self.queue.get_or_init(|| None) {
+                q.close();
+            }
         }
         self.kill_tx.lock().take();
         let _ = self.sock.shutdown(Shutdown::Both);
@@ -430,13 +477,12 @@ pub(crate) struct ConnRun {
 }
 
 impl ConnRun {
-    /// Wraps a socket whose handshake is done. `queue` is the outbound queue (a client keeps
-    /// one across reconnects; a server makes one per connection).
+    /// Wraps a socket whose handshake is done.
     pub(crate) fn new(
         mut ws: WebSocket<HalfStream>,
         info: ConnInfo,
         component: Arc<str>,
-        queue: Arc<dyn OverflowPolicy<Message>>,
+        outbound: Outbound,
         params: ConnParams,
         stats: Arc<Stats>,
     ) -> Result<(Self, Arc<ConnHandle>)> {
@@ -449,14 +495,22 @@ impl ConnRun {
         let (ctrl_tx, ctrl_rx) = bounded(CTRL_CAPACITY);
         let (kill_tx, kill_rx) = bounded(0);
         let (wake_tx, wake_rx) = bounded(1);
+        let (queue, make_queue, queue_capacity) = match outbound {
+            Outbound::Shared(q) => {
+                let cap = q.capacity();
+                (OnceLock::from(Some(q)), None, cap)
+            }
+            Outbound::PerConnection(strategy, cap) => (OnceLock::new(), Some((strategy, cap)), cap),
+        };
         let handle = Arc::new(ConnHandle {
             info,
             component,
             ctrl: ctrl_tx,
             queue,
+            make_queue,
+            queue_capacity,
             sock,
             ended: AtomicBool::new(false),
-            owns_queue: params.owns_queue,
             stats,
             kill_tx: parking_lot::Mutex::new(Some(kill_tx)),
             kill_rx,
@@ -532,7 +586,6 @@ impl ConnRun {
         let writer = Writer {
             sock: writer_sock,
             ctrl_rx,
-            queue_rx: handle.queue.receiver().clone(),
             handle: handle.clone(),
             params: params.clone(),
             start,
@@ -637,7 +690,6 @@ fn elapsed_nanos(start: Instant) -> u64 {
 struct Writer {
     sock: TcpStream,
     ctrl_rx: Receiver<Ctrl>,
-    queue_rx: Receiver<Message>,
     handle: Arc<ConnHandle>,
     params: ConnParams,
     start: Instant,
@@ -682,76 +734,88 @@ impl Writer {
 
     fn serve(&mut self) -> Step {
         let ctrl_rx = self.ctrl_rx.clone();
-        let queue_rx = self.queue_rx.clone();
         let kill_rx = self.handle.kill_rx.clone();
         let wake_rx = self.handle.wake_rx.clone();
-        // Readiness only: data leaves the queue under the write lock (see `try_direct`).
-        let mut sel = Select::new();
-        sel.recv(&ctrl_rx);
-        sel.recv(&queue_rx);
-        sel.recv(&kill_rx);
-        sel.recv(&wake_rx);
+        let mut queue_rx: Option<Receiver<Message>> = None;
         let mut next_ping = self.params.ping_interval.map(|i| Instant::now() + i);
         let mut ping_sent: Option<(Instant, u64)> = None;
-        loop {
-            // Protocol replies go first.
-            while let Ok(c) = ctrl_rx.try_recv() {
-                match self.control(c) {
-                    Step::Continue => {}
-                    other => return other,
+        // Rebuilt once, when a per-connection queue is first built.
+        'select: loop {
+            if queue_rx.is_none() {
+                queue_rx = self.handle.queue().map(|q| q.receiver().clone());
+            }
+            // Readiness only: data leaves the queue under the write lock (see `try_direct`).
+            let mut sel = Select::new();
+            sel.recv(&ctrl_rx);
+            sel.recv(&kill_rx);
+            sel.recv(&wake_rx);
+            if let Some(q) = &queue_rx {
+                sel.recv(q);
+            }
+            loop {
+                // Protocol replies go first.
+                while let Ok(c) = ctrl_rx.try_recv() {
+                    match self.control(c) {
+                        Step::Continue => {}
+                        other => return other,
+                    }
                 }
-            }
-            if matches!(kill_rx.try_recv(), Err(TryRecvError::Disconnected)) {
-                return Step::End;
-            }
-            let _ = wake_rx.try_recv();
-            if let Err(e) = self.drain(None) {
-                self.lost(&e);
-                return Step::End;
-            }
-            if !ctrl_rx.is_empty() {
-                continue;
-            }
-            let pong_deadline = match (ping_sent, self.params.ping_timeout) {
-                (Some((at, _)), Some(t)) => Some(at + t),
-                _ => None,
-            };
-            let deadline = match (next_ping, pong_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let ready = match deadline {
-                Some(d) => sel.ready_deadline(d).is_ok(),
-                None => {
-                    sel.ready();
-                    true
-                }
-            };
-            if ready {
-                continue;
-            }
-            // Heartbeat deadline.
-            let now = Instant::now();
-            if let Some((_, sent_nanos)) = ping_sent {
-                if self.last_pong.load(Ordering::Acquire) >= sent_nanos {
-                    ping_sent = None;
-                }
-            }
-            if let (Some((at, _)), Some(t)) = (ping_sent, self.params.ping_timeout) {
-                if now >= at + t {
-                    log::warn!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, timeout_ms = t.as_millis() as u64; "heartbeat timeout: no pong; closing connection");
+                if matches!(kill_rx.try_recv(), Err(TryRecvError::Disconnected)) {
                     return Step::End;
                 }
-            }
-            if let (Some(np), Some(i)) = (next_ping, self.params.ping_interval) {
-                if now >= np {
-                    if ping_sent.is_none() {
-                        ping_sent = Some((now, elapsed_nanos(self.start)));
+                let _ = wake_rx.try_recv();
+                if let Err(e) = self.drain(None) {
+                    self.lost(&e);
+                    return Step::End;
+                }
+                if !ctrl_rx.is_empty() {
+                    continue;
+                }
+                if queue_rx.is_none() && self.handle.queue().is_some() {
+                    continue 'select;
+                }
+                let pong_deadline = match (ping_sent, self.params.ping_timeout) {
+                    (Some((at, _)), Some(t)) => Some(at + t),
+                    _ => None,
+                };
+                let deadline = match (next_ping, pong_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let ready = match deadline {
+                    Some(d) => sel.ready_deadline(d).is_ok(),
+                    None => {
+                        sel.ready();
+                        true
                     }
-                    next_ping = Some(now + i);
-                    if let Err(e) = self.write_control(Message::Ping(tungstenite::Bytes::new())) {
-                        self.lost(&e);
+                };
+                if ready {
+                    continue;
+                }
+                // Heartbeat deadline.
+                let now = Instant::now();
+                if let Some((_, sent_nanos)) = ping_sent {
+                    if self.last_pong.load(Ordering::Acquire) >= sent_nanos {
+                        ping_sent = None;
+                    }
+                }
+                if let (Some((at, _)), Some(t)) = (ping_sent, self.params.ping_timeout) {
+                    if now >= at + t {
+                        log::warn!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, timeout_ms = t.as_millis() as u64; "heartbeat timeout: no pong; closing connection");
                         return Step::End;
+                    }
+                }
+                if let (Some(np), Some(i)) = (next_ping, self.params.ping_interval) {
+                    if now >= np {
+                        if ping_sent.is_none() {
+                            ping_sent = Some((now, elapsed_nanos(self.start)));
+                        }
+                        next_ping = Some(now + i);
+                        if let Err(e) = self.write_control(Message::Ping(tungstenite::Bytes::new()))
+                        {
+                            self.lost(&e);
+                            return Step::End;
+                        }
                     }
                 }
             }
@@ -814,7 +878,11 @@ impl Writer {
         while !w.closed && deadline.is_none_or(|d| Instant::now() < d) {
             let mut n = 0;
             while n < MAX_BATCH && w.out.0.len() < MAX_BATCH_BYTES {
-                let Some(msg) = self.held.take().or_else(|| self.queue_rx.try_recv().ok()) else {
+                let next = self.held.take().or_else(|| {
+                    let q = handle.queue()?;
+                    q.receiver().try_recv().ok()
+                });
+                let Some(msg) = next else {
                     break;
                 };
                 // A message sent after the reader saw a ping waits for that ping's pong.

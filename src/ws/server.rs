@@ -17,10 +17,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role};
 
 use crate::error::{Error, Result};
-use crate::overflow::OverflowPolicy;
 use crate::reactive::{Notification, Observer, Subject, Subscription};
 use crate::ws::component::Core;
-use crate::ws::conn::{ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream};
+use crate::ws::conn::{ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream, Outbound};
 use crate::ws::datatype::{Datatype, Datatypes};
 use crate::ws::stats::StatsSnapshot;
 use crate::ws::{
@@ -635,14 +634,6 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
     if inner.core.threads.is_stopping() {
         return;
     }
-    let queue: Arc<dyn OverflowPolicy<tungstenite::Message>> = match inner
-        .cfg
-        .outbound_overflow
-        .build(inner.cfg.outbound_capacity)
-    {
-        Ok(q) => Arc::from(q),
-        Err(_) => return,
-    };
     let info = ConnInfo {
         id: ConnId::new(),
         seq,
@@ -654,14 +645,13 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         ping_timeout: inner.cfg.ping_timeout,
         close_timeout: inner.cfg.close_timeout,
         keep_unsent: false,
-        owns_queue: true,
         ws: inner.cfg.tungstenite(),
     };
     let (run, handle) = match ConnRun::new(
         ws,
         info.clone(),
         name.clone(),
-        queue,
+        Outbound::PerConnection(inner.cfg.outbound_overflow, inner.cfg.outbound_capacity),
         params,
         inner.core.stats.clone(),
     ) {
