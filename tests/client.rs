@@ -156,7 +156,8 @@ fn queued_items_survive_a_broken_connection_with_buffering() {
     let cfg = quiet()
         .retry(fast_retry())
         .buffer_while_disconnected(true)
-        .outbound(100_000, OverflowStrategy::DropNew);
+        .outbound(100_000, OverflowStrategy::DropNew)
+        .outbound_max_bytes(64 << 20);
     let client = RxWSClient::<String>::with_config(local(port, "/"), Text, cfg).unwrap();
     assert!(client.wait_connected(WAIT));
     let n = 30_000;
@@ -314,4 +315,58 @@ fn server_close_reaches_client_as_normal_close_and_reconnect() {
     assert!(wait_until(WAIT, || !client.is_connected()));
     assert_eq!(client.stats().connections_closed, 1);
     let _ = WsConfig::default();
+}
+
+#[test]
+fn the_outbound_byte_budget_holds_back_a_fast_producer_of_large_messages() {
+    // The server stops reading; 8 KiB messages with a 64 KiB budget: the producer blocks
+    // (the default `block` policy) long before the 1,024-message count bound, and never more
+    // than the budget waits in the queue. Once the server reads again, all arrive in order.
+    let gate = crossbeam_channel::bounded::<()>(0);
+    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (g, gate_rx) = (got.clone(), gate.1.clone());
+    server
+        .subscribe(move |m: TaggedData<String>| {
+            let _ = gate_rx.recv(); // blocks until the test drops the sender
+            g.lock().push(m.data);
+        })
+        .detach();
+    let port = server.local_addr().port();
+    let cfg = quiet().outbound_max_bytes(64 << 10);
+    let client = RxWSClient::<String>::with_config(local(port, "/"), Text, cfg).unwrap();
+    assert!(client.wait_connected(WAIT));
+    let n = 2_000;
+    let pad = "x".repeat(8 << 10);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (c, s) = (client.handle(), sent.clone());
+    let producer = std::thread::spawn(move || {
+        for i in 0..n {
+            c.on_next(format!("{i:06}{pad}"));
+            s.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // The socket buffers fill, then the budget: the producer stops short of n.
+    let mut stalled_at = 0;
+    assert!(wait_until(WAIT, || {
+        let now = sent.load(Ordering::SeqCst);
+        let same = now == stalled_at && now > 0;
+        stalled_at = now;
+        std::thread::sleep(Duration::from_millis(50));
+        same
+    }));
+    let queued = client.queued();
+    drop(gate); // before asserting: a failure must not leave the server's reader stuck
+    assert!(stalled_at < n, "the producer was never held back");
+    // At most 8 messages (64 KiB) plus one admitted into an empty queue.
+    assert!(queued <= 9, "{queued} queued");
+    producer.join().unwrap();
+    assert!(
+        wait_until(WAIT, || got.lock().len() == n),
+        "{}",
+        got.lock().len()
+    );
+    let ids: Vec<usize> = got.lock().iter().map(|m| m[..6].parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "gap or reorder");
+    assert_eq!(client.stats().dropped, 0);
 }

@@ -13,7 +13,6 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocket};
 use tungstenite::Message;
 
 use crate::error::{Error, Result};
-use crate::overflow::OverflowPolicy;
 use crate::reactive::{Notification, Observer, Subject, Subscription};
 use crate::threads::Threads;
 use crate::ws::component::Core;
@@ -21,6 +20,7 @@ use crate::ws::conn::{
     push_outbound, ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream, Outbound,
 };
 use crate::ws::datatype::Datatype;
+use crate::ws::outbound::OutQueue;
 use crate::ws::stats::StatsSnapshot;
 use crate::ws::{ConnId, ConnectionState, WSConnectionConfig, WsConfig};
 
@@ -72,7 +72,7 @@ struct Inner<T: Clone + Send + 'static> {
     cfg: WsConfig,
     datatype: Arc<dyn Datatype<T>>,
     state: Arc<Subject<ConnectionState>>,
-    queue: Arc<dyn OverflowPolicy<Message>>,
+    queue: Arc<OutQueue>,
     current: Mutex<Option<Arc<ConnHandle>>>,
     // The socket of a handshake under way, so dispose can end it.
     handshaking: Mutex<Option<TcpStream>>,
@@ -127,8 +127,11 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
             .clone()
             .unwrap_or_else(|| format!("RxWSClient:{}", conn.url()))
             .into();
-        let queue: Arc<dyn OverflowPolicy<Message>> =
-            Arc::from(cfg.outbound_overflow.build(cfg.outbound_capacity)?);
+        let queue = Arc::new(OutQueue::new(
+            cfg.outbound_overflow,
+            cfg.outbound_capacity,
+            cfg.outbound_max_bytes,
+        )?);
         let (wake_tx, wake_rx) = bounded(0);
         let (ended_tx, ended_rx) = bounded(0);
         let inner = Arc::new(Inner {
@@ -391,7 +394,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             None => msg,
         };
         push_outbound(
-            &*self.queue,
+            &self.queue,
             msg,
             &self.core.name,
             None,

@@ -287,6 +287,10 @@ pub struct WsConfig {
     /// What a full outbound queue does. Default [`OverflowStrategy::Block`]: the sender waits
     /// (backpressure) until the writer makes room or the connection ends.
     pub outbound_overflow: OverflowStrategy,
+    /// Payload bytes queued per connection (per client, across reconnects). Going over it is an
+    /// overflow like a full queue, handled by `outbound_overflow`; one message larger than this
+    /// is still accepted when nothing is queued. Default 1 MiB.
+    pub outbound_max_bytes: usize,
     /// Capacity of each `stream()` receiver. Default 1024.
     pub stream_capacity: usize,
     /// Most connections a server holds at once; more are refused with HTTP 503. Default 10,000.
@@ -314,6 +318,7 @@ impl Default for WsConfig {
             close_timeout: Duration::from_secs(2),
             outbound_capacity: 1024,
             outbound_overflow: OverflowStrategy::Block,
+            outbound_max_bytes: 1 << 20,
             stream_capacity: 1024,
             max_connections: 10_000,
             read_buffer_size: 16 << 10,
@@ -372,6 +377,11 @@ impl WsConfig {
     pub fn outbound(mut self, capacity: usize, overflow: OverflowStrategy) -> Self {
         self.outbound_capacity = capacity;
         self.outbound_overflow = overflow;
+        self
+    }
+    /// Sets [`Self::outbound_max_bytes`].
+    pub fn outbound_max_bytes(mut self, bytes: usize) -> Self {
+        self.outbound_max_bytes = bytes;
         self
     }
     /// Sets [`Self::stream_capacity`].
@@ -451,6 +461,9 @@ impl WsConfig {
         }
         if self.outbound_capacity == 0 && self.outbound_overflow != OverflowStrategy::Disconnect {
             return Err(Error::config("outbound_capacity", "must be above zero"));
+        }
+        if self.outbound_max_bytes == 0 {
+            return Err(Error::config("outbound_max_bytes", "must be above zero"));
         }
         if self.stream_capacity == 0 {
             return Err(Error::config("stream_capacity", "must be above zero"));

@@ -20,13 +20,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
 use tungstenite::error::{CapacityError, ProtocolError};
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketContext};
 use tungstenite::Message;
 
 use crate::error::{Error, Result};
-use crate::overflow::{OverflowPolicy, OverflowStrategy, Pushed, Rejected};
+use crate::overflow::OverflowStrategy;
 use crate::threads::Threads;
+use crate::ws::outbound::{OutQueue, Outcome};
 use crate::ws::stats::Stats;
 use crate::ws::ConnId;
 
@@ -84,6 +86,7 @@ impl Write for HalfStream {
 /// into `out` and leave in one `send` per batch.
 pub(crate) struct WriteState {
     ctx: WebSocketContext,
+    role: Role,
     /// Encoded bytes not yet on the socket, oldest first.
     out: OutBuf,
     /// Data messages and payload bytes in `out` (counted as written once `out` is on the socket).
@@ -95,6 +98,22 @@ pub(crate) struct WriteState {
     closed: bool,
     /// A write failed: the connection is lost.
     failed: bool,
+}
+
+/// XORs a client frame's payload with its mask (RFC 6455 5.3), eight bytes at a time.
+fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        c.copy_from_slice(&(u64::from_ne_bytes(w) ^ wide).to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
 }
 
 /// tungstenite encodes into any `Read + Write`; this one only collects bytes.
@@ -121,6 +140,7 @@ impl WriteState {
         WriteState {
             // This context never reads: no read buffer.
             ctx: WebSocketContext::new(role, Some(ws.read_buffer_size(0))),
+            role,
             out: OutBuf(Vec::new()),
             out_msgs: 0,
             out_bytes: 0,
@@ -134,11 +154,33 @@ impl WriteState {
     fn encode(&mut self, msg: Message, keep: bool) -> tungstenite::Result<()> {
         self.out_msgs += 1;
         self.out_bytes += msg.len();
-        if keep {
-            self.unsent.push(msg.clone());
+        let (opcode, payload) = match &msg {
+            Message::Text(t) => (OpData::Text, t.as_bytes()),
+            Message::Binary(b) => (OpData::Binary, &b[..]),
+            _ => {
+                // Not produced by the datatypes; tungstenite handles anything else.
+                self.ctx.write(&mut self.out, msg)?;
+                return self.ctx.flush(&mut self.out);
+            }
+        };
+        // Framed straight into `out`: one copy of the payload (tungstenite's context would
+        // buffer it and then copy it again into ours).
+        let mask = (self.role == Role::Client).then(rand::random::<[u8; 4]>);
+        let header = FrameHeader {
+            opcode: OpCode::Data(opcode),
+            mask,
+            ..FrameHeader::default()
+        };
+        header.format(payload.len() as u64, &mut self.out.0)?;
+        let start = self.out.0.len();
+        self.out.0.extend_from_slice(payload);
+        if let Some(mask) = mask {
+            apply_mask(&mut self.out.0[start..], mask);
         }
-        self.ctx.write(&mut self.out, msg)?;
-        self.ctx.flush(&mut self.out)
+        if keep {
+            self.unsent.push(msg);
+        }
+        Ok(())
     }
 
     /// Encodes a ping or pong.
@@ -246,13 +288,17 @@ pub(crate) enum EndReason {
 /// A connection's outbound queue.
 pub(crate) enum Outbound {
     /// Kept by a client across reconnects.
-    Shared(Arc<dyn OverflowPolicy<Message>>),
+    Shared(Arc<OutQueue>),
     /// Built on the first message that has to be queued: a connection that only ever writes
     /// directly (idle, or request/response) never allocates one.
-    PerConnection(OverflowStrategy, usize),
+    PerConnection {
+        strategy: OverflowStrategy,
+        capacity: usize,
+        max_bytes: usize,
+    },
 }
 
-type Queue = Arc<dyn OverflowPolicy<Message>>;
+type Queue = Arc<OutQueue>;
 
 /// What [`ConnRun::run`] hands back.
 pub(crate) struct ConnEnd {
@@ -269,7 +315,7 @@ pub(crate) struct ConnHandle {
     /// None inside once the connection ended: no queue may be built after that.
     queue: OnceLock<Option<Queue>>,
     /// How to build the queue on first use (per-connection queues only).
-    make_queue: Option<(OverflowStrategy, usize)>,
+    make_queue: Option<(OverflowStrategy, usize, usize)>,
     queue_capacity: usize,
     sock: TcpStream,
     ended: AtomicBool,
@@ -313,8 +359,10 @@ impl ConnHandle {
     /// Ordering holds because messages leave the queue only under the same lock: with the lock
     /// held and the queue empty, everything sent before has been encoded.
     pub(crate) fn try_direct(&self, msg: Message) -> Option<Message> {
+        // Cheap refusals first: in a burst the queue is rarely empty, and the clock costs more.
         if !cfg!(any(target_os = "linux", target_os = "android"))
             || self.ended.load(Ordering::Acquire)
+            || self.queue().is_some_and(|q| !q.is_empty())
         {
             return Some(msg);
         }
@@ -383,7 +431,7 @@ impl ConnHandle {
             }
         };
         let queued = push_outbound(
-            &**queue,
+            queue,
             msg,
             &self.component,
             Some(&self.info),
@@ -403,9 +451,9 @@ impl ConnHandle {
     }
 
     fn build_queue(&self) -> Option<Queue> {
-        let (strategy, capacity) = self.make_queue?;
-        match strategy.build(capacity) {
-            Ok(q) => Some(Arc::from(q)),
+        let (strategy, capacity, max_bytes) = self.make_queue?;
+        match OutQueue::new(strategy, capacity, max_bytes) {
+            Ok(q) => Some(Arc::new(q)),
             Err(e) => {
                 // The config was validated when the component was built.
                 log::warn!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "outbound queue not built");
@@ -437,7 +485,7 @@ impl ConnHandle {
 /// Applies an outbound queue's policy to one message, counting and logging what it drops.
 /// `disconnect` is called when the policy asks for one.
 pub(crate) fn push_outbound(
-    queue: &dyn OverflowPolicy<Message>,
+    queue: &OutQueue,
     msg: Message,
     component: &str,
     conn: Option<&ConnInfo>,
@@ -447,20 +495,24 @@ pub(crate) fn push_outbound(
     // Only the drop branches format the id: nothing is allocated on the accepted path.
     let conn_id = || conn.map(|c| c.id.to_string()).unwrap_or_default();
     match queue.push(msg) {
-        Ok(Pushed::Queued) => true,
-        Ok(Pushed::DroppedOld(_)) | Ok(Pushed::DroppedNew(_)) => {
+        Outcome::Queued => true,
+        Outcome::Evicted(n) => {
+            stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = n; "outbound messages evicted by overflow policy");
+            true
+        }
+        Outcome::DroppedNew => {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(); "outbound message dropped by overflow policy");
-            // A drop-old eviction still queued the new message.
-            matches!(queue.name(), "drop-old")
+            false
         }
-        Err(Rejected::Disconnect(_)) => {
+        Outcome::Disconnect => {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::warn!(component, conn_id = conn_id().as_str(), policy = queue.name(), capacity = queue.capacity(); "Overflow disconnect");
             disconnect();
             false
         }
-        Err(Rejected::Closed(_)) => {
+        Outcome::Closed => {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::debug!(component, conn_id = conn_id().as_str(); "outbound message dropped: connection closed");
             false
@@ -500,7 +552,15 @@ impl ConnRun {
                 let cap = q.capacity();
                 (OnceLock::from(Some(q)), None, cap)
             }
-            Outbound::PerConnection(strategy, cap) => (OnceLock::new(), Some((strategy, cap)), cap),
+            Outbound::PerConnection {
+                strategy,
+                capacity,
+                max_bytes,
+            } => (
+                OnceLock::new(),
+                Some((strategy, capacity, max_bytes)),
+                capacity,
+            ),
         };
         let handle = Arc::new(ConnHandle {
             info,
@@ -878,10 +938,10 @@ impl Writer {
         while !w.closed && deadline.is_none_or(|d| Instant::now() < d) {
             let mut n = 0;
             while n < MAX_BATCH && w.out.0.len() < MAX_BATCH_BYTES {
-                let next = self.held.take().or_else(|| {
-                    let q = handle.queue()?;
-                    q.receiver().try_recv().ok()
-                });
+                let next = self
+                    .held
+                    .take()
+                    .or_else(|| handle.queue().and_then(|q| q.try_pop()));
                 let Some(msg) = next else {
                     break;
                 };
@@ -944,5 +1004,28 @@ impl Writer {
 
     fn lost(&self, e: &tungstenite::Error) {
         log::debug!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, error:% = e; "write failed; connection lost");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apply_mask;
+
+    #[test]
+    fn mask_matches_the_bytewise_definition_at_every_length() {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut fast = data.clone();
+            apply_mask(&mut fast, mask);
+            let slow: Vec<u8> = data
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(fast, slow, "length {len}");
+            apply_mask(&mut fast, mask);
+            assert_eq!(fast, data, "masking twice restores, length {len}");
+        }
     }
 }

@@ -16,6 +16,7 @@ mod config;
 mod conn;
 mod datatype;
 mod group;
+mod outbound;
 mod server;
 mod stats;
 

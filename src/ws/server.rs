@@ -651,7 +651,11 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         ws,
         info.clone(),
         name.clone(),
-        Outbound::PerConnection(inner.cfg.outbound_overflow, inner.cfg.outbound_capacity),
+        Outbound::PerConnection {
+            strategy: inner.cfg.outbound_overflow,
+            capacity: inner.cfg.outbound_capacity,
+            max_bytes: inner.cfg.outbound_max_bytes,
+        },
         params,
         inner.core.stats.clone(),
     ) {
