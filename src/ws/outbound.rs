@@ -74,7 +74,12 @@ impl OutQueue {
             if self.policy.is_closed() {
                 return Outcome::Closed;
             }
-            if self.try_reserve(len) {
+            // `block` waits for room here, not inside the channel: a producer parked on a full
+            // channel is woken for every slot the writer frees (a futex wake per message);
+            // here it sleeps until the queue is half empty.
+            let count_full = self.strategy == OverflowStrategy::Block
+                && self.policy.len() >= self.policy.capacity();
+            if !count_full && self.try_reserve(len) {
                 break;
             }
             match self.strategy {
@@ -120,16 +125,12 @@ impl OutQueue {
             .is_ok()
     }
 
-    fn fits(&self, len: usize) -> bool {
-        let used = self.bytes.load(Ordering::SeqCst);
-        used == 0 || used.saturating_add(len) <= self.max_bytes
-    }
-
-    /// Waits until the writer frees bytes or the queue closes.
+    /// Waits until the writer has emptied the queue to half (by count and bytes) or the queue
+    /// closes.
     fn wait_for_space(&self, len: usize) {
-        // Registered before the re-check, so a writer that frees bytes meanwhile sees us.
+        // Registered before the re-check, so a writer that frees room meanwhile sees us.
         self.waiters.fetch_add(1, Ordering::SeqCst);
-        if !self.fits(len) && !self.policy.is_closed() {
+        if !self.may_retry(len) && !self.policy.is_closed() {
             select! {
                 recv(self.space_rx) -> _ => {}
                 recv(self.close_rx) -> _ => {}
@@ -142,9 +143,22 @@ impl OutQueue {
         }
     }
 
+    /// Whether a waiting producer of `len` bytes should try again: the queue is empty, or half
+    /// empty and the message fits.
+    fn may_retry(&self, len: usize) -> bool {
+        let used = self.bytes.load(Ordering::SeqCst);
+        used == 0 || (self.low_water() && used.saturating_add(len) <= self.max_bytes)
+    }
+
+    /// Half empty or less, by count and by bytes.
+    fn low_water(&self) -> bool {
+        self.policy.len() <= self.policy.capacity() / 2
+            && self.bytes.load(Ordering::SeqCst) <= self.max_bytes / 2
+    }
+
     fn release(&self, len: usize) {
         self.bytes.fetch_sub(len, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) > 0 {
+        if self.waiters.load(Ordering::SeqCst) > 0 && (self.policy.is_empty() || self.low_water()) {
             let _ = self.space_tx.try_send(());
         }
     }
