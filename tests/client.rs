@@ -322,16 +322,7 @@ fn the_outbound_byte_budget_holds_back_a_fast_producer_of_large_messages() {
     // The server stops reading; 8 KiB messages with a 64 KiB budget: the producer blocks
     // (the default `block` policy) long before the 1,024-message count bound, and never more
     // than the budget waits in the queue. Once the server reads again, all arrive in order.
-    let gate = crossbeam_channel::bounded::<()>(0);
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let (g, gate_rx) = (got.clone(), gate.1.clone());
-    server
-        .subscribe(move |m: TaggedData<String>| {
-            let _ = gate_rx.recv(); // blocks until the test drops the sender
-            g.lock().push(m.data);
-        })
-        .detach();
+    let (server, got, gate) = gated_server();
     let port = server.local_addr().port();
     let cfg = quiet().outbound_max_bytes(64 << 10);
     let client = RxWSClient::<String>::with_config(local(port, "/"), Text, cfg).unwrap();

@@ -87,16 +87,7 @@ fn a_stalled_peer_never_blocks_a_drop_new_sender() {
     // The server stops reading, so the socket fills: direct writes must not block the caller,
     // the rest is queued (64) or dropped and counted. Once the server reads again, every
     // accepted message arrives, in order.
-    let gate = crossbeam_channel::bounded::<()>(0);
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let (g, gate_rx) = (got.clone(), gate.1.clone());
-    server
-        .subscribe(move |m: TaggedData<String>| {
-            let _ = gate_rx.recv(); // blocks until the test drops the sender
-            g.lock().push(m.data);
-        })
-        .detach();
+    let (server, got, gate) = gated_server();
     let port = server.local_addr().port();
     let cfg = quiet().outbound(64, OverflowStrategy::DropNew);
     let client = RxWSClient::<String>::with_config(local(port, "/"), Text, cfg).unwrap();

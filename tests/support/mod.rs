@@ -58,6 +58,27 @@ pub fn echo_server<T: Clone + Send + 'static>(
     s
 }
 
+/// A text server whose subscriber stops reading until the returned gate sender is dropped,
+/// then collects what arrives. Drop the gate before asserting, so a failing test does not
+/// leave the server's reader stuck (and the test hung in teardown).
+pub fn gated_server() -> (
+    RxWSServer<String>,
+    std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+    crossbeam_channel::Sender<()>,
+) {
+    let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
+    let server = RxWSServer::<String>::with_config(any_port(), rxplus::ws::Text, quiet()).unwrap();
+    let got = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let g = got.clone();
+    server
+        .subscribe(move |m: TaggedData<String>| {
+            let _ = gate_rx.recv(); // returns once the gate sender is dropped
+            g.lock().push(m.data);
+        })
+        .detach();
+    (server, got, gate_tx)
+}
+
 static RXWS_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Panics so far on the library's own threads (`rxws-*`). Installs a counting hook on first use.

@@ -52,21 +52,6 @@ struct Params {
     size: usize,
 }
 
-static VARIANTS: [Variant; 3] = [
-    Variant {
-        key: "rxplus",
-        label: "rxplus",
-    },
-    Variant {
-        key: "raw",
-        label: "raw tungstenite",
-    },
-    Variant {
-        key: "tokio",
-        label: "tokio-tungstenite",
-    },
-];
-
 static METRICS: [Metric; 2] = [
     Metric {
         key: "deliveries_per_s",
@@ -102,7 +87,7 @@ impl Workload for Broadcast {
     }
 
     fn variants(&self) -> &'static [Variant] {
-        &VARIANTS
+        &super::STANDARD_VARIANTS
     }
 
     fn metrics(&self) -> &'static [Metric] {

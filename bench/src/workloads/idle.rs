@@ -36,21 +36,6 @@ struct Params {
     connections: usize,
 }
 
-static VARIANTS: [Variant; 3] = [
-    Variant {
-        key: "rxplus",
-        label: "rxplus",
-    },
-    Variant {
-        key: "raw",
-        label: "raw tungstenite",
-    },
-    Variant {
-        key: "tokio",
-        label: "tokio-tungstenite",
-    },
-];
-
 static METRICS: [Metric; 3] = [
     Metric {
         key: "server_rss_mib",
@@ -89,7 +74,7 @@ impl Workload for Idle {
     }
 
     fn variants(&self) -> &'static [Variant] {
-        &VARIANTS
+        &super::STANDARD_VARIANTS
     }
 
     fn metrics(&self) -> &'static [Metric] {

@@ -48,6 +48,22 @@ pub struct Variant {
     pub label: &'static str,
 }
 
+/// rxplus, raw tungstenite and tokio-tungstenite, each as a user would write it.
+pub static STANDARD_VARIANTS: [Variant; 3] = [
+    Variant {
+        key: "rxplus",
+        label: "rxplus",
+    },
+    Variant {
+        key: "raw",
+        label: "raw tungstenite",
+    },
+    Variant {
+        key: "tokio",
+        label: "tokio-tungstenite",
+    },
+];
+
 #[derive(Debug)]
 pub struct Metric {
     pub key: &'static str,

@@ -66,21 +66,6 @@ static TEXT_VARIANTS: [Variant; 4] = [
     },
 ];
 
-static BINARY_VARIANTS: [Variant; 3] = [
-    Variant {
-        key: "rxplus",
-        label: "rxplus",
-    },
-    Variant {
-        key: "raw",
-        label: "raw tungstenite",
-    },
-    Variant {
-        key: "tokio",
-        label: "tokio-tungstenite",
-    },
-];
-
 static TEXT_METRICS: [Metric; 1] = [Metric {
     key: "msgs_per_s",
     label: "throughput",
@@ -118,7 +103,7 @@ impl Workload for OneWay {
 
     fn variants(&self) -> &'static [Variant] {
         if self.binary {
-            &BINARY_VARIANTS
+            &super::STANDARD_VARIANTS
         } else {
             &TEXT_VARIANTS
         }
