@@ -26,6 +26,7 @@ use tungstenite::Message;
 
 use crate::error::{Error, Result};
 use crate::overflow::{OverflowPolicy, Pushed, Rejected};
+use crate::telemetry::event;
 use crate::threads::Threads;
 use crate::ws::stats::Stats;
 use crate::ws::ConnId;
@@ -402,20 +403,20 @@ pub(crate) fn push_outbound(
     match queue.push(msg) {
         Ok(Pushed::Queued) => true,
         Ok(Pushed::DroppedOld(_)) | Ok(Pushed::DroppedNew(_)) => {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(); "outbound message dropped by overflow policy");
+            stats.record_overflow_drop();
+            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(); "{}", event::OVERFLOW_DROP);
             // A drop-old eviction still queued the new message.
             matches!(queue.name(), "drop-old")
         }
         Err(Rejected::Disconnect(_)) => {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::warn!(component, conn_id = conn_id().as_str(), policy = queue.name(), capacity = queue.capacity(); "Overflow disconnect");
+            stats.record_overflow_drop();
+            log::warn!(component, conn_id = conn_id().as_str(), policy = queue.name(), capacity = queue.capacity(); "{}", event::OVERFLOW_DISCONNECT);
             disconnect();
             false
         }
         Err(Rejected::Closed(_)) => {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::debug!(component, conn_id = conn_id().as_str(); "outbound message dropped: connection closed");
+            log::debug!(component, conn_id = conn_id().as_str(), reason = "connection closed", count = 1; "{}", event::MESSAGE_DROPPED);
             false
         }
     }
@@ -739,7 +740,7 @@ impl Writer {
             }
             if let (Some((at, _)), Some(t)) = (ping_sent, self.params.ping_timeout) {
                 if now >= at + t {
-                    log::warn!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, timeout_ms = t.as_millis() as u64; "heartbeat timeout: no pong; closing connection");
+                    log::warn!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, timeout_ms = t.as_millis() as u64; "{}", event::HEARTBEAT_TIMEOUT);
                     return Step::End;
                 }
             }

@@ -17,7 +17,7 @@ mod conn;
 mod datatype;
 mod group;
 mod server;
-mod stats;
+pub(crate) mod stats;
 
 pub use client::{ClientHandle, RxWSClient};
 pub use config::{RetryPolicy, WSConnectionConfig, WsConfig};
