@@ -33,9 +33,13 @@
 //! its own metric prefix.
 
 mod metrics;
+#[cfg(feature = "telemetry")]
+mod setup;
 
 pub use metrics::register_instruments;
 pub(crate) use metrics::{record_handshake, track, Kind, Outcome, Tracked};
+#[cfg(feature = "telemetry")]
+pub use setup::{init_stdout, install, TelemetryGuard};
 
 /// Log event names: the message of every record the crate logs.
 ///
