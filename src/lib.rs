@@ -51,10 +51,17 @@
 //! Construction returns `Result`; failures while running reach the `subscribe_errors` stream
 //! (non-fatal) or subscribers' `on_error` (fatal, e.g. retries exhausted).
 //!
-//! ## Logging
+//! ## Telemetry
 //!
-//! Every lifecycle event is a [`log`] record with structured key-values (`component`,
-//! `conn_id`, `path`, `peer`). The crate never installs a logger and never prints.
+//! Every lifecycle event is a [`log`] record whose message is an event name (`Connection
+//! opened`, `Frame decode error`, …) with structured key-values (`component`, `conn_id`,
+//! `path`, `peer`, …); metrics (messages and bytes in/out, open connections, connect attempts,
+//! drops by overflow policy, decode errors, handshake durations) go through the OpenTelemetry
+//! metrics API's global meter provider. The names are in [`telemetry`]. The crate never
+//! installs a logger or a provider by itself and never prints; with none installed, telemetry
+//! costs a relaxed atomic load per message. The cargo feature `telemetry` adds
+//! `telemetry::install` and `telemetry::init_stdout`, which bridge `log` to OpenTelemetry
+//! and install a meter provider in one call (see `docs/telemetry.md`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -62,6 +69,7 @@
 mod error;
 mod overflow;
 mod reactive;
+pub mod telemetry;
 mod threads;
 pub mod ws;
 

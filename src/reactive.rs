@@ -388,7 +388,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
                 }));
                 if res.is_err() {
                     // A panicking subscriber is cut off; the component keeps serving the others.
-                    log::error!(component = self.name.as_str(), subscriber = e.id; "subscriber panicked; unsubscribed");
+                    log::error!(component = self.name.as_str(), subscriber = e.id; "{}", crate::telemetry::event::SUBSCRIBER_PANICKED);
                     e.active.store(false, Ordering::Release);
                     self.remove(e.id);
                 }

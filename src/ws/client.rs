@@ -14,6 +14,7 @@ use tungstenite::Message;
 
 use crate::error::{Error, Result};
 use crate::reactive::{Notification, Observer, Subject, Subscription};
+use crate::telemetry::{self, event, Kind, Outcome, Tracked};
 use crate::threads::Threads;
 use crate::ws::component::Core;
 use crate::ws::conn::{
@@ -68,6 +69,10 @@ impl<T: Clone + Send + 'static> Clone for ClientHandle<T> {
 
 struct Inner<T: Clone + Send + 'static> {
     core: Core<T>,
+    /// The path without its query string (log and metric attribute `path`).
+    path: Arc<str>,
+    /// The core's counters as listed for metrics.
+    metrics: Tracked,
     conn: WSConnectionConfig,
     cfg: WsConfig,
     datatype: Arc<dyn Datatype<T>>,
@@ -134,13 +139,24 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
         )?);
         let (wake_tx, wake_rx) = bounded(0);
         let (ended_tx, ended_rx) = bounded(0);
+        let core = Core::new(
+            name.clone(),
+            cfg.thread_stack_size,
+            cfg.stream_capacity,
+            parent,
+        );
+        let path: Arc<str> = Arc::from(conn.path().split_once('?').map_or(conn.path(), |(p, _)| p));
+        let metrics = telemetry::track(
+            core.stats.clone(),
+            Kind::Client,
+            &name,
+            Some(&path),
+            cfg.outbound_overflow.name(),
+        );
         let inner = Arc::new(Inner {
-            core: Core::new(
-                name.clone(),
-                cfg.thread_stack_size,
-                cfg.stream_capacity,
-                parent,
-            ),
+            core,
+            path,
+            metrics,
             state: Subject::replaying(
                 name.to_string(),
                 ConnectionState::Disconnected,
@@ -381,23 +397,29 @@ impl<T: Clone + Send + 'static> Inner<T> {
         })?;
         if !self.connected.load(Ordering::Acquire) && !self.cfg.buffer_while_disconnected {
             self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::debug!(component = &*self.core.name; "item dropped: not connected (buffer_while_disconnected is off)");
+            log::debug!(component = &*self.core.name, path = &*self.path, reason = "not connected", count = 1; "{}", event::MESSAGE_DROPPED);
             return Ok(());
         }
         // Written on this thread when the connection is idle; otherwise queued.
         let current = self.current.lock().clone();
-        let msg = match current {
-            Some(c) => match c.try_direct(msg) {
-                None => return Ok(()),
-                Some(msg) => msg,
-            },
-            None => msg,
+        let msg = match &current {
+            Some(c) => {
+                log::debug!(component = &*self.core.name, conn_id:% = c.info.id, path = &*self.path, bytes = msg.len(); "{}", event::MESSAGE_SENT);
+                match c.try_direct(msg) {
+                    None => return Ok(()),
+                    Some(msg) => msg,
+                }
+            }
+            None => {
+                log::debug!(component = &*self.core.name, path = &*self.path, bytes = msg.len(); "{}", event::MESSAGE_SENT);
+                msg
+            }
         };
         push_outbound(
             &self.queue,
             msg,
             &self.core.name,
-            None,
+            current.as_deref().map(|c| &c.info),
             &self.core.stats,
             || {
                 if let Some(c) = self.current.lock().clone() {
@@ -408,8 +430,11 @@ impl<T: Clone + Send + 'static> Inner<T> {
         Ok(())
     }
 
+    /// Emits a state (logged when it changes).
     fn set_state(&self, s: ConnectionState) {
-        log::info!(component = &*self.core.name, state:% = s; "client state");
+        if self.state.current() != Some(s) {
+            log::info!(component = &*self.core.name, path = &*self.path, state:% = s; "{}", event::CLIENT_STATE);
+        }
         self.state.next(s);
     }
 
@@ -436,7 +461,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 .stats
                 .dropped
                 .fetch_add(n as u64, Ordering::Relaxed);
-            log::debug!(component = &*self.core.name, count = n, why; "queued items dropped");
+            log::debug!(component = &*self.core.name, path = &*self.path, reason = why, count = n; "{}", event::MESSAGE_DROPPED);
         }
     }
 
@@ -454,7 +479,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             self.dispose();
             return;
         }
-        log::info!(component = &*self.core.name; "client completing");
+        log::info!(component = &*self.core.name; "{}", event::COMPLETING);
         let code = match n {
             Notification::Error(_) => CloseCode::Error,
             _ => CloseCode::Normal,
@@ -495,9 +520,8 @@ impl<T: Clone + Send + 'static> Inner<T> {
         self.core.threads.join_all();
         self.drop_queued("disposed");
         self.core.terminate(Notification::Completed);
-        self.state.next(ConnectionState::Closed);
+        self.set_state(ConnectionState::Closed);
         self.state.terminate(Notification::Completed);
-        log::info!(component = &*self.core.name; "client stopped");
     }
 
     fn stopping(&self) -> bool {
@@ -619,6 +643,7 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
         let started = Instant::now();
         let wait = match inner.open(seq) {
             Ok((run, handle, info)) => {
+                let handshake = started.elapsed();
                 failures = 0;
                 let buffering = inner.cfg.buffer_while_disconnected;
                 if !buffering {
@@ -633,7 +658,9 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
                     .stats
                     .connections_opened
                     .fetch_add(1, Ordering::Relaxed);
-                log::info!(component = &*inner.core.name, conn_id:% = info.id, peer:% = peer, handshake_us = started.elapsed().as_micros() as u64; "Connection opened");
+                inner.metrics.record_handshake(Outcome::Ok, handshake);
+                log::info!(component = &*inner.core.name, conn_id:% = info.id, path = &*inner.path, peer:% = peer, duration_ms = handshake.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_COMPLETED);
+                log::info!(component = &*inner.core.name, conn_id:% = info.id, path = &*inner.path, peer:% = peer; "{}", event::CONNECTION_OPENED);
                 // A dispose that raced the handshake must still end this connection.
                 if inner.core.threads.is_stopping() {
                     handle.abort();
@@ -644,12 +671,16 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
                 let stats = inner.core.stats.clone();
                 let threads = inner.core.threads.clone();
                 let name = inner.core.name.clone();
+                let path = inner.path.clone();
                 drop(inner);
-                let end = run.run(&threads, |msg| match datatype.decode(msg) {
-                    Ok(item) => inbound.next(item),
-                    Err(reason) => {
-                        stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                        log::warn!(component = &*name, conn_id:% = info.id, datatype = datatype.name(), error = reason.as_str(); "Frame decode error");
+                let end = run.run(&threads, |msg| {
+                    log::debug!(component = &*name, conn_id:% = info.id, path = &*path, bytes = msg.len(); "{}", event::MESSAGE_RECEIVED);
+                    match datatype.decode(msg) {
+                        Ok(item) => inbound.next(item),
+                        Err(reason) => {
+                            stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                            log::warn!(component = &*name, conn_id:% = info.id, path = &*path, datatype = datatype.name(), error = reason.as_str(); "{}", event::DECODE_ERROR);
+                        }
                     }
                 });
                 handle.abort();
@@ -661,7 +692,7 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
                     .stats
                     .connections_closed
                     .fetch_add(1, Ordering::Relaxed);
-                log::info!(component = &*inner.core.name, conn_id:% = info.id, reason:? = end.reason; "Connection closed");
+                log::info!(component = &*inner.core.name, conn_id:% = info.id, path = &*inner.path, peer:% = peer, reason:? = end.reason; "{}", event::CONNECTION_CLOSED);
                 // Buffering off: what was queued for this connection is dropped (the writer
                 // keeps no unsent batch without buffering).
                 if buffering {
@@ -676,10 +707,17 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
                 inner.cfg.retry.delay(0)
             }
             Err(e) => {
+                let outcome = match &e {
+                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut => {
+                        Outcome::Timeout
+                    }
+                    _ => Outcome::Failed,
+                };
+                inner.metrics.record_handshake(outcome, started.elapsed());
                 failures += 1;
                 if let Some(max) = inner.cfg.retry.max_retries {
                     if failures > max {
-                        log::warn!(component = &*inner.core.name, attempts = failures, error:% = e; "giving up: max retries exhausted");
+                        log::warn!(component = &*inner.core.name, path = &*inner.path, attempt = failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);
                         let err = Error::RetriesExhausted {
                             component: Box::from(&*inner.core.name),
                             attempts: failures,
@@ -687,12 +725,12 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
                         };
                         inner.completing.store(true, Ordering::Release);
                         inner.core.terminate(Notification::Error(err));
-                        inner.state.next(ConnectionState::Closed);
+                        inner.set_state(ConnectionState::Closed);
                         break;
                     }
                 }
                 let delay = inner.cfg.retry.delay(failures - 1);
-                log::info!(component = &*inner.core.name, attempt = failures, delay_ms = delay.as_millis() as u64, error:% = e; "connect failed; retrying");
+                log::info!(component = &*inner.core.name, path = &*inner.path, attempt = failures, delay_ms = delay.as_millis() as u64, error:% = e; "{}", event::CONNECT_RETRY);
                 delay
             }
         };

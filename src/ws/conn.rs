@@ -27,6 +27,7 @@ use tungstenite::Message;
 
 use crate::error::{Error, Result};
 use crate::overflow::OverflowStrategy;
+use crate::telemetry::event;
 use crate::threads::Threads;
 use crate::ws::outbound::{OutQueue, Outcome};
 use crate::ws::stats::Stats;
@@ -497,24 +498,24 @@ pub(crate) fn push_outbound(
     match queue.push(msg) {
         Outcome::Queued => true,
         Outcome::Evicted(n) => {
-            stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
-            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = n; "outbound messages evicted by overflow policy");
+            stats.record_overflow_drop(n as u64);
+            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = n; "{}", event::OVERFLOW_DROP);
             true
         }
         Outcome::DroppedNew => {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(); "outbound message dropped by overflow policy");
+            stats.record_overflow_drop(1);
+            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = 1; "{}", event::OVERFLOW_DROP);
             false
         }
         Outcome::Disconnect => {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::warn!(component, conn_id = conn_id().as_str(), policy = queue.name(), capacity = queue.capacity(); "Overflow disconnect");
+            stats.record_overflow_drop(1);
+            log::warn!(component, conn_id = conn_id().as_str(), policy = queue.name(), capacity = queue.capacity(); "{}", event::OVERFLOW_DISCONNECT);
             disconnect();
             false
         }
         Outcome::Closed => {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::debug!(component, conn_id = conn_id().as_str(); "outbound message dropped: connection closed");
+            log::debug!(component, conn_id = conn_id().as_str(), reason = "connection closed", count = 1; "{}", event::MESSAGE_DROPPED);
             false
         }
     }
@@ -861,7 +862,7 @@ impl Writer {
                 }
                 if let (Some((at, _)), Some(t)) = (ping_sent, self.params.ping_timeout) {
                     if now >= at + t {
-                        log::warn!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, timeout_ms = t.as_millis() as u64; "heartbeat timeout: no pong; closing connection");
+                        log::warn!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, timeout_ms = t.as_millis() as u64; "{}", event::HEARTBEAT_TIMEOUT);
                         return Step::End;
                     }
                 }

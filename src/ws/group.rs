@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::reactive::{Notification, Observer, Subscription};
+use crate::telemetry::event;
 use crate::ws::client::RxWSClient;
 use crate::ws::component::Core;
 use crate::ws::datatype::Datatypes;
@@ -274,7 +275,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             .detach();
         let client = Arc::new(client);
         clients.insert(path.to_owned(), client.clone());
-        log::info!(component = &*self.core.name, path; "client opened for path");
+        log::info!(component = &*self.core.name, path; "{}", event::GROUP_PATH_OPENED);
         Ok(client)
     }
 
@@ -318,6 +319,6 @@ impl<T: Clone + Send + 'static> Inner<T> {
         }
         self.core.threads.join_all();
         self.core.terminate(Notification::Completed);
-        log::info!(component = &*self.core.name; "group stopped");
+        log::info!(component = &*self.core.name; "{}", event::GROUP_STOPPED);
     }
 }

@@ -18,7 +18,7 @@ mod datatype;
 mod group;
 mod outbound;
 mod server;
-mod stats;
+pub(crate) mod stats;
 
 pub use client::{ClientHandle, RxWSClient};
 pub use config::{RetryPolicy, WSConnectionConfig, WsConfig};

@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tungstenite::error::ProtocolError;
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::handshake::HandshakeError;
@@ -18,15 +18,22 @@ use tungstenite::protocol::{CloseFrame, Role};
 
 use crate::error::{Error, Result};
 use crate::reactive::{Notification, Observer, Subject, Subscription};
+use crate::telemetry::{self, event, Kind, Outcome, Tracked};
 use crate::ws::component::Core;
 use crate::ws::conn::{ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream, Outbound};
 use crate::ws::datatype::{Datatype, Datatypes};
-use crate::ws::stats::StatsSnapshot;
+use crate::ws::stats::{Stats, StatsSnapshot};
 use crate::ws::{
     ConnId, ConnectionEvent, ConnectionEventKind, TaggedData, WSConnectionConfig, WsConfig,
 };
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Distinct paths a server counts apart (for metrics' `path` attribute); further paths share
+/// one set of counters under [`OTHER_PATH`].
+const MAX_METRIC_PATHS: usize = 256;
+/// The path attribute of the shared counters (a real path starts with `/`).
+const OTHER_PATH: &str = "_other";
 
 const UPGRADE_REQUIRED: &str = "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 54\r\n\r\nThis is a WebSocket endpoint: send an Upgrade request\n";
 const BAD_REQUEST: &str = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 33\r\n\r\nInvalid WebSocket upgrade request\n";
@@ -103,6 +110,9 @@ struct Inner<T: Clone + Send + 'static> {
     conn_done_tx: Sender<()>,
     conn_done_rx: Receiver<()>,
     completing: AtomicBool,
+    /// Counters per path, kept for the server's life (cumulative across connections); their
+    /// sum is `stats()`. See [`MAX_METRIC_PATHS`].
+    path_counters: Mutex<HashMap<Arc<str>, Tracked>>,
 }
 
 impl<T: Clone + Send + 'static> RxWSServer<T> {
@@ -125,19 +135,22 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
         cfg: WsConfig,
     ) -> Result<Self> {
         cfg.validate()?;
-        let name: Arc<str> = cfg
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("RxWSServer:{}", conn.authority()))
-            .into();
+        let configured = || format!("RxWSServer:{}", conn.authority());
         let listener = bind(&conn).map_err(|e| Error::Bind {
-            component: Box::from(&*name),
+            component: cfg.name.clone().unwrap_or_else(configured).into(),
             addr: conn.authority(),
             source: Arc::new(e),
         })?;
         let local_addr = listener
             .local_addr()
-            .map_err(|e| Error::io(&name, None, e))?;
+            .map_err(|e| Error::io(&cfg.name.clone().unwrap_or_else(configured), None, e))?;
+        // Port 0 means "any": then the name carries the address actually bound.
+        let name: Arc<str> = match &cfg.name {
+            Some(n) => n.clone(),
+            None if conn.port() == 0 => format!("RxWSServer:{local_addr}"),
+            None => configured(),
+        }
+        .into();
         let (conn_done_tx, conn_done_rx) = bounded(cfg.max_connections);
         let inner = Arc::new(Inner {
             core: Core::new(
@@ -157,6 +170,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             conn_done_tx,
             conn_done_rx,
             completing: AtomicBool::new(false),
+            path_counters: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
         inner
@@ -165,7 +179,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             .spawn("rxws-server-accept".into(), move || {
                 accept_loop(weak, listener)
             })?;
-        log::info!(component = &*name, addr:% = local_addr; "server started");
+        log::info!(component = &*name, addr:% = local_addr; "{}", event::SERVER_STARTED);
         Ok(RxWSServer { inner })
     }
 
@@ -268,9 +282,14 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             .unwrap_or_default()
     }
 
-    /// Counters.
+    /// Counters, summed over every path.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.core.stats.snapshot()
+        // The server counts per path; anything counted on the component itself is included.
+        let mut s = self.inner.core.stats.snapshot();
+        for t in self.inner.path_counters.lock().values() {
+            s += t.stats.snapshot();
+        }
+        s
     }
 
     /// Threads the server is running now (accept, and reader + writer per connection).
@@ -361,7 +380,10 @@ impl<T: Clone + Send + 'static> Inner<T> {
 
     fn send(&self, item: TaggedData<T>) -> Result<()> {
         if self.core.threads.is_stopping() || self.completing.load(Ordering::Acquire) {
-            self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters(&item.tag)
+                .stats
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
             return Err(Error::AlreadyClosed {
                 component: Box::from(&*self.core.name),
             });
@@ -382,7 +404,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             (datatype, recipients)
         };
         let msg = datatype.encode(item.data).map_err(|reason| {
-            self.core
+            self.counters(&item.tag)
                 .stats
                 .encode_errors
                 .fetch_add(1, Ordering::Relaxed);
@@ -394,18 +416,24 @@ impl<T: Clone + Send + 'static> Inner<T> {
         })?;
         match recipients {
             Recipients::One(_, Some(c)) => {
+                log::debug!(component = &*self.core.name, conn_id:% = c.info.id, path = &*item.tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
                 c.send(msg);
             }
             Recipients::One(id, None) => {
-                self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                log::debug!(component = &*self.core.name, conn_id:% = id; "reply dropped: connection is gone");
+                self.counters(&item.tag)
+                    .stats
+                    .dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                log::debug!(component = &*self.core.name, conn_id:% = id, path = &*item.tag, reason = "connection is gone", count = 1; "{}", event::MESSAGE_DROPPED);
             }
             Recipients::Path(Some(conns)) => match conns.split_last() {
                 Some((only, [])) => {
+                    log::debug!(component = &*self.core.name, conn_id:% = only.info.id, path = &*item.tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
                     only.send(msg);
                 }
                 // Fan-out is queued: each connection's writer thread writes in parallel.
                 Some((last, rest)) => {
+                    log::debug!(component = &*self.core.name, path = &*item.tag, recipients = conns.len(), bytes = msg.len(); "{}", event::MESSAGE_SENT);
                     for c in rest {
                         c.enqueue(msg.clone());
                     }
@@ -416,6 +444,34 @@ impl<T: Clone + Send + 'static> Inner<T> {
             Recipients::Path(None) => {}
         }
         Ok(())
+    }
+
+    /// The counters of `path` (created on first use; beyond [`MAX_METRIC_PATHS`] paths, the
+    /// shared [`OTHER_PATH`] ones). Not on the per-message path: once per connection, and
+    /// when a send fails.
+    fn counters(&self, path: &str) -> Tracked {
+        let mut map = self.path_counters.lock();
+        if let Some(t) = map.get(path) {
+            return t.clone();
+        }
+        let key = if map.len() < MAX_METRIC_PATHS {
+            path
+        } else {
+            if let Some(t) = map.get(OTHER_PATH) {
+                return t.clone();
+            }
+            log::warn!(component = &*self.core.name, path, limit = MAX_METRIC_PATHS; "{}", event::PATH_LIMIT);
+            OTHER_PATH
+        };
+        let t = telemetry::track(
+            Arc::new(Stats::default()),
+            Kind::Server,
+            &self.core.name,
+            Some(key),
+            self.cfg.outbound_overflow.name(),
+        );
+        map.insert(Arc::from(key), t.clone());
+        t
     }
 
     /// Adds a connection to its path; returns the path's datatype, or None when full.
@@ -477,7 +533,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             self.dispose();
             return;
         }
-        log::info!(component = &*self.core.name; "server completing");
+        log::info!(component = &*self.core.name; "{}", event::COMPLETING);
         self.wake_accept();
         let conns = self.all_conns();
         let code = match n {
@@ -519,7 +575,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
         self.core.threads.join_all();
         self.core.terminate(Notification::Completed);
         self.events.terminate(Notification::Completed);
-        log::info!(component = &*self.core.name; "server stopped");
+        log::info!(component = &*self.core.name; "{}", event::SERVER_STOPPED);
     }
 
     /// Unblocks the accept thread's `accept()` by connecting to our own listener.
@@ -552,11 +608,11 @@ fn accept_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, listener: TcpLis
                         serve_conn(w, sock, seq)
                     });
                 if let Err(e) = res {
-                    log::warn!(component = &*inner.core.name, error:% = e; "cannot start connection thread");
+                    log::warn!(component = &*inner.core.name, error:% = e; "{}", event::CONNECTION_SETUP_FAILED);
                 }
             }
             Err(e) => {
-                log::warn!(component = &*inner.core.name, error:% = e; "accept failed");
+                log::warn!(component = &*inner.core.name, error:% = e; "{}", event::ACCEPT_FAILED);
                 drop(inner);
                 // Out of file descriptors and the like: back off instead of spinning.
                 std::thread::sleep(Duration::from_millis(50));
@@ -584,7 +640,7 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
     let _ = sock.set_write_timeout(Some(inner.cfg.handshake_timeout));
     let Ok(raw) = sock.try_clone() else { return };
     if inner.registry.read().by_id.len() >= inner.cfg.max_connections {
-        log::warn!(component = &*name, peer:% = peer, max = inner.cfg.max_connections; "connection refused: max_connections reached");
+        log::warn!(component = &*name, peer:% = peer, limit = inner.cfg.max_connections; "{}", event::CONNECTION_REFUSED);
         reply_http(&raw, UNAVAILABLE);
         return;
     }
@@ -611,23 +667,29 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
                         | ProtocolError::WrongHttpMethod
                 )
             );
+            let elapsed = started.elapsed();
+            let duration_ms = elapsed.as_secs_f64() * 1e3;
             if matches!(e, tungstenite::Error::Io(_)) {
-                log::debug!(component = &*name, peer:% = peer, error:% = e; "handshake failed");
+                log::debug!(component = &*name, peer:% = peer, error:% = e, duration_ms; "{}", event::HANDSHAKE_FAILED);
             } else if not_upgrade {
-                log::info!(component = &*name, peer:% = peer; "plain HTTP request: 426 Upgrade Required");
+                log::info!(component = &*name, peer:% = peer, error = "not a WebSocket upgrade", status = 426, duration_ms; "{}", event::HANDSHAKE_FAILED);
                 reply_http(&raw, UPGRADE_REQUIRED);
             } else {
-                log::info!(component = &*name, peer:% = peer, error:% = e; "handshake failed: 400 Bad Request");
+                log::info!(component = &*name, peer:% = peer, error:% = e, status = 400, duration_ms; "{}", event::HANDSHAKE_FAILED);
                 reply_http(&raw, BAD_REQUEST);
             }
+            telemetry::record_handshake(&name, Outcome::Failed, elapsed);
             return;
         }
         Err(HandshakeError::Interrupted(_)) => {
-            log::info!(component = &*name, peer:% = peer, timeout_ms = inner.cfg.handshake_timeout.as_millis() as u64; "handshake timed out");
+            let elapsed = started.elapsed();
+            log::info!(component = &*name, peer:% = peer, duration_ms = elapsed.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_TIMED_OUT);
+            telemetry::record_handshake(&name, Outcome::Timeout, elapsed);
             let _ = raw.shutdown(Shutdown::Both);
             return;
         }
     };
+    let handshake = started.elapsed();
     // The handshake is done: from here on, reads block without a timeout (full duplex).
     let _ = raw.set_read_timeout(None);
     let _ = raw.set_write_timeout(None);
@@ -639,6 +701,9 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         seq,
         peer,
     };
+    let counters = inner.counters(&path);
+    counters.record_handshake(Outcome::Ok, handshake);
+    log::info!(component = &*name, conn_id:% = info.id, path = path.as_str(), peer:% = peer, duration_ms = handshake.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_COMPLETED);
     let params = ConnParams {
         role: Role::Server,
         ping_interval: inner.cfg.ping_interval,
@@ -657,11 +722,11 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
             max_bytes: inner.cfg.outbound_max_bytes,
         },
         params,
-        inner.core.stats.clone(),
+        counters.stats.clone(),
     ) {
         Ok(x) => x,
         Err(e) => {
-            log::warn!(component = &*name, peer:% = peer, error:% = e; "connection setup failed");
+            log::warn!(component = &*name, peer:% = peer, error:% = e; "{}", event::CONNECTION_SETUP_FAILED);
             return;
         }
     };
@@ -671,12 +736,11 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         handle.abort();
         return;
     };
-    inner
-        .core
+    counters
         .stats
         .connections_opened
         .fetch_add(1, Ordering::Relaxed);
-    log::info!(component = &*name, conn_id:% = info.id, path = path.as_str(), peer:% = peer, handshake_us = started.elapsed().as_micros() as u64; "Connection opened");
+    log::info!(component = &*name, conn_id:% = info.id, path = path.as_str(), peer:% = peer; "{}", event::CONNECTION_OPENED);
     inner.events.next(ConnectionEvent {
         kind: ConnectionEventKind::Opened,
         id: info.id,
@@ -685,30 +749,29 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
     });
     let threads = inner.core.threads.clone();
     let inbound = inner.core.inbound.clone();
-    let stats = inner.core.stats.clone();
+    let stats = counters.stats;
     // Hold only a weak reference while running, so dropping the server is never blocked by us.
     drop(inner);
     let id = info.id;
-    let end = run.run(&threads, |msg| match datatype.decode(msg) {
-        Ok(data) => inbound.next(TaggedData {
-            tag: tag.clone(),
-            data,
-            conn: Some(id),
-        }),
-        Err(reason) => {
-            stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-            log::warn!(component = &*name, conn_id:% = id, path = path.as_str(), datatype = datatype.name(), error = reason.as_str(); "Frame decode error");
+    let end = run.run(&threads, |msg| {
+        log::debug!(component = &*name, conn_id:% = id, path = path.as_str(), bytes = msg.len(); "{}", event::MESSAGE_RECEIVED);
+        match datatype.decode(msg) {
+            Ok(data) => inbound.next(TaggedData {
+                tag: tag.clone(),
+                data,
+                conn: Some(id),
+            }),
+            Err(reason) => {
+                stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!(component = &*name, conn_id:% = id, path = path.as_str(), datatype = datatype.name(), error = reason.as_str(); "{}", event::DECODE_ERROR);
+            }
         }
     });
     handle.abort();
     let Some(inner) = weak.upgrade() else { return };
     inner.unregister(id);
-    inner
-        .core
-        .stats
-        .connections_closed
-        .fetch_add(1, Ordering::Relaxed);
-    log::info!(component = &*name, conn_id:% = id, path = path.as_str(), peer:% = peer, reason:? = end.reason; "Connection closed");
+    stats.connections_closed.fetch_add(1, Ordering::Relaxed);
+    log::info!(component = &*name, conn_id:% = id, path = path.as_str(), peer:% = peer, reason:? = end.reason; "{}", event::CONNECTION_CLOSED);
     inner.events.next(ConnectionEvent {
         kind: ConnectionEventKind::Closed,
         id,

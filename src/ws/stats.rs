@@ -12,6 +12,8 @@ pub(crate) struct Stats {
     pub(crate) decode_errors: AtomicU64,
     pub(crate) encode_errors: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// Of `dropped`, those the outbound overflow policy dropped.
+    pub(crate) overflow_dropped: AtomicU64,
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connections_closed: AtomicU64,
     pub(crate) connect_attempts: AtomicU64,
@@ -27,6 +29,11 @@ impl Stats {
             .fetch_add(messages as u64, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }
+    /// One outbound message dropped by the overflow policy (counted in `dropped` too).
+    pub(crate) fn record_overflow_drop(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.overflow_dropped.fetch_add(n, Ordering::Relaxed);
+    }
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -37,6 +44,7 @@ impl Stats {
             decode_errors: g(&self.decode_errors),
             encode_errors: g(&self.encode_errors),
             dropped: g(&self.dropped),
+            overflow_dropped: g(&self.overflow_dropped),
             connections_opened: g(&self.connections_opened),
             connections_closed: g(&self.connections_closed),
             connect_attempts: g(&self.connect_attempts),
@@ -62,6 +70,9 @@ pub struct StatsSnapshot {
     pub encode_errors: u64,
     /// Outbound items dropped: overflow policy, not connected, or connection closed.
     pub dropped: u64,
+    /// Of `dropped`, the items the outbound overflow policy dropped (`drop-old`, `drop-new`, or
+    /// the one that made `buffer-k` / `disconnect` disconnect).
+    pub overflow_dropped: u64,
     /// Connections opened (handshake done).
     pub connections_opened: u64,
     /// Connections closed.
@@ -79,6 +90,7 @@ impl std::ops::AddAssign for StatsSnapshot {
         self.decode_errors += o.decode_errors;
         self.encode_errors += o.encode_errors;
         self.dropped += o.dropped;
+        self.overflow_dropped += o.overflow_dropped;
         self.connections_opened += o.connections_opened;
         self.connections_closed += o.connections_closed;
         self.connect_attempts += o.connect_attempts;

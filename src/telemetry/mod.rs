@@ -1,0 +1,198 @@
+//! Telemetry conventions: the names of log events, log keys and metrics, in one place.
+//!
+//! The crate reports through two facades and never installs anything by itself:
+//!
+//! * **Logs**: every lifecycle event is a [`log`] record whose message is an event name from
+//!   [`event`] and whose structured key-values use the names in [`key`] (`log`'s `kv` feature).
+//!   Lifecycle events are INFO, decode errors and overflow disconnects WARN, per-message detail
+//!   DEBUG. With no logger installed, or at INFO and above, nothing is formatted or allocated per
+//!   message: each per-message record is one relaxed load of `log`'s max level.
+//! * **Metrics**: the instruments named in [`metric`], registered with the OpenTelemetry global
+//!   meter provider. The counters are the atomics every component already keeps (see
+//!   [`StatsSnapshot`](crate::ws::StatsSnapshot)); the instruments are *observable*, so they are
+//!   read when the provider collects and cost nothing per message. With no provider installed
+//!   the global one is a no-op.
+//!
+//! Both are opt-in at the application: install any `log` logger (e.g. `env_logger`), and/or any
+//! OpenTelemetry meter provider. With the cargo feature `telemetry`, `install` does both for
+//! OpenTelemetry in one call (`log` bridged to an OpenTelemetry logger provider with
+//! `opentelemetry-appender-log`), and `init_stdout` does it with the stdout exporters:
+//!
+//! ```no_run
+//! // Cargo.toml: rxplus = { version = "0.1", features = ["telemetry"] }
+//! # #[cfg(feature = "telemetry")] {
+//! let _telemetry = rxplus::telemetry::init_stdout()?; // flushes and shuts down on drop
+//! // ... start servers and clients ...
+//! # }
+//! # Ok::<(), rxplus::Error>(())
+//! ```
+//!
+//! `docs/telemetry.md` has the event table, the metric table and how to plug in any exporter.
+//!
+//! A later layer (the gateway) uses the same keys (with [`key::NODE_ID`]) and event names, and
+//! its own metric prefix.
+
+mod metrics;
+#[cfg(feature = "telemetry")]
+mod setup;
+
+pub use metrics::register_instruments;
+pub(crate) use metrics::{record_handshake, track, Kind, Outcome, Tracked};
+#[cfg(feature = "telemetry")]
+pub use setup::{init_stdout, install, TelemetryGuard};
+
+/// Log event names: the message of every record the crate logs.
+///
+/// Levels: INFO for lifecycle events, WARN for decode errors, overflow disconnects and
+/// failures the component survives, DEBUG for per-message detail. `docs/telemetry.md` lists
+/// the keys each event carries.
+pub mod event {
+    /// INFO. A server bound its address and accepts. Keys: `component`, `addr`.
+    pub const SERVER_STARTED: &str = "Server started";
+    /// INFO. A server was disposed; every thread it started has exited. Keys: `component`.
+    pub const SERVER_STOPPED: &str = "Server stopped";
+    /// INFO. A graceful shutdown (`on_completed` or `on_error`) began. Keys: `component`.
+    pub const COMPLETING: &str = "Completing";
+    /// INFO. The WebSocket opening handshake succeeded. Keys: `component`, `conn_id`, `path`,
+    /// `peer`, `duration_ms`.
+    pub const HANDSHAKE_COMPLETED: &str = "Handshake completed";
+    /// INFO (DEBUG when the socket failed before a request arrived). A server refused an
+    /// upgrade (a plain HTTP request gets 426, a malformed upgrade 400). Keys: `component`,
+    /// `peer`, `error`, `status`, `duration_ms`.
+    pub const HANDSHAKE_FAILED: &str = "Handshake failed";
+    /// INFO. A server's handshake did not finish within `handshake_timeout`. Keys:
+    /// `component`, `peer`, `duration_ms`.
+    pub const HANDSHAKE_TIMED_OUT: &str = "Handshake timed out";
+    /// INFO. A connection is open and delivers. Keys: `component`, `conn_id`, `path`, `peer`.
+    pub const CONNECTION_OPENED: &str = "Connection opened";
+    /// INFO. A connection ended. Keys: `component`, `conn_id`, `path`, `peer`, `reason`.
+    pub const CONNECTION_CLOSED: &str = "Connection closed";
+    /// INFO. A client's connection state changed. Keys: `component`, `path`, `state`.
+    pub const CLIENT_STATE: &str = "Client state";
+    /// INFO. A client's connection attempt failed; it retries after a delay. Keys:
+    /// `component`, `path`, `attempt`, `delay_ms`, `error`.
+    pub const CONNECT_RETRY: &str = "Connect retry";
+    /// WARN. A client gave up: `max_retries` exhausted. Keys: `component`, `path`, `attempt`,
+    /// `error`.
+    pub const RETRIES_EXHAUSTED: &str = "Retries exhausted";
+    /// INFO. A client group started the client for a path. Keys: `component`, `path`.
+    pub const GROUP_PATH_OPENED: &str = "Group path opened";
+    /// INFO. A client group and its clients were disposed. Keys: `component`.
+    pub const GROUP_STOPPED: &str = "Group stopped";
+    /// WARN. A received message could not be decoded; it was skipped. Keys: `component`,
+    /// `conn_id`, `path`, `datatype`, `error`.
+    pub const DECODE_ERROR: &str = "Frame decode error";
+    /// WARN. An outbound queue's policy (`buffer-k`, `disconnect`) refused a message and the
+    /// connection is closed. Keys: `component`, `conn_id`, `policy`, `capacity`.
+    pub const OVERFLOW_DISCONNECT: &str = "Overflow disconnect";
+    /// WARN. No pong within `ping_timeout`: the connection is closed. Keys: `component`,
+    /// `conn_id`, `peer`, `timeout_ms`.
+    pub const HEARTBEAT_TIMEOUT: &str = "Heartbeat timeout";
+    /// WARN. A server at `max_connections` answered 503. Keys: `component`, `peer`, `limit`.
+    pub const CONNECTION_REFUSED: &str = "Connection refused";
+    /// WARN. A server's `accept` failed (e.g. out of file descriptors); it backs off and goes
+    /// on. Keys: `component`, `error`.
+    pub const ACCEPT_FAILED: &str = "Accept failed";
+    /// WARN. A connection could not be set up after its handshake (thread or socket failure).
+    /// Keys: `component`, `peer`, `error`.
+    pub const CONNECTION_SETUP_FAILED: &str = "Connection setup failed";
+    /// WARN, once per server. More distinct paths than metrics keep apart (256): further
+    /// paths are counted under the path `_other`. Keys: `component`, `path`, `limit`.
+    pub const PATH_LIMIT: &str = "Path limit reached";
+    /// ERROR. A subscriber panicked; it was unsubscribed. Keys: `component`, `subscriber`.
+    pub const SUBSCRIBER_PANICKED: &str = "Subscriber panicked";
+    /// DEBUG, per message. A data message arrived (before decoding). Keys: `component`,
+    /// `conn_id`, `path`, `bytes`.
+    pub const MESSAGE_RECEIVED: &str = "Message received";
+    /// DEBUG, per message. An outbound item was encoded and handed to its connection(s)
+    /// (written or queued). Keys: `component`, `path`, `conn_id` (one recipient) or
+    /// `recipients`, `bytes`.
+    pub const MESSAGE_SENT: &str = "Message sent";
+    /// DEBUG, per message. The outbound overflow policy dropped a message (`drop-old` evicts
+    /// the oldest, `drop-new` refuses the newest). Keys: `component`, `conn_id`, `policy`.
+    pub const OVERFLOW_DROP: &str = "Overflow drop";
+    /// DEBUG. Outbound items dropped because no connection could take them (client not
+    /// connected with buffering off, reply to a closed connection, queue dropped on
+    /// disconnect or dispose). Keys: `component`, `path` or `conn_id`, `reason`, `count`.
+    pub const MESSAGE_DROPPED: &str = "Message dropped";
+}
+
+/// Log keys (structured key-values of `log` records) and metric attribute keys.
+pub mod key {
+    /// The component's name: `RxWSServer:host:port`, `RxWSClient:ws://host:port/path`,
+    /// `{group}:{path}` for a group's clients, or `WsConfig::name`.
+    pub const COMPONENT: &str = "component";
+    /// A connection's id (UUID, 32 hex digits).
+    pub const CONN_ID: &str = "conn_id";
+    /// The WebSocket path, without the query string.
+    pub const PATH: &str = "path";
+    /// The peer's socket address.
+    pub const PEER: &str = "peer";
+    /// A gateway node's id (reserved for the gateway layer).
+    pub const NODE_ID: &str = "node_id";
+    /// An error's text.
+    pub const ERROR: &str = "error";
+    /// An overflow policy's name: `drop-old`, `drop-new`, `buffer-k`, `disconnect`, `block`.
+    pub const POLICY: &str = "policy";
+    /// A client's connection state: `connecting`, `connected`, `disconnected`,
+    /// `reconnecting`, `closed`.
+    pub const STATE: &str = "state";
+    /// A retry delay, milliseconds.
+    pub const DELAY_MS: &str = "delay_ms";
+    /// Which connection attempt (1 for the first failure).
+    pub const ATTEMPT: &str = "attempt";
+    /// A duration, milliseconds (fractional).
+    pub const DURATION_MS: &str = "duration_ms";
+    /// A server's bound address.
+    pub const ADDR: &str = "addr";
+    /// Why a connection closed or an item was dropped.
+    pub const REASON: &str = "reason";
+    /// A datatype's name: `text`, `bytes`, `json`, `raw`.
+    pub const DATATYPE: &str = "datatype";
+    /// A message's payload size, bytes.
+    pub const BYTES: &str = "bytes";
+    /// How many items.
+    pub const COUNT: &str = "count";
+    /// How many connections an outbound item went to.
+    pub const RECIPIENTS: &str = "recipients";
+    /// A queue's capacity.
+    pub const CAPACITY: &str = "capacity";
+    /// A timeout, milliseconds.
+    pub const TIMEOUT_MS: &str = "timeout_ms";
+    /// An HTTP status the server answered with.
+    pub const STATUS: &str = "status";
+    /// A configured limit that was reached.
+    pub const LIMIT: &str = "limit";
+    /// A subscriber's id.
+    pub const SUBSCRIBER: &str = "subscriber";
+    /// Metric attribute of `rxplus.ws.handshake.duration`: `ok`, `failed`, `timeout`.
+    pub const OUTCOME: &str = "outcome";
+}
+
+/// Metric names (OpenTelemetry instrument names; units in the instrument's `unit`).
+///
+/// Every point carries `component`, and `path` where there is one (a client's path; for a
+/// server, the path of the connections counted, see [`key::PATH`]).
+pub mod metric {
+    /// Observable counter, `{message}`: data messages received.
+    pub const MESSAGES_IN: &str = "rxplus.ws.messages.in";
+    /// Observable counter, `{message}`: data messages written to sockets.
+    pub const MESSAGES_OUT: &str = "rxplus.ws.messages.out";
+    /// Observable counter, `By`: payload bytes received.
+    pub const BYTES_IN: &str = "rxplus.ws.bytes.in";
+    /// Observable counter, `By`: payload bytes written to sockets.
+    pub const BYTES_OUT: &str = "rxplus.ws.bytes.out";
+    /// Observable up-down counter, `{connection}`: connections open now.
+    pub const CONNECTIONS_OPEN: &str = "rxplus.ws.connections.open";
+    /// Observable counter, `{attempt}`: client connection attempts, the first included.
+    pub const CONNECT_ATTEMPTS: &str = "rxplus.ws.connect.attempts";
+    /// Observable counter, `{message}`: outbound items dropped. Attribute `reason`:
+    /// `overflow` (with `policy`, the outbound overflow policy) or `disconnected` (no
+    /// connection could take it).
+    pub const DROPPED: &str = "rxplus.ws.dropped";
+    /// Observable counter, `{error}`: received messages that failed to decode.
+    pub const DECODE_ERRORS: &str = "rxplus.ws.decode_errors";
+    /// Histogram, `s`: opening handshake durations (a client's TCP connect included).
+    /// Attribute `outcome`: `ok`, `failed`, `timeout`.
+    pub const HANDSHAKE_DURATION: &str = "rxplus.ws.handshake.duration";
+}
