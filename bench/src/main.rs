@@ -4,7 +4,8 @@
 //! raw tungstenite implementation (blocking, thread per connection: the simplest correct
 //! design) and for tokio-tungstenite (multi-thread runtime, 2 workers):
 //!
-//! * w1: 64 B text messages client → server, msg/s (raw flushing per message and at the end);
+//! * w1: 64 B text messages client → server, msg/s (raw flushing per message and at the end;
+//!   rxplus also with its OpenTelemetry setup installed, to show what telemetry costs);
 //! * w2: 64 KiB binary messages client → server, MB/s;
 //! * w3: echo round trip of 32 B, p50/p99/p99.9 µs (rxplus reactive and blocking callers);
 //! * w4: broadcast to 100 clients on a path, deliveries/s and server peak RSS;
@@ -24,6 +25,7 @@
 
 mod child;
 mod orchestrate;
+mod otel;
 mod peers;
 mod procfs;
 mod report;

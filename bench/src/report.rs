@@ -473,11 +473,16 @@ fn workload_report(runs: &WorkloadRuns) -> WorkloadReport {
                 .iter()
                 .filter_map(|s| s.get(m.key).copied())
                 .collect();
-            let ratios = if m.baselines.contains(&v.key) {
+            // Raw rows are the baselines; a ratio to rxplus itself is only for rxplus' own
+            // variants (telemetry on against off).
+            let ratios = if v.key.starts_with("raw") {
                 Vec::new()
             } else {
                 m.baselines
                     .iter()
+                    .filter(|b| {
+                        **b != v.key && (!b.starts_with("rxplus") || v.key.starts_with("rxplus"))
+                    })
                     .filter_map(|b| {
                         let bi = variants.iter().position(|x| x.key == *b)?;
                         let values: Vec<f64> = vr

@@ -47,10 +47,14 @@ struct Params {
     size: usize,
 }
 
-static TEXT_VARIANTS: [Variant; 4] = [
+static TEXT_VARIANTS: [Variant; 5] = [
     Variant {
         key: "rxplus",
         label: "rxplus",
+    },
+    Variant {
+        key: crate::otel::VARIANT,
+        label: "rxplus, telemetry on",
     },
     Variant {
         key: "raw-flush-each",
@@ -71,7 +75,7 @@ static TEXT_METRICS: [Metric; 1] = [Metric {
     label: "throughput",
     unit: "msg/s",
     higher_is_better: true,
-    baselines: &["raw-flush-each", "raw-flush-end"],
+    baselines: &["raw-flush-each", "raw-flush-end", "rxplus"],
     decimals: 0,
 }];
 
@@ -131,6 +135,14 @@ impl Workload for OneWay {
             vec![
                 ratio("msgs_per_s", "raw-flush-each", 4.0),
                 ratio("msgs_per_s", "raw-flush-end", 0.4),
+                // Telemetry must cost near nothing on the hot path.
+                Target::Ratio {
+                    variant: crate::otel::VARIANT,
+                    metric: "msgs_per_s",
+                    baseline: "rxplus",
+                    cmp: Cmp::AtLeast,
+                    bound: 0.9,
+                },
             ]
         }
     }
@@ -167,6 +179,7 @@ impl Workload for OneWay {
 
     fn server(&self, variant: &str, params: &Value) -> Result<Box<dyn RunningServer>> {
         let p: Params = serde_json::from_value(params.clone())?;
+        crate::otel::install_for(variant)?;
         let n = p.messages;
         let binary = self.binary;
         let done = move || done_message(binary);
@@ -203,6 +216,7 @@ impl Workload for OneWay {
 
     fn client(&self, variant: &str, addr: SocketAddr, params: &Value) -> Result<Sample> {
         let p: Params = serde_json::from_value(params.clone())?;
+        crate::otel::install_for(variant)?;
         let n = p.messages;
         let text = "x".repeat(p.size);
         let bytes: Vec<u8> = (0..p.size).map(|i| i as u8).collect();
@@ -214,7 +228,7 @@ impl Workload for OneWay {
             }
         };
         let elapsed = match (variant, self.binary) {
-            ("rxplus", false) => rx_client(addr, Text, n, || text.clone())?,
+            ("rxplus" | crate::otel::VARIANT, false) => rx_client(addr, Text, n, || text.clone())?,
             ("rxplus", true) => rx_client(addr, Bytes, n, || bytes.clone())?,
             // The naive user: `send` writes and flushes each message (one syscall each).
             // For w2 this is the plain raw design too: with 64 KiB messages each flush is a
