@@ -35,6 +35,8 @@ use crate::ws::ConnId;
 
 /// Messages written per batch before the writer checks control replies and flushes.
 const MAX_BATCH: usize = 256;
+/// How long the writer waits for more after a batch before parking.
+const BURST_LINGER: Duration = Duration::from_micros(50);
 /// Bytes encoded per batch (one `send`).
 const MAX_BATCH_BYTES: usize = 64 << 10;
 /// Capacity of the encode buffer kept between batches; a larger one (after a big message) is
@@ -771,7 +773,7 @@ impl Writer {
     fn run(mut self) -> Vec<Message> {
         // A client's unsent batch from the last connection goes first.
         let step = match self.drain(None) {
-            Ok(()) => self.serve(),
+            Ok(_) => self.serve(),
             Err(e) => {
                 self.lost(&e);
                 Step::End
@@ -825,11 +827,14 @@ impl Writer {
                     return Step::End;
                 }
                 let _ = wake_rx.try_recv();
-                if let Err(e) = self.drain(None) {
-                    self.lost(&e);
-                    return Step::End;
-                }
-                if !ctrl_rx.is_empty() {
+                let written = match self.drain(None) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.lost(&e);
+                        return Step::End;
+                    }
+                };
+                if !ctrl_rx.is_empty() || (written > 0 && self.more_soon()) {
                     continue;
                 }
                 if queue_rx.is_none() && self.handle.queue().is_some() {
@@ -926,7 +931,8 @@ impl Writer {
 
     /// Writes what is left in `out` and what is queued, in batches of one `send` each, until
     /// the queue is empty, a control reply waits, or `deadline` passes.
-    fn drain(&mut self, deadline: Option<Instant>) -> tungstenite::Result<()> {
+    fn drain(&mut self, deadline: Option<Instant>) -> tungstenite::Result<usize> {
+        let mut written = 0;
         let handle = self.handle.clone();
         let stats = &handle.stats;
         let mut w = handle.wr.lock();
@@ -958,11 +964,27 @@ impl Writer {
                 break;
             }
             w.write_out(&self.sock, stats)?;
+            written += n;
             if !closing && (self.held.is_some() || !self.ctrl_rx.is_empty()) {
                 break;
             }
         }
-        Ok(())
+        Ok(written)
+    }
+
+    /// After a batch, a producer in a burst usually has more within microseconds: wait for it
+    /// briefly (yielding the CPU) rather than park and make it pay a wake-up per message.
+    fn more_soon(&self) -> bool {
+        let until = Instant::now() + BURST_LINGER;
+        loop {
+            if self.handle.queue().is_some_and(|q| !q.is_empty()) || !self.ctrl_rx.is_empty() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// Graceful close: flush what is queued (bounded by the close timeout), then the close frame.
