@@ -25,16 +25,6 @@ fn free_port() -> u16 {
     s.local_addr().port()
 }
 
-fn collecting_server(port: u16) -> (RxWSServer<String>, Arc<Mutex<Vec<String>>>) {
-    let server = RxWSServer::<String>::with_config(local(port, "/"), Text, quiet()).unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    server
-        .subscribe(move |m: TaggedData<String>| g.lock().push(m.data))
-        .detach();
-    (server, got)
-}
-
 #[test]
 fn client_buffering_disabled_drops_and_counts_while_disconnected() {
     let port = free_port();

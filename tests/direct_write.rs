@@ -4,11 +4,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use rxplus::ws::{RxWSClient, RxWSServer, TaggedData, Text};
+use rxplus::ws::{RxWSClient, Text};
 use rxplus::{Notification, OverflowStrategy};
 use support::*;
 
@@ -37,12 +35,7 @@ fn assert_in_sequence(got: &[String], n: usize) {
 #[test]
 fn client_sends_keep_order_across_direct_and_queued_writes() {
     for _ in 0..3 {
-        let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
-        server
-            .subscribe(move |m: TaggedData<String>| g.lock().push(m.data))
-            .detach();
+        let (server, got) = collecting_server(0);
         let port = server.local_addr().port();
         let client = RxWSClient::<String>::with_config(local(port, "/"), Text, quiet()).unwrap();
         assert!(client.wait_connected(WAIT));
@@ -129,12 +122,7 @@ fn a_stalled_peer_never_blocks_a_drop_new_sender() {
 fn disconnect_policy_accepts_sends_while_the_writer_is_idle() {
     // `disconnect` holds nothing: a paced sender always finds the connection idle and writes
     // directly, so nothing is dropped and the connection stays up.
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    server
-        .subscribe(move |m: TaggedData<String>| g.lock().push(m.data))
-        .detach();
+    let (server, got) = collecting_server(0);
     let port = server.local_addr().port();
     let cfg = quiet().outbound(0, OverflowStrategy::Disconnect);
     let client = RxWSClient::<String>::with_config(local(port, "/"), Text, cfg).unwrap();

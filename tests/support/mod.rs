@@ -58,6 +58,23 @@ pub fn echo_server<T: Clone + Send + 'static>(
     s
 }
 
+/// A text server on `port` (0: any) whose subscriber collects what arrives.
+pub fn collecting_server(
+    port: u16,
+) -> (
+    RxWSServer<String>,
+    std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+) {
+    let server =
+        RxWSServer::<String>::with_config(local(port, "/"), rxplus::ws::Text, quiet()).unwrap();
+    let got = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let g = got.clone();
+    server
+        .subscribe(move |m: TaggedData<String>| g.lock().push(m.data))
+        .detach();
+    (server, got)
+}
+
 /// A text server whose subscriber stops reading until the returned gate sender is dropped,
 /// then collects what arrives. Drop the gate before asserting, so a failing test does not
 /// leave the server's reader stuck (and the test hung in teardown).
