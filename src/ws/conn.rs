@@ -35,6 +35,8 @@ use crate::ws::ConnId;
 
 /// Messages written per batch before the writer checks control replies and flushes.
 const MAX_BATCH: usize = 256;
+/// How long the writer lets a bursting sender add to the buffer before sending it.
+const GATHER: Duration = Duration::from_micros(20);
 /// How long the writer waits for more after a batch before parking.
 const BURST_LINGER: Duration = Duration::from_micros(50);
 /// Bytes encoded per batch (one `send`).
@@ -369,21 +371,39 @@ impl ConnHandle {
         {
             return Some(msg);
         }
-        // A zero-capacity queue ("disconnect") has no other way in: skip the burst check.
+        // A zero-capacity queue ("disconnect") has no other way in: never a burst.
         let start = self.nanos();
-        if self.queue_capacity > 0 && start < self.direct_after.load(Ordering::Relaxed) {
-            return Some(msg);
-        }
+        let burst = self.queue_capacity > 0 && start < self.direct_after.load(Ordering::Relaxed);
         let Some(mut w) = self.wr.try_lock() else {
             return Some(msg);
         };
         if w.closed
             || w.failed
-            || !w.out.0.is_empty()
             || self.queue().is_some_and(|q| !q.is_empty())
             || self.pongs_pending.load(Ordering::Acquire) > 0
         {
             return Some(msg);
+        }
+        if burst || !w.out.0.is_empty() {
+            // In a burst: frame it behind what waits in the buffer and let the writer thread
+            // send the lot with one syscall (woken once per batch, not per message).
+            if w.out.0.len() >= MAX_BATCH_BYTES {
+                return Some(msg);
+            }
+            let first = w.out.0.is_empty();
+            let res = w.encode(msg, self.keep_unsent);
+            drop(w);
+            match res {
+                Ok(()) if first => {
+                    let _ = self.wake_tx.try_send(());
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "frame not encoded; connection lost");
+                    self.abort();
+                }
+            }
+            return None;
         }
         let res = match w.encode(msg, self.keep_unsent) {
             Ok(()) => self.write_direct(&mut w),
@@ -826,7 +846,9 @@ impl Writer {
                 if matches!(kill_rx.try_recv(), Err(TryRecvError::Disconnected)) {
                     return Step::End;
                 }
-                let _ = wake_rx.try_recv();
+                if wake_rx.try_recv().is_ok() {
+                    self.gather();
+                }
                 let written = match self.drain(None) {
                     Ok(n) => n,
                     Err(e) => {
@@ -972,12 +994,24 @@ impl Writer {
         Ok(written)
     }
 
+    /// Woken for frames a sender put in the buffer during a burst: give it a moment to add
+    /// more, so they leave in one syscall.
+    fn gather(&self) {
+        let until = Instant::now() + GATHER;
+        while Instant::now() < until && self.ctrl_rx.is_empty() {
+            std::thread::yield_now();
+        }
+    }
+
     /// After a batch, a producer in a burst usually has more within microseconds: wait for it
     /// briefly (yielding the CPU) rather than park and make it pay a wake-up per message.
     fn more_soon(&self) -> bool {
         let until = Instant::now() + BURST_LINGER;
         loop {
-            if self.handle.queue().is_some_and(|q| !q.is_empty()) || !self.ctrl_rx.is_empty() {
+            if self.handle.queue().is_some_and(|q| !q.is_empty())
+                || !self.ctrl_rx.is_empty()
+                || !self.handle.wake_rx.is_empty()
+            {
                 return true;
             }
             if Instant::now() >= until {
