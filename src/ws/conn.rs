@@ -371,9 +371,6 @@ impl ConnHandle {
         {
             return Some(msg);
         }
-        // A zero-capacity queue ("disconnect") has no other way in: never a burst.
-        let start = self.nanos();
-        let burst = self.queue_capacity > 0 && start < self.direct_after.load(Ordering::Relaxed);
         let Some(mut w) = self.wr.try_lock() else {
             return Some(msg);
         };
@@ -384,7 +381,13 @@ impl ConnHandle {
         {
             return Some(msg);
         }
-        if burst || !w.out.0.is_empty() {
+        // Frames already waiting in the buffer mean a burst: no need to read the clock. A
+        // zero-capacity queue ("disconnect") has no other way in: never a burst.
+        let waiting = !w.out.0.is_empty();
+        let start = if waiting { 0 } else { self.nanos() };
+        let burst = waiting
+            || (self.queue_capacity > 0 && start < self.direct_after.load(Ordering::Relaxed));
+        if burst {
             // In a burst: frame it behind what waits in the buffer and let the writer thread
             // send the lot with one syscall (woken once per batch, not per message).
             if w.out.0.len() >= MAX_BATCH_BYTES {
@@ -622,9 +625,11 @@ impl ConnRun {
     pub(crate) fn with_pending(self, pending: Vec<Message>) -> Self {
         let mut w = self.handle.wr.lock();
         for msg in pending {
-            if w.encode(msg, self.params.keep_unsent).is_err() {
-                // A fresh context only refuses after a close; the connection is not live yet.
-                break;
+            // Data frames are framed into a Vec (cannot fail); anything else goes through a
+            // fresh context, which refuses only after a close.
+            if let Err(e) = w.encode(msg, self.params.keep_unsent) {
+                log::warn!(component = &*self.handle.component, conn_id:% = self.handle.info.id, error:% = e; "unsent message not resent");
+                self.handle.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
         drop(w);
