@@ -371,6 +371,9 @@ impl ConnHandle {
         {
             return Some(msg);
         }
+        // A zero-capacity queue ("disconnect") has no other way in: never a burst.
+        let start = self.nanos();
+        let burst = self.queue_capacity > 0 && start < self.direct_after.load(Ordering::Relaxed);
         let Some(mut w) = self.wr.try_lock() else {
             return Some(msg);
         };
@@ -381,13 +384,9 @@ impl ConnHandle {
         {
             return Some(msg);
         }
-        // Frames already waiting in the buffer mean a burst: no need to read the clock. A
-        // zero-capacity queue ("disconnect") has no other way in: never a burst.
-        let waiting = !w.out.0.is_empty();
-        let start = if waiting { 0 } else { self.nanos() };
-        let burst = waiting
-            || (self.queue_capacity > 0 && start < self.direct_after.load(Ordering::Relaxed));
-        if burst {
+        // Frames already waiting in the buffer: a burst too. (Reading the clock only when the
+        // buffer is empty measured no better: 16 interleaved w1 pairs, ahead in 6.)
+        if burst || !w.out.0.is_empty() {
             // In a burst: frame it behind what waits in the buffer and let the writer thread
             // send the lot with one syscall (woken once per batch, not per message).
             if w.out.0.len() >= MAX_BATCH_BYTES {
