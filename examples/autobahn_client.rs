@@ -72,24 +72,32 @@ struct Session {
 /// client so it cannot reconnect.
 fn session(url: &str, echo: bool) -> Result<Session, String> {
     let conn = WSConnectionConfig::from_url(url).map_err(|e| e.to_string())?;
-    let client = RxWSClient::<WsMessage>::with_config(conn, Raw, config())
-        .map_err(|e| format!("{url}: {e}"))?;
     let first: Arc<Mutex<Option<WsMessage>>> = Arc::new(Mutex::new(None));
     let f = first.clone();
-    let h = client.handle();
-    // The callback runs on the connection's reader thread; replies are queued in order for
-    // the writer, which flushes them before answering the server's close frame.
-    let sub = client.subscribe(move |m: WsMessage| {
-        if let Ok(mut slot) = f.lock() {
-            if slot.is_none() {
-                *slot = Some(m.clone());
+    let mut states = None;
+    // Subscribed before the client connects: the fuzzing server sends right after the
+    // handshake, and a message that finds no subscriber is gone. The callback runs on the
+    // connection's reader thread; replies leave in order, before the answer to the server's
+    // close frame.
+    let client = RxWSClient::<WsMessage>::with_setup(conn, Raw, config(), |c| {
+        let h = c.handle();
+        c.subscribe(move |m: WsMessage| {
+            if let Ok(mut slot) = f.lock() {
+                if slot.is_none() {
+                    *slot = Some(m.clone());
+                }
             }
-        }
-        if echo {
-            h.on_next(m);
-        }
-    });
-    let states = client.state_stream();
+            if echo {
+                h.on_next(m);
+            }
+        })
+        .detach();
+        states = Some(c.state_stream());
+    })
+    .map_err(|e| format!("{url}: {e}"))?;
+    let Some(states) = states else {
+        return Err(format!("{url}: no state stream"));
+    };
     let deadline = Instant::now() + SESSION_TIMEOUT;
     let mut ended = false;
     loop {
@@ -115,7 +123,6 @@ fn session(url: &str, echo: bool) -> Result<Session, String> {
     }
     let connected = client.stats().connections_opened >= 1;
     client.dispose();
-    drop(sub);
     let first = first.lock().ok().and_then(|mut s| s.take());
     Ok(Session {
         first,

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rxplus::ws::{
-    ConnectionState, RetryPolicy, RxWSClient, RxWSServer, TaggedData, Text, WsConfig,
+    ConnectionEvent, ConnectionEventKind, ConnectionState, RetryPolicy, RxWSClient, RxWSServer,
+    TaggedData, Text, WsConfig,
 };
 use rxplus::{Error, FnObserver, Notification, OverflowStrategy};
 use support::*;
@@ -350,4 +351,41 @@ fn the_outbound_byte_budget_holds_back_a_fast_producer_of_large_messages() {
     let ids: Vec<usize> = got.lock().iter().map(|m| m[..6].parse().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "gap or reorder");
     assert_eq!(client.stats().dropped, 0);
+}
+
+#[test]
+fn with_setup_subscribers_see_what_the_server_sends_right_after_the_handshake() {
+    // The server greets each connection the moment it opens. Subscribed in `with_setup`, the
+    // client gets every greeting: 30 fresh clients, 30 greetings, none lost to the race
+    // between connecting and subscribing.
+    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let h = server.handle();
+    server
+        .subscribe_events(move |e: ConnectionEvent| {
+            if e.kind == ConnectionEventKind::Opened {
+                h.on_next(TaggedData::to_conn(
+                    e.path.as_str(),
+                    e.id,
+                    "hello".to_string(),
+                ));
+            }
+        })
+        .detach();
+    let port = server.local_addr().port();
+    let greeted = Arc::new(AtomicUsize::new(0));
+    for _ in 0..30 {
+        let g = greeted.clone();
+        let before = greeted.load(Ordering::SeqCst);
+        let client = RxWSClient::<String>::with_setup(local(port, "/"), Text, quiet(), move |c| {
+            c.subscribe(move |m: String| {
+                assert_eq!(m, "hello");
+                g.fetch_add(1, Ordering::SeqCst);
+            })
+            .detach();
+        })
+        .unwrap();
+        assert!(wait_until(WAIT, || greeted.load(Ordering::SeqCst) == before + 1));
+        client.dispose();
+    }
+    assert_eq!(greeted.load(Ordering::SeqCst), 30);
 }

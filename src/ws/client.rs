@@ -117,14 +117,42 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
         datatype: impl Datatype<T>,
         cfg: WsConfig,
     ) -> Result<Self> {
-        Self::build(conn, Arc::new(datatype), cfg, None)
+        Self::build(conn, Arc::new(datatype), cfg, None, |_| {})
     }
 
+    /// Starts a client after `setup` has run on it: subscribe there, and nothing the server
+    /// sends right after the handshake can arrive before your subscribers (the client connects
+    /// on its own thread as soon as it starts, so a `subscribe` after `with_config` may miss
+    /// the first messages).
+    ///
+    /// ```no_run
+    /// use rxplus::ws::{RxWSClient, Text, WSConnectionConfig, WsConfig};
+    ///
+    /// let conn = WSConnectionConfig::from_url("ws://127.0.0.1:9001/feed")?;
+    /// let client = RxWSClient::<String>::with_setup(conn, Text, WsConfig::default(), |c| {
+    ///     c.subscribe(|m: String| println!("{m}")).detach();
+    /// })?;
+    /// # Ok::<(), rxplus::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid config.
+    pub fn with_setup(
+        conn: WSConnectionConfig,
+        datatype: impl Datatype<T>,
+        cfg: WsConfig,
+        setup: impl FnOnce(&Self),
+    ) -> Result<Self> {
+        Self::build(conn, Arc::new(datatype), cfg, None, setup)
+    }
+
+    /// Builds the client, runs `setup` on it, then starts its connection thread.
     pub(crate) fn build(
         conn: WSConnectionConfig,
         datatype: Arc<dyn Datatype<T>>,
         cfg: WsConfig,
         parent: Option<&Threads>,
+        setup: impl FnOnce(&Self),
     ) -> Result<Self> {
         cfg.validate()?;
         let name: Arc<str> = cfg
@@ -175,15 +203,18 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
             ended_tx: Mutex::new(Some(ended_tx)),
             ended_rx,
         });
+        let client = RxWSClient { inner };
+        setup(&client);
         let seq = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
-        let weak = Arc::downgrade(&inner);
-        inner
+        let weak = Arc::downgrade(&client.inner);
+        client
+            .inner
             .core
             .threads
             .spawn(format!("rxws-client-{seq}"), move || {
                 connection_loop(weak, seq)
             })?;
-        Ok(RxWSClient { inner })
+        Ok(client)
     }
 
     /// The component's name, e.g. `RxWSClient:ws://127.0.0.1:9001/chat`.

@@ -258,21 +258,21 @@ impl<T: Clone + Send + 'static> Inner<T> {
             .cfg
             .clone()
             .name(format!("{}:{}", self.core.name, path));
+        let inbound = self.core.inbound.clone();
+        let errors = self.core.errors.clone();
+        let tag: Arc<str> = Arc::from(path);
+        // Forwarding is in place before the client connects: no early message is missed.
         let client = RxWSClient::build(
             conn,
             self.datatypes.for_path(path),
             cfg,
             Some(&self.core.threads),
+            |c| {
+                c.subscribe(move |data: T| inbound.next(TaggedData::new(tag.clone(), data)))
+                    .detach();
+                c.subscribe_errors(move |e: Error| errors.next(e)).detach();
+            },
         )?;
-        let inbound = self.core.inbound.clone();
-        let tag: Arc<str> = Arc::from(path);
-        client
-            .subscribe(move |data: T| inbound.next(TaggedData::new(tag.clone(), data)))
-            .detach();
-        let errors = self.core.errors.clone();
-        client
-            .subscribe_errors(move |e: Error| errors.next(e))
-            .detach();
         let client = Arc::new(client);
         clients.insert(path.to_owned(), client.clone());
         log::info!(component = &*self.core.name, path; "{}", event::GROUP_PATH_OPENED);
