@@ -26,9 +26,9 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
 use parking_lot::{Mutex, ReentrantMutex, RwLock};
 
 use crate::error::Error;
@@ -118,18 +118,21 @@ pub enum Notification<T> {
 /// A live subscription. **Dropping it unsubscribes**; call [`detach`](Self::detach) to keep the
 /// subscription for the life of the component instead.
 ///
-/// After [`unsubscribe`](Self::unsubscribe) (or drop) returns, no new callback starts for this
-/// subscriber; one already running on another thread finishes.
+/// When [`unsubscribe`](Self::unsubscribe) (or drop) returns, no callback of this subscriber
+/// is running and none will start: a callback already running on another thread is waited
+/// for. Called from inside the subscriber's own callback it returns at once (that callback
+/// finishes, nothing follows it). Do not unsubscribe while holding a lock your callback takes:
+/// the wait would deadlock, as it would with any join.
 #[must_use = "dropping a Subscription unsubscribes at once; bind it or call .detach()"]
 pub struct Subscription {
-    active: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     owner: Option<(Weak<dyn Unsubscribe>, u64)>,
 }
 
 impl Subscription {
     fn inert() -> Self {
         Subscription {
-            active: Arc::new(AtomicBool::new(false)),
+            shared: Arc::new(Shared::new(false)),
             owner: None,
         }
     }
@@ -146,14 +149,27 @@ impl Subscription {
 
     /// True while notifications are still delivered to this subscriber.
     pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::Acquire)
+        self.shared.active.load(Ordering::Acquire)
     }
 
     fn cancel(&mut self) {
-        if let Some((owner, id)) = self.owner.take() {
-            self.active.store(false, Ordering::Release);
-            if let Some(owner) = owner.upgrade() {
-                owner.remove(id);
+        let Some((owner, id)) = self.owner.take() else {
+            return;
+        };
+        self.shared.active.store(false, Ordering::Release);
+        let owner = owner.upgrade();
+        if let Some(owner) = &owner {
+            owner.remove(id);
+        }
+        // A delivery that passed the active check before the store above holds the gate until
+        // its callback returns: wait for it (at once on the callback's own thread, the gate being
+        // re-entrant). A disposed component's deliveries are cut short, so stop waiting then.
+        loop {
+            if self.shared.gate.try_lock_for(GATE_RECHECK).is_some() {
+                return;
+            }
+            if owner.as_ref().is_none_or(|o| o.aborted()) {
+                return;
             }
         }
     }
@@ -175,6 +191,25 @@ impl fmt::Debug for Subscription {
 
 trait Unsubscribe: Send + Sync {
     fn remove(&self, id: u64);
+    fn aborted(&self) -> bool;
+}
+
+/// What a subscriber's entry and its [`Subscription`] share.
+struct Shared {
+    active: AtomicBool,
+    // Serialises this subscriber's callbacks. Re-entrant so a callback may emit into the same
+    // subject (e.g. dispose from inside on_next) without deadlocking itself. The cell holds
+    // the last state version delivered (for replaying subjects).
+    gate: ReentrantMutex<std::cell::Cell<u64>>,
+}
+
+impl Shared {
+    fn new(active: bool) -> Self {
+        Shared {
+            active: AtomicBool::new(active),
+            gate: ReentrantMutex::new(std::cell::Cell::new(0)),
+        }
+    }
 }
 
 enum Target<T> {
@@ -185,14 +220,11 @@ enum Target<T> {
 struct Entry<T> {
     id: u64,
     target: Target<T>,
-    active: Arc<AtomicBool>,
-    // Serialises this subscriber's callbacks. Re-entrant so a callback may emit into the same
-    // subject (e.g. dispose from inside on_next) without deadlocking itself. The cell holds
-    // the last state version delivered (for replaying subjects).
-    gate: ReentrantMutex<std::cell::Cell<u64>>,
+    shared: Arc<Shared>,
 }
 
-/// How long a terminal notification may wait on a full channel receiver nobody reads.
+/// How long a terminal notification may wait, in all, for full channel receivers nobody reads
+/// (and, once the component is disposed, for gates held by callbacks still running).
 const TERMINAL_SEND_WAIT: Duration = Duration::from_millis(200);
 /// How often a delivery blocked on another thread's callback rechecks for abort.
 const GATE_RECHECK: Duration = Duration::from_millis(20);
@@ -262,18 +294,17 @@ impl<T: Clone + Send + 'static> Subject<T> {
         let entry = Arc::new(Entry {
             id,
             target,
-            active: Arc::new(AtomicBool::new(true)),
-            gate: ReentrantMutex::new(std::cell::Cell::new(0)),
+            shared: Arc::new(Shared::new(true)),
         });
         // Hold the gate while inserting and replaying, so a concurrent emission reaching the
         // new entry waits for the replayed value and never overtakes it.
-        let gate = entry.gate.lock();
+        let gate = entry.shared.gate.lock();
         {
             let terminal = self.terminal.lock();
             if let Some(t) = terminal.clone() {
                 drop(terminal);
                 drop(gate);
-                self.deliver(&entry, t, 0);
+                self.deliver(&entry, t, 0, Some(Instant::now() + TERMINAL_SEND_WAIT));
                 return Subscription::inert();
             }
             let mut subs = self.subs.write();
@@ -285,12 +316,12 @@ impl<T: Clone + Send + 'static> Subject<T> {
         if let Some(cur) = &self.current {
             let (version, value) = cur.lock().clone();
             gate.set(version);
-            self.call(&entry, Notification::Next(value));
+            self.call(&entry, Notification::Next(value), None);
         }
         drop(gate);
         let owner: Arc<dyn Unsubscribe> = self.clone();
         Subscription {
-            active: entry.active.clone(),
+            shared: entry.shared.clone(),
             owner: Some((Arc::downgrade(&owner), id)),
         }
     }
@@ -304,12 +335,29 @@ impl<T: Clone + Send + 'static> Subject<T> {
         self.terminated.load(Ordering::Acquire)
     }
 
-    /// Emits one item to every subscriber, cloning n-1 times.
+    fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// Emits one item to every subscriber, cloning n-1 times. Nothing is delivered once the
+    /// subject is terminated or aborted (dispose has begun).
     pub(crate) fn next(&self, item: T) {
-        if self.is_terminated() {
+        if self.is_terminated() || self.is_aborted() {
             return;
         }
-        let version = match &self.current {
+        let version = self.set_current(&item);
+        let subs = self.subs.read().clone();
+        if let Some((last, rest)) = subs.split_last() {
+            for e in rest {
+                self.deliver(e, Notification::Next(item.clone()), version, None);
+            }
+            self.deliver(last, Notification::Next(item), version, None);
+        }
+    }
+
+    /// Records the current value of a replaying subject; its version (0 for plain subjects).
+    fn set_current(&self, item: &T) -> u64 {
+        match &self.current {
             Some(cur) => {
                 let mut c = cur.lock();
                 c.0 += 1;
@@ -317,18 +365,25 @@ impl<T: Clone + Send + 'static> Subject<T> {
                 c.0
             }
             None => 0,
-        };
-        let subs = self.subs.read().clone();
-        if let Some((last, rest)) = subs.split_last() {
-            for e in rest {
-                self.deliver(e, Notification::Next(item.clone()), version);
-            }
-            self.deliver(last, Notification::Next(item), version);
         }
     }
 
     /// Emits a terminal notification once; later calls return false.
+    ///
+    /// Every subscriber gets it after the items delivered to it before, even once aborted.
+    /// Full channel receivers are waited for (all of them together) up to
+    /// [`TERMINAL_SEND_WAIT`].
     pub(crate) fn terminate(&self, n: Notification<T>) -> bool {
+        self.finish(None, n)
+    }
+
+    /// Like [`terminate`](Self::terminate), with a last item delivered just before the
+    /// terminal notification, even once aborted (a client's final `Closed` state).
+    pub(crate) fn terminate_with(&self, last: T, n: Notification<T>) -> bool {
+        self.finish(Some(last), n)
+    }
+
+    fn finish(&self, last: Option<T>, n: Notification<T>) -> bool {
         {
             let mut t = self.terminal.lock();
             if t.is_some() {
@@ -338,47 +393,61 @@ impl<T: Clone + Send + 'static> Subject<T> {
             self.terminated.store(true, Ordering::Release);
         }
         let subs = std::mem::take(&mut *self.subs.write());
+        let deadline = Some(Instant::now() + TERMINAL_SEND_WAIT);
+        let last = last.map(|item| {
+            let version = self.set_current(&item);
+            (item, version)
+        });
         for e in subs.iter() {
-            self.deliver(e, n.clone(), 0);
+            if let Some((item, version)) = &last {
+                self.deliver(e, Notification::Next(item.clone()), *version, deadline);
+            }
+            self.deliver(e, n.clone(), 0, deadline);
         }
         true
     }
 
-    /// Unblocks deliveries waiting on slow subscribers or full channels; used by dispose.
+    /// Stops delivery of items at once and unblocks deliveries waiting on slow subscribers or
+    /// full channels; used by dispose. Terminal notifications still go out.
     pub(crate) fn abort(&self) {
         self.aborted.store(true, Ordering::Release);
         self.abort_tx.lock().take();
     }
 
-    fn deliver(&self, e: &Entry<T>, n: Notification<T>, version: u64) {
-        // Wait for this subscriber's gate, giving up if the component is being disposed
-        // (the holder may be a callback that is itself disposing us and joining this thread).
+    /// Delivers `n` to one subscriber under its gate. An ordinary item (`deadline` None) is
+    /// given up once the subject is aborted: the gate's holder may be a callback that is
+    /// disposing us and joining this thread. The final notifications carry a deadline and
+    /// survive abort until it passes.
+    fn deliver(&self, e: &Entry<T>, n: Notification<T>, version: u64, deadline: Option<Instant>) {
         let gate = loop {
-            if let Some(g) = e.gate.try_lock_for(GATE_RECHECK) {
+            if deadline.is_none() && self.is_aborted() {
+                return;
+            }
+            if let Some(g) = e.shared.gate.try_lock_for(GATE_RECHECK) {
                 break g;
             }
-            if self.aborted.load(Ordering::Acquire) {
+            if self.is_aborted() && deadline.is_none_or(|d| Instant::now() >= d) {
                 return;
             }
         };
-        if !e.active.load(Ordering::Acquire) {
+        if !e.shared.active.load(Ordering::Acquire) || (deadline.is_none() && self.is_aborted()) {
             return;
         }
-        let terminal = !matches!(n, Notification::Next(_));
         if version != 0 {
             if version <= gate.get() {
                 return; // already replayed this value
             }
             gate.set(version);
         }
-        if terminal {
-            e.active.store(false, Ordering::Release);
+        if !matches!(n, Notification::Next(_)) {
+            e.shared.active.store(false, Ordering::Release);
         }
-        self.call(e, n);
+        self.call(e, n, deadline);
     }
 
-    /// Runs one callback. The caller holds the entry's gate and no other lock.
-    fn call(&self, e: &Entry<T>, n: Notification<T>) {
+    /// Runs one callback. The caller holds the entry's gate and no other lock; `deadline` is
+    /// set for the final notifications.
+    fn call(&self, e: &Entry<T>, n: Notification<T>, deadline: Option<Instant>) {
         match &e.target {
             Target::Observer(o) => {
                 let res = catch_unwind(AssertUnwindSafe(|| match n {
@@ -389,27 +458,33 @@ impl<T: Clone + Send + 'static> Subject<T> {
                 if res.is_err() {
                     // A panicking subscriber is cut off; the component keeps serving the others.
                     log::error!(component = self.name.as_str(), subscriber = e.id; "{}", crate::telemetry::event::SUBSCRIBER_PANICKED);
-                    e.active.store(false, Ordering::Release);
+                    e.shared.active.store(false, Ordering::Release);
                     self.remove(e.id);
                 }
             }
             Target::Channel(tx) => {
-                let terminal = !matches!(n, Notification::Next(_));
-                let sent = if terminal {
-                    select! {
-                        send(tx, n) -> r => r.is_ok(),
-                        recv(self.abort_rx) -> _ => false,
-                        default(TERMINAL_SEND_WAIT) => false,
-                    }
-                } else {
-                    select! {
-                        send(tx, n) -> r => r.is_ok(),
-                        recv(self.abort_rx) -> _ => true,
+                let n = match tx.try_send(n) {
+                    Ok(()) => return,
+                    Err(TrySendError::Full(n)) => n,
+                    Err(TrySendError::Disconnected(_)) => {
+                        // The receiver was dropped: stop feeding it.
+                        e.shared.active.store(false, Ordering::Release);
+                        self.remove(e.id);
+                        return;
                     }
                 };
-                if !sent && !terminal {
-                    // The receiver was dropped: stop feeding it.
-                    e.active.store(false, Ordering::Release);
+                // Full: wait for the reader. An item gives up when dispose begins; a final
+                // notification waits until its deadline, so it is never lost to a race with
+                // abort (a receiver still being read always gets it).
+                let sent = match deadline {
+                    Some(d) => tx.send_deadline(n, d).is_ok(),
+                    None => select! {
+                        send(tx, n) -> r => r.is_ok(),
+                        recv(self.abort_rx) -> _ => true,
+                    },
+                };
+                if !sent && deadline.is_none() {
+                    e.shared.active.store(false, Ordering::Release);
                     self.remove(e.id);
                 }
             }
@@ -424,6 +499,9 @@ impl<T: Send + 'static> Unsubscribe for Subject<T> {
             let v: Vec<_> = subs.iter().filter(|e| e.id != id).cloned().collect();
             *subs = Arc::new(v);
         }
+    }
+    fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
     }
 }
 

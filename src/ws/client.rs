@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tungstenite::handshake::HandshakeError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket};
@@ -89,6 +89,9 @@ struct Inner<T: Clone + Send + 'static> {
     // Signalled when the connection thread has ended (for on_completed's bounded wait).
     ended_tx: Mutex<Option<Sender<()>>>,
     ended_rx: Receiver<()>,
+    // Notified on every state change: `wait_connected` waits here, holding no subscription.
+    state_changed: Condvar,
+    state_lock: Mutex<()>,
 }
 
 impl<T: Clone + Send + 'static> RxWSClient<T> {
@@ -202,6 +205,8 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
             wake_rx,
             ended_tx: Mutex::new(Some(ended_tx)),
             ended_rx,
+            state_changed: Condvar::new(),
+            state_lock: Mutex::new(()),
         });
         let client = RxWSClient { inner };
         setup(&client);
@@ -467,19 +472,41 @@ impl<T: Clone + Send + 'static> Inner<T> {
             log::info!(component = &*self.core.name, path = &*self.path, state:% = s; "{}", event::CLIENT_STATE);
         }
         self.state.next(s);
+        self.notify_state();
     }
 
+    /// The terminal state: `Closed`, delivered even though dispose has begun, then completion.
+    fn close_state(&self) {
+        if self.state.current() != Some(ConnectionState::Closed) {
+            log::info!(component = &*self.core.name, path = &*self.path, state:% = ConnectionState::Closed; "{}", event::CLIENT_STATE);
+        }
+        self.state
+            .terminate_with(ConnectionState::Closed, Notification::Completed);
+        self.notify_state();
+    }
+
+    fn notify_state(&self) {
+        // Taking the lock orders this wake-up after a waiter's check of the flag.
+        drop(self.state_lock.lock());
+        self.state_changed.notify_all();
+    }
+
+    /// Waits on a condition variable: constant memory and time per call, however many calls.
     fn wait_connected(&self, timeout: Duration) -> bool {
-        let rx = self.state.stream();
         let deadline = Instant::now() + timeout;
+        let mut guard = self.state_lock.lock();
         loop {
             if self.connected.load(Ordering::Acquire) {
                 return true;
             }
-            // States only wake us; the flag decides (a replayed state may be a moment stale).
-            match rx.recv_deadline(deadline) {
-                Ok(Notification::Next(_)) => {}
-                _ => return self.connected.load(Ordering::Acquire),
+            if self.state.is_terminated()
+                || self.state.current() == Some(ConnectionState::Closed)
+                || self
+                    .state_changed
+                    .wait_until(&mut guard, deadline)
+                    .timed_out()
+            {
+                return self.connected.load(Ordering::Acquire);
             }
         }
     }
@@ -551,8 +578,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
         self.core.threads.join_all();
         self.drop_queued("disposed");
         self.core.terminate(Notification::Completed);
-        self.set_state(ConnectionState::Closed);
-        self.state.terminate(Notification::Completed);
+        self.close_state();
     }
 
     fn stopping(&self) -> bool {

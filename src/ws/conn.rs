@@ -288,6 +288,9 @@ pub(crate) enum EndReason {
     ProtocolError(u16, String),
     /// The socket failed or the peer vanished without a close frame.
     Lost(String),
+    /// Aborted on our side (dispose, or an overflow policy's disconnect): what was still
+    /// buffered inbound is not delivered.
+    Aborted,
 }
 
 /// A connection's outbound queue.
@@ -324,6 +327,8 @@ pub(crate) struct ConnHandle {
     queue_capacity: usize,
     sock: TcpStream,
     ended: AtomicBool,
+    /// Set by [`abort`](Self::abort): the reader delivers nothing more.
+    aborted: AtomicBool,
     stats: Arc<Stats>,
     // Dropping the sender wakes the writer even when the reader is busy in a callback
     // (e.g. the callback that is disposing the component).
@@ -495,6 +500,7 @@ impl ConnHandle {
     /// Ends the connection now: both directions of the socket are shut down, which wakes the
     /// reader and a writer blocked on a full socket.
     pub(crate) fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
         self.ended.store(true, Ordering::Release);
         // A per-connection queue ends with the connection (and is never built after this).
         if self.make_queue.is_some() {
@@ -596,6 +602,7 @@ impl ConnRun {
             queue_capacity,
             sock,
             ended: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
             stats,
             kill_tx: parking_lot::Mutex::new(Some(kill_tx)),
             kill_rx,
@@ -694,7 +701,13 @@ impl ConnRun {
 
         let ctrl = handle.ctrl.clone();
         let reason = loop {
-            match ws.read() {
+            let read = ws.read();
+            // After an abort the socket still yields what the kernel (or tungstenite) had
+            // buffered: none of it is delivered, so dispose is bounded however much waits.
+            if handle.aborted.load(Ordering::Acquire) {
+                break EndReason::Aborted;
+            }
+            match read {
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
                     handle.stats.record_in(msg.len());
                     on_message(msg);
