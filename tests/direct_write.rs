@@ -49,6 +49,8 @@ fn client_sends_keep_order_across_direct_and_queued_writes() {
         let stats = client.stats();
         assert_eq!(stats.messages_out, n as u64);
         assert_eq!(stats.dropped, 0);
+        // The paced messages find the connection idle and take the direct path.
+        assert!(stats.direct_writes > 0, "no send took the direct path");
         client.dispose();
         server.dispose();
     }
@@ -72,7 +74,13 @@ fn server_replies_from_the_reader_thread_keep_order() {
         }
     }
     assert_in_sequence(&got, n);
-    assert_eq!(server.stats().messages_out, n as u64);
+    let stats = server.stats();
+    assert_eq!(stats.messages_out, n as u64);
+    assert!(stats.direct_writes > 0, "no reply took the direct path");
+    assert!(
+        client.stats().direct_writes > 0,
+        "no send took the direct path"
+    );
 }
 
 #[test]
@@ -105,6 +113,10 @@ fn a_stalled_peer_never_blocks_a_drop_new_sender() {
     sender.join().unwrap();
     let dropped = client.stats().dropped;
     assert!(dropped > 0, "the socket and queue should have filled");
+    assert!(
+        client.stats().direct_writes > 0,
+        "paced sends should write directly"
+    );
     drop(gate);
     let expected = n - dropped as usize;
     assert!(
@@ -136,4 +148,6 @@ fn disconnect_policy_accepts_sends_while_the_writer_is_idle() {
     assert_in_sequence(&got.lock(), n);
     assert_eq!(client.stats().dropped, 0);
     assert_eq!(client.stats().connections_opened, 1);
+    // With nothing to queue into, every message took the direct path.
+    assert_eq!(client.stats().direct_writes, n as u64);
 }

@@ -417,6 +417,7 @@ impl ConnHandle {
             Err(e) => Err(io::Error::other(e)),
         };
         drop(w);
+        self.stats.direct_writes.fetch_add(1, Ordering::Relaxed);
         match res {
             Ok(true) => {}
             Ok(false) => {

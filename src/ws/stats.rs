@@ -17,6 +17,7 @@ pub(crate) struct Stats {
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connections_closed: AtomicU64,
     pub(crate) connect_attempts: AtomicU64,
+    pub(crate) direct_writes: AtomicU64,
 }
 
 impl Stats {
@@ -48,6 +49,7 @@ impl Stats {
             connections_opened: g(&self.connections_opened),
             connections_closed: g(&self.connections_closed),
             connect_attempts: g(&self.connect_attempts),
+            direct_writes: g(&self.direct_writes),
         }
     }
 }
@@ -79,6 +81,9 @@ pub struct StatsSnapshot {
     pub connections_closed: u64,
     /// Client connection attempts, first one included.
     pub connect_attempts: u64,
+    /// Data messages the sending thread wrote to the socket itself (the direct-write fast
+    /// path of an idle connection), instead of queueing them for the writer thread.
+    pub direct_writes: u64,
 }
 
 impl std::ops::AddAssign for StatsSnapshot {
@@ -94,5 +99,6 @@ impl std::ops::AddAssign for StatsSnapshot {
         self.connections_opened += o.connections_opened;
         self.connections_closed += o.connections_closed;
         self.connect_attempts += o.connect_attempts;
+        self.direct_writes += o.direct_writes;
     }
 }

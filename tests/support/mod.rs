@@ -14,6 +14,32 @@ pub fn thread_count() -> usize {
         .unwrap_or(0)
 }
 
+/// Threads of this process that are alive and not exiting, read once (no polling): a thread
+/// whose join has returned may still be listed in /proc for a moment while the kernel finishes
+/// its exit, but it is past `PF_EXITING`. A thread that was never joined is still running user
+/// code and is counted. Read right after `dispose()` returns, this proves dispose joined.
+pub fn live_threads() -> usize {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                return false; // gone already
+            };
+            // Fields after the parenthesised name: state ppid pgrp session tty tpgid flags …
+            let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+            let flags: u64 = after
+                .split_whitespace()
+                .nth(6)
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(0);
+            flags & PF_EXITING == 0
+        })
+        .count()
+}
+
 /// Polls `cond` until true or `timeout`; returns the last value. Only for test assertions.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
