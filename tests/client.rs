@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rxplus::ws::{
     ConnectionEvent, ConnectionEventKind, ConnectionState, RetryPolicy, RxWSClient, RxWSServer,
-    TaggedData, Text, WsConfig,
+    TaggedData, Text,
 };
 use rxplus::{Error, FnObserver, Notification, OverflowStrategy};
 use support::*;
@@ -41,13 +42,13 @@ fn client_buffering_disabled_drops_and_counts_while_disconnected() {
     for i in 0..10 {
         client.on_next(format!("kept {i}"));
     }
-    assert!(wait_until(WAIT, || got.lock().len() == 10));
-    std::thread::sleep(Duration::from_millis(100));
+    // A marker after them: once it arrives, nothing dropped earlier can still come.
+    client.send("marker".into()).unwrap();
+    assert!(wait_until(WAIT, || got.lock().len() == 11));
     let got = got.lock().clone();
-    assert_eq!(
-        got,
-        (0..10).map(|i| format!("kept {i}")).collect::<Vec<_>>()
-    );
+    let mut want: Vec<_> = (0..10).map(|i| format!("kept {i}")).collect();
+    want.push("marker".into());
+    assert_eq!(got, want);
     assert_eq!(client.stats().dropped, 25);
 }
 
@@ -131,57 +132,99 @@ fn client_reconnect_after_server_restart() {
     assert!(client.stats().connections_opened >= 2);
 }
 
+/// A TCP forwarder: the first connection goes to `first`, every later one to `rest`. Each
+/// direction is copied until its end, then half-closed, so every byte a peer wrote arrives.
+fn forwarder(first: u16, rest: u16) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(conn) = conn else { return };
+            let target = if i == 0 { first } else { rest };
+            let Ok(up) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (conn.try_clone().unwrap(), up.try_clone().unwrap()),
+                (up, conn),
+            ] {
+                std::thread::spawn(move || {
+                    let copied = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Write); // EOF (or error) either way
+                    copied
+                });
+            }
+        }
+    });
+    port
+}
+
 #[test]
 fn queued_items_survive_a_broken_connection_with_buffering() {
-    // The server stops reading, so the client's queue fills; then the connection breaks.
-    // Everything still queued at that moment must reach the next server, in order.
-    let gate = crossbeam_channel::bounded::<()>(0);
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
-    let port = server.local_addr().port();
-    let gate_rx = gate.1.clone();
-    server
-        .subscribe(move |_m: TaggedData<String>| {
-            let _ = gate_rx.recv(); // blocks until the test drops the sender
-        })
-        .detach();
+    // The first server stops reading, so the client's socket and queue back up; the client's
+    // heartbeat then breaks the connection with a batch written into its buffer but not onto
+    // the socket. The client reconnects (through the forwarder) to a second server. Once the
+    // first server reads again it gets every byte the client did write; the second gets the
+    // unsent batch and the queue. Together they must hold every item: at least once, in order
+    // on each server.
+    let (server1, got1, gate) = gated_server();
+    let (server2, got2) = collecting_server(0);
+    let port = forwarder(server1.local_addr().port(), server2.local_addr().port());
     let cfg = quiet()
+        .ping_interval(Some(Duration::from_millis(100)))
+        .ping_timeout(Some(Duration::from_millis(200)))
         .retry(fast_retry())
         .buffer_while_disconnected(true)
         .outbound(100_000, OverflowStrategy::DropNew)
-        .outbound_max_bytes(64 << 20);
+        .outbound_max_bytes(256 << 20);
     let client = RxWSClient::<String>::with_config(local(port, "/"), Text, cfg).unwrap();
     assert!(client.wait_connected(WAIT));
-    let n = 30_000;
-    let pad = "x".repeat(1000);
+    let n = 40_000;
+    let pad = "x".repeat(2000);
     for i in 0..n {
-        client.on_next(format!("{i:06}{pad}"));
+        client.send(format!("{i:06}{pad}")).unwrap();
     }
+    let reconnected = wait_until(WAIT, || client.stats().connections_opened >= 2);
+    drop(gate); // before asserting: a failure must not leave server1's reader stuck
     assert!(
-        wait_until(WAIT, || client.queued() > 1000),
-        "queue should back up"
+        reconnected,
+        "the heartbeat never broke the stalled connection"
     );
-    let disposer = std::thread::spawn(move || server.dispose());
-    drop(gate);
-    disposer.join().unwrap();
-    assert!(wait_until(WAIT, || !client.is_connected()));
-    // Accepted but not written when the connection broke.
-    let queued_at_break = client.queued();
-    assert!(queued_at_break > 0);
-    let (_server2, got) = collecting_server(port);
-    assert!(wait_until(WAIT, || got
-        .lock()
-        .last()
-        .is_some_and(|m| m.starts_with(&format!("{:06}", n - 1)))));
-    let got = got.lock().clone();
-    let ids: Vec<usize> = got.iter().map(|m| m[..6].parse().unwrap()).collect();
+    let last = format!("{:06}", n - 1);
     assert!(
-        ids.len() >= queued_at_break,
-        "{} < {queued_at_break}",
-        ids.len()
+        wait_until(WAIT, || got2
+            .lock()
+            .last()
+            .is_some_and(|m| m.starts_with(&last))),
+        "the second server got {} items",
+        got2.lock().len()
     );
-    for w in ids.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "gap or reorder after reconnect");
+    // The first server has read to the end of its connection.
+    assert!(wait_until(WAIT, || server1.connection_count() == 0));
+    let ids = |got: &Mutex<Vec<String>>| -> Vec<usize> {
+        got.lock().iter().map(|m| m[..6].parse().unwrap()).collect()
+    };
+    let (ids1, ids2) = (ids(&got1), ids(&got2));
+    assert!(!ids1.is_empty(), "nothing reached the first server");
+    for (name, ids) in [("first", &ids1), ("second", &ids2)] {
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "reordered or repeated on the {name} server"
+        );
     }
+    let mut seen = vec![false; n];
+    for &i in ids1.iter().chain(&ids2) {
+        seen[i] = true;
+    }
+    let missing: Vec<usize> = (0..n).filter(|&i| !seen[i]).collect();
+    assert!(
+        missing.is_empty(),
+        "{} items lost (first {:?}); first server ended at {:?}, second began at {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        ids1.last(),
+        ids2.first()
+    );
     assert_eq!(client.stats().dropped, 0);
 }
 
@@ -248,6 +291,15 @@ fn connection_state_replays_current_state_to_new_subscribers() {
 fn client_on_completed_stops_loop_and_threads() {
     // BUG-3: completion must end the reconnect loop, not just close the socket.
     let server = echo_server::<String>(Text);
+    let opened = Arc::new(AtomicUsize::new(0));
+    let o = opened.clone();
+    server
+        .subscribe_events(move |e: ConnectionEvent| {
+            if e.kind == ConnectionEventKind::Opened {
+                o.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .detach();
     let client = RxWSClient::<String>::with_config(
         local(server.local_addr().port(), "/"),
         Text,
@@ -261,14 +313,21 @@ fn client_on_completed_stops_loop_and_threads() {
     );
     client.on_completed();
     assert_eq!(client.thread_count(), 0);
-    let attempts = client.stats().connect_attempts;
-    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(client.stats().connect_attempts, 1);
+    assert!(wait_until(WAIT, || server.connection_count() == 0));
+    // A marker connection after it: once the server has seen it open, a reconnect by the
+    // completed client would have shown up first.
+    let marker =
+        RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
+            .unwrap();
+    assert!(marker.wait_connected(WAIT));
+    assert!(wait_until(WAIT, || opened.load(Ordering::SeqCst) == 2));
     assert_eq!(
-        client.stats().connect_attempts,
-        attempts,
+        server.connection_count(),
+        1,
         "no reconnect after completion"
     );
-    assert!(wait_until(WAIT, || server.connection_count() == 0));
+    assert_eq!(client.stats().connect_attempts, 1);
     // Items after completion are refused with a clear error.
     assert!(matches!(
         client.send("late".into()),
@@ -305,7 +364,12 @@ fn server_close_reaches_client_as_normal_close_and_reconnect() {
     server.on_completed();
     assert!(wait_until(WAIT, || !client.is_connected()));
     assert_eq!(client.stats().connections_closed, 1);
-    let _ = WsConfig::default();
+    // It reconnects to the next server on the port.
+    let (_server2, got) = collecting_server(port);
+    assert!(client.wait_connected(WAIT));
+    client.send("again".into()).unwrap();
+    assert!(wait_until(WAIT, || got.lock().len() == 1));
+    assert_eq!(client.stats().connections_opened, 2);
 }
 
 #[test]
@@ -328,18 +392,13 @@ fn the_outbound_byte_budget_holds_back_a_fast_producer_of_large_messages() {
             s.fetch_add(1, Ordering::SeqCst);
         }
     });
-    // The socket buffers fill, then the budget: the producer stops short of n.
-    let mut stalled_at = 0;
-    assert!(wait_until(WAIT, || {
-        let now = sent.load(Ordering::SeqCst);
-        let same = now == stalled_at && now > 0;
-        stalled_at = now;
-        std::thread::sleep(Duration::from_millis(50));
-        same
-    }));
-    let queued = client.queued();
+    // The socket buffers fill, then the budget: the queue holds what fits in 64 KiB (7) and the producer
+    // waits for room.
+    let full = wait_until(WAIT, || client.queued() >= 7);
+    let (sent_then, queued) = (sent.load(Ordering::SeqCst), client.queued());
     drop(gate); // before asserting: a failure must not leave the server's reader stuck
-    assert!(stalled_at < n, "the producer was never held back");
+    assert!(full, "the queue never filled to its byte budget");
+    assert!(sent_then < n, "the producer was never held back");
     // At most 8 messages (64 KiB) plus one admitted into an empty queue.
     assert!(queued <= 9, "{queued} queued");
     producer.join().unwrap();
