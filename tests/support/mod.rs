@@ -40,6 +40,22 @@ pub fn live_threads() -> usize {
         .count()
 }
 
+/// True when a thread of this process whose name starts with `prefix` is asleep (state `S`:
+/// blocked in a read, a futex, a poll). Lets a test wait for "blocked" without sleeping.
+pub fn thread_sleeping(prefix: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    dir.filter_map(|e| e.ok()).any(|e| {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let state = stat[stat.rfind(')').map_or(0, |i| i + 1)..]
+            .split_whitespace()
+            .next();
+        comm.starts_with(prefix) && state == Some("S")
+    })
+}
+
 /// Polls `cond` until true or `timeout`; returns the last value. Only for test assertions.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
