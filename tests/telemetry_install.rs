@@ -2,7 +2,7 @@
 //! meter provider, refuses a second logger, and its guard flushes on drop. Its own process:
 //! it installs the process's one `log` logger.
 //!
-//! `cargo test --release --features telemetry --test telemetry_install` (run by `.ci/run`).
+//! Runs under the README's `cargo test --release --all-features` (and `.ci/run`).
 #![cfg(feature = "telemetry")]
 
 mod capture;
