@@ -2,14 +2,15 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use rxplus::ws::{ConnectionEventKind, RxWSClient, RxWSClientGroup, RxWSServer, TaggedData, Text};
-use rxplus::{FnObserver, Notification};
+use rxplus::ws::{
+    ConnectionEventKind, Json, RxWSClient, RxWSClientGroup, RxWSServer, TaggedData, Text,
+};
+use rxplus::{Error, FnObserver, Notification};
 use support::*;
 
 #[test]
@@ -154,7 +155,29 @@ fn group_child_logs_under_its_name() {
     let err = group
         .send(TaggedData::new("/chat", "x".into()))
         .unwrap_err();
-    assert!(err.to_string().contains('g'), "{err}");
+    assert!(matches!(err, Error::AlreadyClosed { .. }), "{err}");
+    assert_eq!(err.to_string(), "g: already closed");
+}
+
+#[test]
+fn a_group_child_reports_errors_under_its_own_name() {
+    // JSON has no representation for a map with non-string keys: the child's encode fails.
+    type Odd = BTreeMap<(u8, u8), u8>;
+    let group =
+        RxWSClientGroup::<Odd>::with_config(local(1, "/"), Json, quiet().name("g")).unwrap();
+    let err = group
+        .send(TaggedData::new("/chat", Odd::from([((1, 2), 3)])))
+        .unwrap_err();
+    match &err {
+        Error::Encode {
+            component,
+            datatype,
+            ..
+        } => assert_eq!((&**component, *datatype), ("g:/chat", "json")),
+        other => panic!("not an encode error: {other}"),
+    }
+    assert_eq!(group.paths(), vec!["/chat"]);
+    assert_eq!(group.stats().encode_errors, 1);
 }
 
 #[test]
@@ -171,27 +194,29 @@ fn server_path_channels_thread_safety() {
         .collect();
     let rxs: Vec<_> = stable.iter().map(|c| c.stream()).collect();
     assert!(wait_until(WAIT, || server.connection_count() == 4));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let barrier = Barrier::new(8);
-    std::thread::scope(|s| {
-        // Churn: clients joining and leaving the same paths.
-        for t in 0..2 {
-            let stop = stop.clone();
-            s.spawn(move || {
-                let mut n = 0;
-                while !stop.load(Ordering::SeqCst) && n < 40 {
-                    let c = RxWSClient::<String>::with_config(
-                        local(port, &format!("/s{}", (t + n) % 4)),
-                        Text,
-                        quiet(),
-                    )
-                    .unwrap();
-                    c.wait_connected(WAIT);
-                    c.dispose();
-                    n += 1;
-                }
-            });
-        }
+    let churned = std::thread::scope(|s| {
+        // Churn: clients joining and leaving the same paths; each one must really connect.
+        let churners: Vec<_> = (0..2)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut connected = 0;
+                    for n in 0..40 {
+                        let c = RxWSClient::<String>::with_config(
+                            local(port, &format!("/s{}", (t + n) % 4)),
+                            Text,
+                            quiet(),
+                        )
+                        .unwrap();
+                        if c.wait_connected(WAIT) {
+                            connected += 1;
+                        }
+                        c.dispose();
+                    }
+                    connected
+                })
+            })
+            .collect();
         for t in 0..8 {
             let server = &server;
             let barrier = &barrier;
@@ -202,8 +227,16 @@ fn server_path_channels_thread_safety() {
                 }
             });
         }
+        churners
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<usize>>()
     });
-    stop.store(true, Ordering::SeqCst);
+    assert_eq!(churned, [40, 40], "churning clients that connected");
+    // Duplicates would come before a marker broadcast now.
+    for p in 0..4 {
+        server.on_next(TaggedData::new(format!("/s{p}"), "end".to_string()));
+    }
     for (p, rx) in rxs.iter().enumerate() {
         let per_thread = 250 / 4 + usize::from(p < 250 % 4);
         let mut got = Vec::new();
@@ -213,10 +246,10 @@ fn server_path_channels_thread_safety() {
                 other => panic!("path /s{p}: after {} items: {other:?}", got.len()),
             }
         }
-        assert!(
-            rx.recv_timeout(Duration::from_millis(100)).is_err(),
-            "duplicates on /s{p}"
-        );
+        match rx.recv_timeout(WAIT) {
+            Ok(Notification::Next(m)) => assert_eq!(m, "end", "duplicates on /s{p}"),
+            other => panic!("path /s{p}: no marker: {other:?}"),
+        }
         // Per sender thread, order is preserved.
         for t in 0..8 {
             let seq: Vec<usize> = got

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
 use parking_lot::Mutex;
@@ -24,19 +24,58 @@ fn check_per_thread_order(got: &[String]) {
     }
 }
 
-/// Clients that connect and disconnect on `path` until `stop`.
-fn churn(port: u16, path: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let mut n = 0;
-        while !stop.load(Ordering::SeqCst) {
-            let c = RxWSClient::<String>::with_config(local(port, path), Text, quiet()).unwrap();
-            c.wait_connected(WAIT);
-            c.on_next("churn".into());
-            c.dispose();
-            n += 1;
+/// Clients that connect, send and disconnect on `path` until `stop`.
+struct Churn {
+    stop: Arc<AtomicBool>,
+    /// Cycles whose client connected.
+    connected: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Churn {
+    /// Starts churning and waits until a first client has connected (so the churn overlaps
+    /// what the test does next).
+    fn start(port: u16, path: &'static str) -> Churn {
+        let stop = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicUsize::new(0));
+        let (st, co) = (stop.clone(), connected.clone());
+        let thread = std::thread::spawn(move || {
+            let mut cycles = 0;
+            while !st.load(Ordering::SeqCst) {
+                let c =
+                    RxWSClient::<String>::with_config(local(port, path), Text, quiet()).unwrap();
+                if c.wait_connected(WAIT) {
+                    co.fetch_add(1, Ordering::SeqCst);
+                }
+                c.send("churn".into()).unwrap();
+                c.dispose();
+                cycles += 1;
+            }
+            cycles
+        });
+        assert!(
+            wait_until(WAIT, || connected.load(Ordering::SeqCst) > 0),
+            "no churning client connected"
+        );
+        Churn {
+            stop,
+            connected,
+            thread,
         }
-        n
-    })
+    }
+
+    /// Stops; checks that every churning client connected; returns how many cycles ran.
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        let cycles = self.thread.join().unwrap();
+        assert!(cycles > 0);
+        assert_eq!(
+            self.connected.load(Ordering::SeqCst),
+            cycles,
+            "churning clients that connected"
+        );
+        cycles
+    }
 }
 
 #[test]
@@ -52,8 +91,7 @@ fn many_threads_into_one_client() {
         })
         .detach();
     let port = server.local_addr().port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let churner = churn(port, "/churn", stop.clone());
+    let churn = Churn::start(port, "/churn");
     let client = RxWSClient::<String>::with_config(local(port, "/stable"), Text, quiet()).unwrap();
     assert!(client.wait_connected(WAIT));
     let barrier = Barrier::new(THREADS);
@@ -73,8 +111,7 @@ fn many_threads_into_one_client() {
         "{}",
         got.lock().len()
     );
-    stop.store(true, Ordering::SeqCst);
-    assert!(churner.join().unwrap() > 0);
+    churn.stop();
     check_per_thread_order(&got.lock());
     assert_eq!(client.stats().dropped, 0);
     assert_eq!(client.stats().messages_out, (THREADS * PER_THREAD) as u64);
@@ -89,9 +126,8 @@ fn many_threads_into_one_server_path() {
         .collect();
     let rxs: Vec<_> = stable.iter().map(|c| c.stream()).collect();
     assert!(wait_until(WAIT, || server.connections("/room").len() == 3));
-    let stop = Arc::new(AtomicBool::new(false));
     // Churning clients join and leave the same path while the broadcast runs.
-    let churner = churn(port, "/room", stop.clone());
+    let churn = Churn::start(port, "/room");
     let barrier = Barrier::new(THREADS);
     let readers: Vec<_> = rxs
         .into_iter()
@@ -128,6 +164,5 @@ fn many_threads_into_one_server_path() {
         assert_eq!(got.len(), THREADS * PER_THREAD);
         check_per_thread_order(&got);
     }
-    stop.store(true, Ordering::SeqCst);
-    churner.join().unwrap();
+    churn.stop();
 }

@@ -41,6 +41,16 @@ fn one<'a>(records: &'a [Rec], name: &str, attrs: &[(&str, &str)]) -> &'a Rec {
     found[0]
 }
 
+/// A duration logged in milliseconds and recorded in seconds are the same measurement.
+#[track_caller]
+fn assert_same_duration(logged_ms: f64, recorded_s: f64) {
+    assert!(logged_ms > 0.0, "{logged_ms}");
+    assert!(
+        (logged_ms / 1e3 - recorded_s).abs() <= 1e-9 * recorded_s.max(1.0),
+        "logged {logged_ms} ms, recorded {recorded_s} s"
+    );
+}
+
 fn states(records: &[Rec], component: &str) -> Vec<String> {
     named(records, event::CLIENT_STATE)
         .into_iter()
@@ -62,7 +72,8 @@ fn a_scripted_scenario_is_logged_and_counted_step_by_step() {
     server
         .subscribe(move |m: TaggedData<Value>| {
             if &*m.tag == "/slow" {
-                let _ = gate_rx.recv();
+                // Nothing is ever sent: this waits until the gate is dropped.
+                while gate_rx.recv().is_ok() {}
             } else {
                 g.lock().push(m.data);
             }
@@ -135,7 +146,7 @@ fn a_scripted_scenario_is_logged_and_counted_step_by_step() {
     let hs = one(&recs, event::HANDSHAKE_COMPLETED, &on_conn);
     assert_eq!(hs.level, Level::Info);
     assert_eq!(hs.attr(key::PEER), opened.attr(key::PEER));
-    assert!(hs.attr(key::DURATION_MS).unwrap().parse::<f64>().unwrap() >= 0.0);
+    let hs_ms: f64 = hs.attr(key::DURATION_MS).unwrap().parse().unwrap();
     let closed = one(&recs, event::CONNECTION_CLOSED, &on_conn);
     assert_eq!(closed.level, Level::Info);
     assert_eq!(closed.attr(key::PEER), opened.attr(key::PEER));
@@ -144,7 +155,8 @@ fn a_scripted_scenario_is_logged_and_counted_step_by_step() {
     let bad = one(&recs, event::DECODE_ERROR, &on_conn);
     assert_eq!(bad.level, Level::Warn);
     assert_eq!(bad.attr(key::DATATYPE), Some("json"));
-    assert!(!bad.attr(key::ERROR).unwrap_or_default().is_empty());
+    let reason = bad.attr(key::ERROR).unwrap_or_default();
+    assert!(reason.starts_with("invalid JSON: "), "{reason}");
 
     // Per-message records at DEBUG: one per message received and per message sent.
     let received = named(&recs, event::MESSAGE_RECEIVED);
@@ -219,6 +231,8 @@ fn a_scripted_scenario_is_logged_and_counted_step_by_step() {
         ],
     );
     assert_eq!((hs.count, hs.unit.as_str()), (1, "s"));
+    // The record and the histogram time the same handshake.
+    assert_same_duration(hs_ms, hs.value);
     // The server has no connect attempts.
     assert!(!pts
         .iter()
@@ -327,7 +341,7 @@ fn failed_and_timed_out_handshakes_are_logged_and_timed() {
     http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut resp = String::new();
-    let _ = http.read_to_string(&mut resp);
+    http.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 426"), "{resp}");
     // A peer that never sends its request times out.
     let idle = TcpStream::connect(server.local_addr()).unwrap();
@@ -349,11 +363,14 @@ fn failed_and_timed_out_handshakes_are_logged_and_timed() {
         &[(key::PEER, &idle_peer)],
     );
     assert_eq!(late.level, Level::Info);
-    assert!(late.attr(key::DURATION_MS).unwrap().parse::<f64>().is_ok());
+    let late_ms: f64 = late.attr(key::DURATION_MS).unwrap().parse().unwrap();
+    // It waited for the 300 ms handshake timeout (less a timer tick).
+    assert!(late_ms >= 250.0, "{late_ms}");
+    let failed_ms: f64 = failed.attr(key::DURATION_MS).unwrap().parse().unwrap();
 
     // Timed, without a path (the peer's choice, not an attribute of failures).
     let pts = otel.points_of(&[srv]);
-    for outcome in ["failed", "timeout"] {
+    for (outcome, logged_ms) in [("failed", failed_ms), ("timeout", late_ms)] {
         let p = point(
             &pts,
             metric::HANDSHAKE_DURATION,
@@ -361,6 +378,7 @@ fn failed_and_timed_out_handshakes_are_logged_and_timed() {
         );
         assert_eq!(p.count, 1, "{outcome}");
         assert_eq!(p.attr(key::PATH), None);
+        assert_same_duration(logged_ms, p.value);
     }
 }
 
@@ -374,6 +392,7 @@ fn connect_retries_are_logged_with_their_delay_and_counted() {
     let retry = RetryPolicy::default()
         .initial_delay(Duration::from_millis(10))
         .max_delay(Duration::from_millis(50))
+        .jitter(0.0)
         .max_retries(Some(2));
     let client =
         RxWSClient::<String>::with_config(local(port, "/retry"), Text, quiet().retry(retry))
@@ -386,12 +405,14 @@ fn connect_retries_are_logged_with_their_delay_and_counted() {
         == Some(&"closed".to_owned())));
 
     let recs = otel.records_of(&[&cli]);
-    for attempt in ["1", "2"] {
+    // Without jitter: 10 ms, then twice that.
+    for (attempt, delay_ms) in [("1", "10"), ("2", "20")] {
         let r = one(&recs, event::CONNECT_RETRY, &[(key::ATTEMPT, attempt)]);
         assert_eq!(r.level, Level::Info);
         assert_eq!(r.attr(key::PATH), Some("/retry"));
-        assert!(r.attr(key::DELAY_MS).unwrap().parse::<u64>().is_ok());
-        assert!(!r.attr(key::ERROR).unwrap_or_default().is_empty());
+        assert_eq!(r.attr(key::DELAY_MS), Some(delay_ms));
+        let error = r.attr(key::ERROR).unwrap_or_default();
+        assert!(error.contains("Connection refused"), "{error}");
     }
     let last = one(&recs, event::RETRIES_EXHAUSTED, &[(key::ATTEMPT, "3")]);
     assert_eq!(last.level, Level::Warn);
