@@ -647,4 +647,74 @@ mod tests {
         s.next(2);
         assert_eq!(c.load(Ordering::SeqCst), 1);
     }
+
+    #[test]
+    fn a_stream_gets_its_terminal_notification_after_abort_every_time() {
+        for _ in 0..1_000 {
+            let s = Subject::<u32>::new("t", 2);
+            let rx = s.stream();
+            s.next(1);
+            s.next(2); // the receiver is full now
+            s.abort();
+            s.next(3); // aborted: never delivered
+            let reader = thread::spawn(move || rx.iter().collect::<Vec<_>>());
+            assert!(s.terminate(Notification::Completed));
+            drop(s);
+            let got = reader.join().unwrap();
+            assert!(
+                matches!(
+                    got[..],
+                    [
+                        Notification::Next(1),
+                        Notification::Next(2),
+                        Notification::Completed
+                    ]
+                ),
+                "{got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_callback_starts_or_runs_once_unsubscribe_returns() {
+        for _ in 0..50 {
+            let s = Subject::<u32>::new("t", 8);
+            let inside = Arc::new(AtomicBool::new(false));
+            let calls = Arc::new(AtomicUsize::new(0));
+            let (i, c) = (inside.clone(), calls.clone());
+            let sub = s.subscribe(Box::new(move |_| {
+                i.store(true, Ordering::SeqCst);
+                c.fetch_add(1, Ordering::SeqCst);
+                std::hint::spin_loop();
+                i.store(false, Ordering::SeqCst);
+            }));
+            let stop = AtomicBool::new(false);
+            let emitted = AtomicUsize::new(0);
+            thread::scope(|sc| {
+                for _ in 0..8 {
+                    sc.spawn(|| {
+                        while !stop.load(Ordering::SeqCst) {
+                            s.next(1);
+                            emitted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    });
+                }
+                while calls.load(Ordering::SeqCst) < 10 {
+                    thread::yield_now();
+                }
+                drop(sub);
+                assert!(
+                    !inside.load(Ordering::SeqCst),
+                    "a callback was still running"
+                );
+                let (at_drop, emitted_at_drop) =
+                    (calls.load(Ordering::SeqCst), emitted.load(Ordering::SeqCst));
+                while emitted.load(Ordering::SeqCst) < emitted_at_drop + 100 {
+                    thread::yield_now();
+                }
+                stop.store(true, Ordering::SeqCst);
+                assert_eq!(calls.load(Ordering::SeqCst), at_drop, "a callback started");
+            });
+        }
+    }
 }
