@@ -201,7 +201,17 @@ fn heartbeat_keeps_a_live_connection_open() {
         RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, cfg)
             .unwrap();
     assert!(client.wait_connected(WAIT));
-    std::thread::sleep(Duration::from_millis(800));
+    // Sixteen ping intervals, four pong timeouts: the state must not change meanwhile (what
+    // this test is about is a span of time with nothing in it).
+    let states = client.state_stream();
+    assert!(matches!(
+        states.recv_timeout(WAIT),
+        Ok(Notification::Next(rxplus::ws::ConnectionState::Connected))
+    ));
+    assert!(matches!(
+        states.recv_timeout(Duration::from_millis(800)),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout)
+    ));
     assert!(client.is_connected());
     assert_eq!(server.connection_count(), 1);
     assert_eq!(client.stats().connections_opened, 1);
