@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rxplus::ws::{
-    ConnectionState, Raw, RetryPolicy, RxWSClient, WSConnectionConfig, WsConfig, WsMessage,
+    ConnectionState, Raw, RetryPolicy, RxWSClient, WSConfig, WSConnectionConfig, WSMessage,
 };
 use rxplus::Notification;
 
@@ -42,8 +42,8 @@ fn main() {
     }
 }
 
-fn config() -> WsConfig {
-    WsConfig::default()
+fn config() -> WSConfig {
+    WSConfig::default()
         .max_message_size(64 << 20)
         .max_frame_size(64 << 20)
         .no_heartbeat()
@@ -61,7 +61,7 @@ fn config() -> WsConfig {
 /// What one connection did.
 struct Session {
     /// The first data message received.
-    first: Option<WsMessage>,
+    first: Option<WSMessage>,
     /// The connection was established.
     connected: bool,
     /// The connection ended by itself (rather than by our timeout).
@@ -72,16 +72,16 @@ struct Session {
 /// client so it cannot reconnect.
 fn session(url: &str, echo: bool) -> Result<Session, String> {
     let conn = WSConnectionConfig::from_url(url).map_err(|e| e.to_string())?;
-    let first: Arc<Mutex<Option<WsMessage>>> = Arc::new(Mutex::new(None));
+    let first: Arc<Mutex<Option<WSMessage>>> = Arc::new(Mutex::new(None));
     let f = first.clone();
     let mut states = None;
     // Subscribed before the client connects: the fuzzing server sends right after the
     // handshake, and a message that finds no subscriber is gone. The callback runs on the
     // connection's reader thread; replies leave in order, before the answer to the server's
     // close frame.
-    let client = RxWSClient::<WsMessage>::with_setup(conn, Raw, config(), |c| {
+    let client = RxWSClient::<WSMessage>::with_setup(conn, Raw, config(), |c| {
         let h = c.handle();
-        c.subscribe(move |m: WsMessage| {
+        c.subscribe(move |m: WSMessage| {
             if let Ok(mut slot) = f.lock() {
                 if slot.is_none() {
                     *slot = Some(m.clone());
@@ -90,8 +90,7 @@ fn session(url: &str, echo: bool) -> Result<Session, String> {
             if echo {
                 h.on_next(m);
             }
-        })
-        .detach();
+        });
         states = Some(c.state_stream());
     })
     .map_err(|e| format!("{url}: {e}"))?;
@@ -134,11 +133,11 @@ fn session(url: &str, echo: bool) -> Result<Session, String> {
 fn run(base: &str, agent: &str) -> Result<u32, String> {
     let count = session(&format!("{base}/getCaseCount"), false)?;
     let n: u32 = match &count.first {
-        Some(WsMessage::Text(s)) => s
+        Some(WSMessage::Text(s)) => s
             .trim()
             .parse()
             .map_err(|e| format!("case count {s:?}: {e}"))?,
-        Some(WsMessage::Binary(b)) => return Err(format!("case count came as binary: {b:?}")),
+        Some(WSMessage::Binary(b)) => return Err(format!("case count came as binary: {b:?}")),
         None if !count.connected => return Err(format!("cannot connect to {base}")),
         None => return Err("no case count received".into()),
     };

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use rxplus::ws::{RxWSClient, Text, WSConnectionConfig, WsConfig};
+use rxplus::ws::{RxWSClient, Text, WSConfig, WSConnectionConfig};
 use rxplus::Notification;
 
 fn main() {
@@ -23,7 +23,7 @@ fn run(url: &str, n: usize) -> Result<(), rxplus::Error> {
     let client = RxWSClient::<String>::with_config(
         WSConnectionConfig::from_url(url)?,
         Text,
-        WsConfig::default().no_heartbeat(),
+        WSConfig::default().no_heartbeat(),
     )?;
     let rx = client.stream();
     if !client.wait_connected(Duration::from_secs(5)) {

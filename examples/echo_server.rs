@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use rxplus::ws::{Raw, RxWSServer, TaggedData, WSConnectionConfig, WsConfig, WsMessage};
+use rxplus::ws::{Raw, RxWSServer, TaggedData, WSConfig, WSMessage};
 
 fn main() {
     let addr = std::env::args()
@@ -19,16 +19,13 @@ fn main() {
 }
 
 fn run(addr: &str) -> Result<(), rxplus::Error> {
-    let conn = WSConnectionConfig::from_url(&format!("ws://{addr}/"))?;
-    let cfg = WsConfig::default()
+    // The default heartbeat stays on: a peer that vanishes is closed, not held forever.
+    let cfg = WSConfig::default()
         .max_message_size(64 << 20)
-        .max_frame_size(64 << 20)
-        .no_heartbeat();
-    let server = RxWSServer::<WsMessage>::with_config(conn, Raw, cfg)?;
+        .max_frame_size(64 << 20);
+    let server = RxWSServer::<WSMessage>::bind_with_config(addr, Raw, cfg)?;
     let echo = server.handle();
-    server
-        .subscribe(move |m: TaggedData<WsMessage>| echo.on_next(m.reply(m.data.clone())))
-        .detach();
+    server.subscribe(move |m: TaggedData<WSMessage>| echo.on_next(m.reply(m.data.clone())));
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on {}", server.local_addr());
     let _ = out.flush();

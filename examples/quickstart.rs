@@ -17,37 +17,31 @@ struct Reading {
     value: f64,
 }
 
-fn main() -> Result<(), rxplus::Error> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let timeout = Duration::from_secs(5);
 
     // A text server that answers every message on its own connection.
-    let text_server =
-        RxWSServer::<String>::new(WSConnectionConfig::new("127.0.0.1", 0, "/")?, Text)?;
+    let text_server = RxWSServer::<String>::bind("127.0.0.1:0", Text)?;
     let reply = text_server.handle();
-    text_server
-        .subscribe(move |m: TaggedData<String>| {
-            println!("text server  <- {:>8}: {}", m.tag, m.data);
-            reply.on_next(m.reply(format!("ack {}", m.data)));
-        })
-        .detach();
-    let text_port = u32::from(text_server.local_addr().port());
+    text_server.subscribe(move |m| {
+        println!("text server  <- {:>8}: {}", m.tag, m.data);
+        reply.on_next(m.reply(format!("ack {}", m.data)));
+    });
+    let text_port = text_server.local_addr().port();
     println!("text server listening on {}", text_server.local_addr());
 
     // A JSON server that doubles each reading and broadcasts it back on the same path.
-    let json_server =
-        RxWSServer::<Reading>::new(WSConnectionConfig::new("127.0.0.1", 0, "/")?, Json)?;
+    let json_server = RxWSServer::<Reading>::bind("127.0.0.1:0", Json)?;
     let out = json_server.handle();
-    json_server
-        .subscribe(move |m: TaggedData<Reading>| {
-            println!("json server  <- {:>8}: {:?}", m.tag, m.data);
-            let doubled = Reading {
-                value: m.data.value * 2.0,
-                ..m.data.clone()
-            };
-            out.on_next(TaggedData::new(m.tag.clone(), doubled));
-        })
-        .detach();
-    let json_port = u32::from(json_server.local_addr().port());
+    json_server.subscribe(move |m| {
+        println!("json server  <- {:>8}: {:?}", m.tag, m.data);
+        let doubled = Reading {
+            value: m.data.value * 2.0,
+            ..m.data.clone()
+        };
+        out.on_next(TaggedData::new(m.tag.clone(), doubled));
+    });
+    let json_port = json_server.local_addr().port();
 
     // A plain client.
     let client = RxWSClient::<String>::new(
@@ -55,13 +49,9 @@ fn main() -> Result<(), rxplus::Error> {
         Text,
     )?;
     let client_inbox = client.stream();
-    client
-        .subscribe_state(|s| println!("client state: {s}"))
-        .detach();
+    client.subscribe_state(|s| println!("client state: {s}"));
     if !client.wait_connected(timeout) {
-        return Err(rxplus::Error::AlreadyClosed {
-            component: "quickstart: client did not connect".into(),
-        });
+        return Err("quickstart: the client did not connect within 5 s".into());
     }
     for word in ["hello", "world"] {
         client.on_next(word.to_string());

@@ -17,14 +17,11 @@ fn main() -> Result<(), rxplus::Error> {
     // Installs the `log` → OpenTelemetry bridge and a meter provider; both print to stdout.
     let telemetry = rxplus::telemetry::init_stdout()?;
 
-    let server =
-        RxWSServer::<serde_json::Value>::new(WSConnectionConfig::new("127.0.0.1", 0, "/")?, Json)?;
+    let server = RxWSServer::<serde_json::Value>::bind("127.0.0.1:0", Json)?;
     let echo = server.handle();
-    server
-        .subscribe(move |m: TaggedData<serde_json::Value>| echo.on_next(m.reply(m.data.clone())))
-        .detach();
+    server.subscribe(move |m: TaggedData<serde_json::Value>| echo.on_next(m.reply(m.data.clone())));
 
-    let port = u32::from(server.local_addr().port());
+    let port = server.local_addr().port();
     let client =
         RxWSClient::<String>::new(WSConnectionConfig::new("127.0.0.1", port, "/demo")?, Text)?;
     let replies = client.stream();

@@ -7,7 +7,7 @@
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
-use rxplus::ws::{RxWSClient, Text, WSConnectionConfig, WsConfig};
+use rxplus::ws::{RxWSClient, Text, WSConfig, WSConnectionConfig};
 
 fn main() {
     let mut buffer = false;
@@ -30,21 +30,17 @@ fn main() {
 
 fn run(url: &str, buffer: bool) -> Result<(), rxplus::Error> {
     let conn = WSConnectionConfig::from_url(url)?;
-    let cfg = WsConfig::default()
+    let cfg = WSConfig::default()
         .buffer_while_disconnected(buffer)
         .max_message_size(64 << 20);
     let client = RxWSClient::<String>::with_config(conn, Text, cfg)?;
-    client
-        .subscribe(|line: String| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        })
-        .detach();
-    client.subscribe_state(|s| eprintln!("[{s}]")).detach();
-    client
-        .subscribe_errors(|e| eprintln!("[error] {e}"))
-        .detach();
+    client.subscribe(|line: String| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    });
+    client.subscribe_state(|s| eprintln!("[{s}]"));
+    client.subscribe_errors(|e| eprintln!("[error] {e}"));
     // Without buffering, lines typed before the first connect would be dropped: wait for it.
     if !buffer && !client.wait_connected(Duration::from_secs(10)) {
         eprintln!("wscat: not connected after 10 s; lines are dropped until it connects");

@@ -10,8 +10,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Every error this crate reports, by `Result` or by an error notification.
 ///
 /// Errors are `Clone` (sources are shared behind `Arc`) because one error notification may reach
-/// many subscribers. Each variant names the component (and, where there is one, the peer) it
-/// came from.
+/// many subscribers. Every variant raised by a running component carries the same [`Context`]:
+/// the component's name and, where there is one, the peer or connection. Configuration errors
+/// come before any component exists and carry none.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -32,11 +33,11 @@ pub enum Error {
         reason: String,
     },
     /// The server could not bind its listening socket.
-    #[error("{component}: cannot bind {addr}: {source}")]
+    #[error("{ctx}: cannot bind {addr}: {source}")]
     Bind {
         /// The component that tried.
-        component: Box<str>,
-        /// `host:port` as configured.
+        ctx: Box<Context>,
+        /// The address as given.
         addr: String,
         /// The operating system's error.
         source: Arc<io::Error>,
@@ -57,64 +58,236 @@ pub enum Error {
         /// The protocol error.
         source: Arc<tungstenite::Error>,
     },
-    /// An item could not be encoded into a frame (for example a serde failure).
-    #[error("{component}: encode failed ({datatype}): {reason}")]
+    /// An item could not be encoded into a message (for example a serde failure, or a binary
+    /// message given to a text datatype).
+    #[error("{ctx}: encode failed ({datatype}): {source}")]
     Encode {
         /// The component whose sink received the item.
-        component: Box<str>,
+        ctx: Box<Context>,
         /// The datatype that refused it.
         datatype: &'static str,
         /// Why.
-        reason: String,
+        source: CodecError,
     },
-    /// A received frame could not be decoded into an item.
-    #[error("{component}: decode failed ({datatype}): {reason}")]
+    /// A received message could not be decoded into an item. Non-fatal: reported on the
+    /// errors stream, and the connection keeps delivering.
+    #[error("{ctx}: decode failed ({datatype}): {source}")]
     Decode {
-        /// The component that received the frame.
-        component: Box<str>,
+        /// The component and the connection the message came from.
+        ctx: Box<Context>,
         /// The datatype that refused it.
         datatype: &'static str,
         /// Why.
-        reason: String,
+        source: CodecError,
     },
-    /// A queue's overflow policy refused an item and asked for a disconnect
-    /// (`buffer-k` over its limit, or `disconnect`).
-    #[error("{component}: overflow ({policy}) at capacity {capacity}: disconnecting")]
+    /// A queue's overflow policy did not take the item (`drop-new` full, or `buffer-k` /
+    /// `disconnect`, which also close the connection).
+    #[error("{ctx}: outbound queue full ({policy}, capacity {capacity}): item dropped")]
     Overflow {
-        /// The component whose queue overflowed.
-        component: Box<str>,
+        /// The component and connection whose queue overflowed.
+        ctx: Box<Context>,
         /// The policy's name, e.g. `buffer-k`.
         policy: &'static str,
         /// The queue's capacity.
         capacity: usize,
     },
+    /// The client is not connected and does not buffer (`buffer_while_disconnected` is off):
+    /// the item was not sent.
+    #[error("{ctx}: not connected: item dropped")]
+    NotConnected {
+        /// The client.
+        ctx: Box<Context>,
+    },
+    /// No open connection to send to: none on the item's path, or the item's connection id is
+    /// gone.
+    #[error("{ctx}: no open connection: item dropped")]
+    NoConnection {
+        /// The server, with the path or connection id as its peer.
+        ctx: Box<Context>,
+    },
+    /// One connection attempt failed; the client retries by its `RetryPolicy`. Non-fatal:
+    /// reported on the errors stream.
+    #[error("{ctx}: connection attempt {attempt} failed")]
+    ConnectFailed {
+        /// The client.
+        ctx: Box<Context>,
+        /// Which attempt (1 is the first after a drop or at start).
+        attempt: u32,
+        /// Why it failed.
+        source: Box<Error>,
+    },
     /// The client gave up reconnecting after its `RetryPolicy::max_retries`.
-    #[error("{component}: gave up after {attempts} connection attempts: {last}")]
+    #[error("{ctx}: gave up after {attempts} connection attempts")]
     RetriesExhausted {
         /// The client.
-        component: Box<str>,
+        ctx: Box<Context>,
         /// How many attempts were made.
         attempts: u32,
-        /// The last attempt's error, as text.
-        last: String,
+        /// The last attempt's error.
+        source: Box<Error>,
+    },
+    /// A graceful completion could not deliver everything it held within its bound.
+    #[error("{ctx}: completed with {count} items not delivered")]
+    Undelivered {
+        /// The client.
+        ctx: Box<Context>,
+        /// Items dropped.
+        count: usize,
     },
     /// The component was already completed or disposed; the call had no effect.
     ///
     /// This is a misuse report, unlike a connection closing, which is a normal event.
-    #[error("{component}: already closed")]
+    #[error("{ctx}: already closed")]
     AlreadyClosed {
         /// The component.
-        component: Box<str>,
+        ctx: Box<Context>,
     },
 }
 
-/// Where an I/O or protocol error happened: the component and, when known, the peer.
+/// Why a [`Datatype`](crate::ws::Datatype) could not encode or decode: the underlying error
+/// (a `serde_json::Error`, a UTF-8 error, …) kept as the source, or a plain reason.
+#[derive(Debug, Clone)]
+pub struct CodecError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl CodecError {
+    /// Wraps an underlying error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        CodecError(Arc::new(e))
+    }
+    /// An underlying error with what was being done: displayed as `what: error`, the error
+    /// kept as the source.
+    pub fn context(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        #[derive(Debug)]
+        struct Ctx<E>(&'static str, E);
+        impl<E: std::error::Error> fmt::Display for Ctx<E> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}: {}", self.0, self.1)
+            }
+        }
+        impl<E: std::error::Error + 'static> std::error::Error for Ctx<E> {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.1)
+            }
+        }
+        CodecError(Arc::new(Ctx(what, e)))
+    }
+    /// A reason without an underlying error.
+    pub fn msg(reason: impl Into<String>) -> Self {
+        #[derive(Debug)]
+        struct Msg(String);
+        impl fmt::Display for Msg {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for Msg {}
+        CodecError(Arc::new(Msg(reason.into())))
+    }
+    /// The underlying error.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for CodecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// An item that `send` did not accept: the reason, and the item itself where it was not
+/// consumed (an item a datatype failed to encode is gone). Like crossbeam's `SendError`.
+///
+/// ```
+/// # use rxplus::{Error, SendError};
+/// fn retry_later<T>(e: SendError<T>) -> Option<T> {
+///     eprintln!("not sent: {e}");
+///     e.into_item()
+/// }
+/// ```
+#[derive(Clone)]
+pub struct SendError<T> {
+    error: Error,
+    item: Option<T>,
+}
+
+impl<T> SendError<T> {
+    pub(crate) fn new(error: Error, item: Option<T>) -> Self {
+        SendError { error, item }
+    }
+    /// Why the item was not accepted.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+    /// The reason, dropping the item.
+    pub fn into_error(self) -> Error {
+        self.error
+    }
+    /// The item, when it was not consumed.
+    pub fn into_item(self) -> Option<T> {
+        self.item
+    }
+    /// The item, if any, and the reason.
+    pub fn into_parts(self) -> (Option<T>, Error) {
+        (self.item, self.error)
+    }
+    pub(crate) fn map_item<U>(self, f: impl FnOnce(T) -> U) -> SendError<U> {
+        SendError {
+            error: self.error,
+            item: self.item.map(f),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("error", &self.error)
+            .field("item_returned", &self.item.is_some())
+            .finish()
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(e: SendError<T>) -> Self {
+        e.error
+    }
+}
+
+/// Where an error happened: the component and, when known, the peer or connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     /// Component name, e.g. `RxWSServer:127.0.0.1:9001`.
     pub component: Box<str>,
-    /// Peer address or connection id, when the error belongs to one connection.
+    /// Peer address, connection id or path, when the error belongs to one.
     pub peer: Option<String>,
+}
+
+impl Context {
+    pub(crate) fn new(component: &str, peer: Option<String>) -> Box<Self> {
+        Box::new(Context {
+            component: component.into(),
+            peer,
+        })
+    }
 }
 
 impl fmt::Display for Context {
@@ -136,21 +309,40 @@ impl Error {
 
     pub(crate) fn io(component: &str, peer: Option<String>, source: io::Error) -> Self {
         Error::Io {
-            ctx: Box::new(Context {
-                component: component.into(),
-                peer,
-            }),
+            ctx: Context::new(component, peer),
             source: Arc::new(source),
         }
     }
 
     pub(crate) fn ws(component: &str, peer: Option<String>, source: tungstenite::Error) -> Self {
         Error::WebSocket {
-            ctx: Box::new(Context {
-                component: component.into(),
-                peer,
-            }),
+            ctx: Context::new(component, peer),
             source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn closed(component: &str) -> Self {
+        Error::AlreadyClosed {
+            ctx: Context::new(component, None),
+        }
+    }
+
+    /// Where it happened; `None` for configuration errors.
+    pub fn context(&self) -> Option<&Context> {
+        match self {
+            Error::Config { .. } | Error::InvalidUrl { .. } => None,
+            Error::Bind { ctx, .. }
+            | Error::Io { ctx, .. }
+            | Error::WebSocket { ctx, .. }
+            | Error::Encode { ctx, .. }
+            | Error::Decode { ctx, .. }
+            | Error::Overflow { ctx, .. }
+            | Error::NotConnected { ctx }
+            | Error::NoConnection { ctx }
+            | Error::ConnectFailed { ctx, .. }
+            | Error::RetriesExhausted { ctx, .. }
+            | Error::Undelivered { ctx, .. }
+            | Error::AlreadyClosed { ctx } => Some(ctx),
         }
     }
 }
@@ -167,6 +359,31 @@ mod tests {
             "{}",
             std::mem::size_of::<Error>()
         );
+    }
+
+    #[test]
+    fn the_component_is_named_once_and_sources_are_kept() {
+        let inner = Error::io("c", Some("127.0.0.1:5".into()), io::Error::other("refused"));
+        let e = Error::RetriesExhausted {
+            ctx: Context::new("c", None),
+            attempts: 3,
+            source: Box::new(inner),
+        };
+        assert_eq!(e.to_string(), "c: gave up after 3 connection attempts");
+        let src = std::error::Error::source(&e).map(|s| s.to_string());
+        assert_eq!(src.as_deref(), Some("c (peer 127.0.0.1:5): refused"));
+        let json = serde_json::from_str::<u32>("x").unwrap_err();
+        let e = Error::Encode {
+            ctx: Context::new("c", None),
+            datatype: "json",
+            source: CodecError::new(json),
+        };
+        assert!(e
+            .to_string()
+            .starts_with("c: encode failed (json): expected value"));
+        let send = SendError::new(Error::closed("c"), Some(7u8));
+        assert_eq!(send.to_string(), "c: already closed");
+        assert_eq!(send.into_item(), Some(7));
     }
 
     #[test]

@@ -15,21 +15,19 @@
 //! A server that echoes to the sender, a client that says hello:
 //!
 //! ```
-//! use rxplus::ws::{RxWSClient, RxWSServer, TaggedData, Text, WSConnectionConfig};
+//! use rxplus::ws::{RxWSClient, RxWSServer, Text, WSConnectionConfig};
 //! use rxplus::Notification;
 //! use std::time::Duration;
 //!
-//! let server = RxWSServer::<String>::new(WSConnectionConfig::new("127.0.0.1", 0, "/")?, Text)?;
+//! let server = RxWSServer::<String>::bind("127.0.0.1:0", Text)?;
 //! let echo = server.handle();
-//! server
-//!     .subscribe(move |m: TaggedData<String>| echo.on_next(m.reply(format!("echo: {}", m.data))))
-//!     .detach();
+//! server.subscribe(move |m| echo.on_next(m.reply(format!("echo: {}", m.data))));
 //!
-//! let port = u32::from(server.local_addr().port());
+//! let port = server.local_addr().port();
 //! let client = RxWSClient::<String>::new(WSConnectionConfig::new("127.0.0.1", port, "/hi")?, Text)?;
 //! let inbox = client.stream();
 //! assert!(client.wait_connected(Duration::from_secs(5)));
-//! client.on_next("hello".to_string());
+//! client.send("hello".to_string())?;
 //! match inbox.recv_timeout(Duration::from_secs(5)) {
 //!     Ok(Notification::Next(reply)) => assert_eq!(reply, "echo: hello"),
 //!     other => panic!("{other:?}"),
@@ -39,17 +37,36 @@
 //! # Ok::<(), rxplus::Error>(())
 //! ```
 //!
+//! ## The reactive rules
+//!
+//! Every component is a subject: an observer of outbound items (`send`, `on_next`,
+//! `on_completed`, `on_error`, or the crossbeam sender from `sink()`) and an observable of
+//! inbound items (`subscribe`, `subscribe_observer`, or the crossbeam receiver from `stream()`).
+//!
+//! * No item follows a terminal notification (`on_completed` / `on_error`); a late subscriber
+//!   gets the terminal notification at once.
+//! * Callbacks run on the component's threads, one at a time per subscriber, never while the
+//!   component holds a lock. A slow callback slows the connection feeding it (TCP pushes back
+//!   on the peer); it never makes memory grow.
+//! * Every subscriber and every `stream()` receiver gets exactly one terminal notification,
+//!   after the items delivered to it. Once `dispose()` begins, no new item is delivered.
+//!
 //! ## Subscriptions
 //!
-//! `subscribe` returns a [`Subscription`]; **dropping it unsubscribes**. Keep it in a variable,
-//! or call [`Subscription::detach`] to keep it for the component's life. Callbacks run on the
-//! component's threads, one at a time per subscriber, never while the component holds a lock.
+//! `subscribe` returns a [`Subscription`] that lasts until you call
+//! [`Subscription::unsubscribe`] or the component ends: dropping it, or ignoring it, keeps the
+//! subscriber. For a subscription tied to a scope, [`Subscription::guard`] returns a
+//! [`SubscriptionGuard`] that unsubscribes when dropped. When `unsubscribe` returns, no
+//! callback of that subscriber is running or will start.
 //!
 //! ## Errors
 //!
-//! One error type, [`Error`], names the component and, where there is one, the peer.
-//! Construction returns `Result`; failures while running reach the `subscribe_errors` stream
-//! (non-fatal) or subscribers' `on_error` (fatal, e.g. retries exhausted).
+//! One error type, [`Error`], names the component and, where there is one, the peer
+//! ([`Context`]). Construction returns `Result`. `send` returns a [`SendError`] when an item is
+//! not accepted (not connected, no connection on the path, queue full, completed), with the
+//! item handed back where it was not consumed. Failures while running reach the
+//! `subscribe_errors` stream (non-fatal: a refused `on_next`, a message that failed to decode,
+//! a failed connection attempt) or subscribers' `on_error` (fatal: retries exhausted).
 //!
 //! ## Telemetry
 //!
@@ -66,19 +83,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod component;
 mod error;
-mod overflow;
+pub mod overflow;
 mod reactive;
+mod stats;
 pub mod telemetry;
 mod threads;
 pub mod ws;
 
-pub use error::{Context, Error, Result};
-pub use overflow::{
-    create_overflow_policy, Block, BufferK, Disconnect, DropNew, DropOld, OverflowPolicy,
-    OverflowStrategy, Pushed, Rejected,
-};
-pub use reactive::{FnObserver, Notification, Observer, Subscription};
+pub use error::{CodecError, Context, Error, Result, SendError};
+pub use overflow::OverflowStrategy;
+pub use reactive::{FnObserver, Notification, Observer, Subscription, SubscriptionGuard};
 pub use tungstenite;
 
 #[allow(dead_code)]

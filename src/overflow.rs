@@ -15,7 +15,7 @@
 //! `select!` it with other channels.
 //!
 //! ```
-//! use rxplus::{create_overflow_policy, Pushed};
+//! use rxplus::overflow::{create_overflow_policy, Pushed};
 //!
 //! let q = create_overflow_policy::<u32>("drop-old", 2)?;
 //! q.push(1).unwrap();
@@ -180,7 +180,7 @@ impl FromStr for OverflowStrategy {
     }
 }
 
-/// Builds a queue from a policy name and a capacity, as the Python original's factory does.
+/// Builds a queue from a policy name and a capacity.
 ///
 /// # Errors
 /// [`Error::Config`] for an unknown name or a zero capacity.

@@ -115,15 +115,16 @@ pub enum Notification<T> {
     Completed,
 }
 
-/// A live subscription. **Dropping it unsubscribes**; call [`detach`](Self::detach) to keep the
-/// subscription for the life of the component instead.
+/// A live subscription: it lasts until [`unsubscribe`](Self::unsubscribe) or until the
+/// component ends. Dropping it does **not** unsubscribe (so `let _ = c.subscribe(..)` and a
+/// bare `c.subscribe(..);` both keep the subscriber); [`guard`](Self::guard) makes a
+/// [`SubscriptionGuard`] that unsubscribes when it goes out of scope.
 ///
-/// When [`unsubscribe`](Self::unsubscribe) (or drop) returns, no callback of this subscriber
-/// is running and none will start: a callback already running on another thread is waited
-/// for. Called from inside the subscriber's own callback it returns at once (that callback
-/// finishes, nothing follows it). Do not unsubscribe while holding a lock your callback takes:
-/// the wait would deadlock, as it would with any join.
-#[must_use = "dropping a Subscription unsubscribes at once; bind it or call .detach()"]
+/// When `unsubscribe` returns, no callback of this subscriber is running and none will start:
+/// a callback already running on another thread is waited for. Called from inside the
+/// subscriber's own callback it returns at once (that callback finishes, nothing follows it).
+/// Do not unsubscribe while holding a lock your callback takes: the wait would deadlock, as it
+/// would with any join.
 pub struct Subscription {
     shared: Arc<Shared>,
     owner: Option<(Weak<dyn Unsubscribe>, u64)>,
@@ -137,14 +138,24 @@ impl Subscription {
         }
     }
 
-    /// Stops delivery to this subscriber.
+    /// Stops delivery to this subscriber (see the type's docs for what "stops" guarantees).
     pub fn unsubscribe(mut self) {
         self.cancel();
     }
 
-    /// Keeps the subscription until the component completes or is disposed.
-    pub fn detach(mut self) {
-        self.owner = None;
+    /// A guard that unsubscribes when dropped: a subscription scoped to a block.
+    ///
+    /// ```
+    /// # use rxplus::ws::{RxWSServer, Text};
+    /// # let server = RxWSServer::<String>::bind("127.0.0.1:0", Text)?;
+    /// {
+    ///     let _guard = server.subscribe(|m| println!("{}", m.data)).guard();
+    ///     // … delivered while the guard lives …
+    /// } // unsubscribed here
+    /// # Ok::<(), rxplus::Error>(())
+    /// ```
+    pub fn guard(self) -> SubscriptionGuard {
+        SubscriptionGuard(self)
     }
 
     /// True while notifications are still delivered to this subscriber.
@@ -175,17 +186,29 @@ impl Subscription {
     }
 }
 
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.cancel();
-    }
-}
-
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("active", &self.is_active())
             .finish()
+    }
+}
+
+/// A [`Subscription`] that unsubscribes when dropped (from [`Subscription::guard`]).
+#[must_use = "dropping a SubscriptionGuard unsubscribes at once; bind it to a variable"]
+#[derive(Debug)]
+pub struct SubscriptionGuard(Subscription);
+
+impl SubscriptionGuard {
+    /// True while notifications are still delivered to this subscriber.
+    pub fn is_active(&self) -> bool {
+        self.0.is_active()
+    }
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 
@@ -285,7 +308,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
 
     pub(crate) fn stream(self: &Arc<Self>) -> Receiver<Notification<T>> {
         let (tx, rx) = bounded(self.stream_capacity);
-        self.add(Target::Channel(tx)).detach();
+        self.add(Target::Channel(tx));
         rx
     }
 
@@ -521,14 +544,19 @@ mod tests {
     }
 
     #[test]
-    fn fan_out_and_unsubscribe_on_drop() {
+    fn fan_out_unsubscribe_and_guards() {
         let s = Subject::<u32>::new("t", 8);
         let (a, fa) = counter();
         let (b, fb) = counter();
+        let (c, fc) = counter();
         let sa = s.subscribe(Box::new(fa));
-        s.subscribe(Box::new(fb)).detach();
+        // Dropping a Subscription keeps the subscriber; a guard ends it.
+        drop(s.subscribe(Box::new(fb)));
+        let gc = s.subscribe(Box::new(fc)).guard();
         s.next(1);
-        drop(sa);
+        sa.unsubscribe();
+        drop(gc);
+        assert_eq!(c.load(Ordering::SeqCst), 1);
         s.next(2);
         assert_eq!(a.load(Ordering::SeqCst), 1);
         assert_eq!(b.load(Ordering::SeqCst), 2);
@@ -543,8 +571,7 @@ mod tests {
         s.subscribe(Box::new(
             FnObserver::new(move |v: u32| l.lock().push(format!("next {v}")))
                 .on_completed(move || l2.lock().push("done".into())),
-        ))
-        .detach();
+        ));
         s.next(1);
         assert!(s.terminate(Notification::Completed));
         assert!(!s.terminate(Notification::Completed));
@@ -570,8 +597,7 @@ mod tests {
             assert!(!i.swap(true, Ordering::SeqCst), "overlapping callbacks");
             t.fetch_add(1, Ordering::SeqCst);
             i.store(false, Ordering::SeqCst);
-        }))
-        .detach();
+        }));
         let barrier = Barrier::new(8);
         thread::scope(|sc| {
             for _ in 0..8 {
@@ -621,9 +647,9 @@ mod tests {
     #[test]
     fn panicking_subscriber_is_cut_off_others_continue() {
         let s = Subject::<u32>::new("t", 8);
-        s.subscribe(Box::new(|_| panic!("boom"))).detach();
+        s.subscribe(Box::new(|_| panic!("boom")));
         let (c, f) = counter();
-        s.subscribe(Box::new(f)).detach();
+        s.subscribe(Box::new(f));
         s.next(1);
         s.next(2);
         assert_eq!(c.load(Ordering::SeqCst), 2);
@@ -702,7 +728,7 @@ mod tests {
                 while calls.load(Ordering::SeqCst) < 10 {
                     thread::yield_now();
                 }
-                drop(sub);
+                sub.unsubscribe();
                 assert!(
                     !inside.load(Ordering::SeqCst),
                     "a callback was still running"

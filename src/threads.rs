@@ -71,9 +71,7 @@ impl Threads {
     ) -> Result<()> {
         let mut live = self.live.lock();
         if self.is_stopping() {
-            return Err(Error::AlreadyClosed {
-                component: Box::from(&*self.component),
-            });
+            return Err(Error::closed(&self.component));
         }
         let me = self.clone();
         let chain = self.chain.clone();

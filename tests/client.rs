@@ -23,7 +23,7 @@ fn fast_retry() -> RetryPolicy {
 
 /// A free port: bind a server, note its port, drop it.
 fn free_port() -> u16 {
-    let s = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let s = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     s.local_addr().port()
 }
 
@@ -104,7 +104,7 @@ fn client_reconnect_after_server_restart() {
             .unwrap();
     let states = Arc::new(Mutex::new(Vec::new()));
     let s = states.clone();
-    client.subscribe_state(move |st| s.lock().push(st)).detach();
+    client.subscribe_state(move |st| s.lock().push(st));
     assert!(client.wait_connected(WAIT));
     client.on_next("before".into());
     assert!(wait_until(WAIT, || got1.lock().len() == 1));
@@ -236,8 +236,7 @@ fn max_retries_exhausted_is_an_error_and_a_terminal_state() {
     let err = Arc::new(Mutex::new(None::<Error>));
     let e = err.clone();
     client
-        .subscribe(FnObserver::new(|_: String| {}).on_error(move |x| *e.lock() = Some(x)))
-        .detach();
+        .subscribe_observer(FnObserver::new(|_: String| {}).on_error(move |x| *e.lock() = Some(x)));
     let states = client.state_stream();
     assert!(wait_until(WAIT, || err.lock().is_some()));
     assert!(matches!(
@@ -253,7 +252,7 @@ fn max_retries_exhausted_is_an_error_and_a_terminal_state() {
     // A late subscriber gets the terminal error at once.
     let late = Arc::new(AtomicUsize::new(0));
     let l = late.clone();
-    let _sub = client.subscribe(FnObserver::new(|_: String| {}).on_error(move |_| {
+    let _sub = client.subscribe_observer(FnObserver::new(|_: String| {}).on_error(move |_| {
         l.fetch_add(1, Ordering::SeqCst);
     }));
     assert_eq!(late.load(Ordering::SeqCst), 1);
@@ -293,13 +292,11 @@ fn client_on_completed_stops_loop_and_threads() {
     let server = echo_server::<String>(Text);
     let opened = Arc::new(AtomicUsize::new(0));
     let o = opened.clone();
-    server
-        .subscribe_events(move |e: ConnectionEvent| {
-            if e.kind == ConnectionEventKind::Opened {
-                o.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-        .detach();
+    server.subscribe_events(move |e: ConnectionEvent| {
+        if e.kind == ConnectionEventKind::Opened {
+            o.fetch_add(1, Ordering::SeqCst);
+        }
+    });
     let client = RxWSClient::<String>::with_config(
         local(server.local_addr().port(), "/"),
         Text,
@@ -330,7 +327,7 @@ fn client_on_completed_stops_loop_and_threads() {
     assert_eq!(client.stats().connect_attempts, 1);
     // Items after completion are refused with a clear error.
     assert!(matches!(
-        client.send("late".into()),
+        client.send("late".into()).map_err(|e| e.into_error()),
         Err(Error::AlreadyClosed { .. })
     ));
 }
@@ -355,7 +352,7 @@ fn graceful_completion_flushes_everything_queued() {
 
 #[test]
 fn server_close_reaches_client_as_normal_close_and_reconnect() {
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let port = server.local_addr().port();
     let client =
         RxWSClient::<String>::with_config(local(port, "/"), Text, quiet().retry(fast_retry()))
@@ -417,19 +414,17 @@ fn with_setup_subscribers_see_what_the_server_sends_right_after_the_handshake() 
     // The server greets each connection the moment it opens. Subscribed in `with_setup`, the
     // client gets every greeting: 30 fresh clients, 30 greetings, none lost to the race
     // between connecting and subscribing.
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let h = server.handle();
-    server
-        .subscribe_events(move |e: ConnectionEvent| {
-            if e.kind == ConnectionEventKind::Opened {
-                h.on_next(TaggedData::to_conn(
-                    e.path.as_str(),
-                    e.id,
-                    "hello".to_string(),
-                ));
-            }
-        })
-        .detach();
+    server.subscribe_events(move |e: ConnectionEvent| {
+        if e.kind == ConnectionEventKind::Opened {
+            h.on_next(TaggedData::to_conn(
+                e.path.as_str(),
+                e.id,
+                "hello".to_string(),
+            ));
+        }
+    });
     let port = server.local_addr().port();
     let greeted = Arc::new(AtomicUsize::new(0));
     for _ in 0..30 {
@@ -439,8 +434,7 @@ fn with_setup_subscribers_see_what_the_server_sends_right_after_the_handshake() 
             c.subscribe(move |m: String| {
                 assert_eq!(m, "hello");
                 g.fetch_add(1, Ordering::SeqCst);
-            })
-            .detach();
+            });
         })
         .unwrap();
         assert!(wait_until(WAIT, || greeted.load(Ordering::SeqCst) == before + 1));

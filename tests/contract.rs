@@ -12,8 +12,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rxplus::tungstenite::{self, Message, WebSocket};
 use rxplus::ws::{
-    Bytes, ConnectionEvent, ConnectionEventKind, Datatype, Raw, RxWSClient, RxWSServer, TaggedData,
-    Text, WSConnectionConfig, WsMessage,
+    Binary, ConnectionEvent, ConnectionEventKind, Datatype, Raw, RxWSClient, RxWSServer,
+    TaggedData, Text, WSConnectionConfig, WSMessage,
 };
 use rxplus::{Error, Notification};
 use support::*;
@@ -36,9 +36,7 @@ fn recorded_events<T: Clone + Send + 'static>(
 ) -> Arc<Mutex<Vec<ConnectionEvent>>> {
     let events = Arc::new(Mutex::new(Vec::new()));
     let e = events.clone();
-    server
-        .subscribe_events(move |ev: ConnectionEvent| e.lock().push(ev))
-        .detach();
+    server.subscribe_events(move |ev: ConnectionEvent| e.lock().push(ev));
     events
 }
 
@@ -49,15 +47,15 @@ fn recorded_events<T: Clone + Send + 'static>(
 /// same one afterwards: a marker sent back arrives on it, and nothing was closed or reopened.
 fn client_keeps_its_connection_through_a_decode_error<T>(
     datatype: impl Datatype<T>,
-    bad: WsMessage,
-    good: WsMessage,
+    bad: WSMessage,
+    good: WSMessage,
     expect: T,
     marker: T,
-    marker_wire: WsMessage,
+    marker_wire: WSMessage,
 ) where
     T: Clone + Send + PartialEq + std::fmt::Debug + 'static,
 {
-    let server = RxWSServer::<WsMessage>::with_config(any_port(), Raw, quiet()).unwrap();
+    let server = RxWSServer::<WSMessage>::bind_with_config(any_port(), Raw, quiet()).unwrap();
     let events = recorded_events(&server);
     let inbound = server.stream();
     let client = RxWSClient::<T>::with_config(
@@ -105,12 +103,12 @@ fn client_keeps_its_connection_through_a_decode_error<T>(
 #[test]
 fn bytes_client_keeps_its_connection_when_a_text_frame_fails_to_decode() {
     client_keeps_its_connection_through_a_decode_error::<Vec<u8>>(
-        Bytes,
-        WsMessage::Text("not bytes".into()),
-        WsMessage::Binary(vec![1, 2, 3]),
+        Binary,
+        WSMessage::Text("not bytes".into()),
+        WSMessage::Binary(vec![1, 2, 3]),
         vec![1, 2, 3],
         vec![7],
-        WsMessage::Binary(vec![7]),
+        WSMessage::Binary(vec![7]),
     );
 }
 
@@ -118,11 +116,11 @@ fn bytes_client_keeps_its_connection_when_a_text_frame_fails_to_decode() {
 fn text_client_keeps_its_connection_when_invalid_utf8_fails_to_decode() {
     client_keeps_its_connection_through_a_decode_error::<String>(
         Text,
-        WsMessage::Binary(vec![0xff, 0xfe, 0xfd]),
-        WsMessage::Text("good".into()),
+        WSMessage::Binary(vec![0xff, 0xfe, 0xfd]),
+        WSMessage::Text("good".into()),
         "good".to_owned(),
         "marker".to_owned(),
-        WsMessage::Text("marker".into()),
+        WSMessage::Text("marker".into()),
     );
 }
 
@@ -192,11 +190,10 @@ fn a_malformed_upgrade_gets_exactly_400_and_the_server_keeps_serving() {
 #[test]
 fn a_connection_beyond_max_connections_gets_exactly_503_until_one_closes() {
     let server =
-        RxWSServer::<String>::with_config(any_port(), Text, quiet().max_connections(1)).unwrap();
+        RxWSServer::<String>::bind_with_config(any_port(), Text, quiet().max_connections(1))
+            .unwrap();
     let h = server.handle();
-    server
-        .subscribe(move |m: TaggedData<String>| h.on_next(m.reply(m.data.clone())))
-        .detach();
+    server.subscribe(move |m: TaggedData<String>| h.on_next(m.reply(m.data.clone())));
     let addr = server.local_addr();
     let first = RxWSClient::<String>::with_config(local(addr.port(), "/"), Text, quiet()).unwrap();
     echoes(&first, "first");
@@ -264,7 +261,7 @@ fn close_code_from_client(finish: impl FnOnce(&RxWSClient<String>)) -> u16 {
 
 /// The close code a raw tungstenite client sees when `finish` ends the server.
 fn close_code_from_server(finish: impl FnOnce(&RxWSServer<String>)) -> u16 {
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let sock = TcpStream::connect(server.local_addr()).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
     let url = format!("ws://{}/raw", server.local_addr());
@@ -293,7 +290,7 @@ fn server_on_error_closes_with_1011_and_on_completed_with_1000() {
 
 #[test]
 fn the_query_string_is_not_part_of_the_servers_path() {
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let events = recorded_events(&server);
     let rx = server.stream();
     let client = RxWSClient::<String>::with_config(

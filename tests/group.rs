@@ -59,23 +59,19 @@ fn client_group_multiple_paths() {
 fn client_group_ensure_client_thread_safety() {
     // BUG-2: 16 threads race to first use of the same 4 paths: exactly one client (and one
     // server connection) per path.
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let opened = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
     let o = opened.clone();
-    server
-        .subscribe_events(move |e: rxplus::ws::ConnectionEvent| {
-            if e.kind == ConnectionEventKind::Opened {
-                *o.lock().entry(e.path).or_default() += 1;
-            }
-        })
-        .detach();
+    server.subscribe_events(move |e: rxplus::ws::ConnectionEvent| {
+        if e.kind == ConnectionEventKind::Opened {
+            *o.lock().entry(e.path).or_default() += 1;
+        }
+    });
     let got = Arc::new(AtomicUsize::new(0));
     let g = got.clone();
-    server
-        .subscribe(move |_m: TaggedData<String>| {
-            g.fetch_add(1, Ordering::SeqCst);
-        })
-        .detach();
+    server.subscribe(move |_m: TaggedData<String>| {
+        g.fetch_add(1, Ordering::SeqCst);
+    });
     let cfg = quiet().buffer_while_disconnected(true);
     let group =
         RxWSClientGroup::<String>::with_config(local(server.local_addr().port(), "/"), Text, cfg)
@@ -115,13 +111,11 @@ fn group_child_names_and_completion_reach_every_child() {
     assert_eq!(group.name(), "grp");
     let completed = Arc::new(AtomicUsize::new(0));
     let c = completed.clone();
-    group
-        .subscribe(
-            FnObserver::new(|_: TaggedData<String>| {}).on_completed(move || {
-                c.fetch_add(1, Ordering::SeqCst);
-            }),
-        )
-        .detach();
+    group.subscribe_observer(
+        FnObserver::new(|_: TaggedData<String>| {}).on_completed(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
     for p in ["/x", "/y"] {
         group.wait_connected(p, WAIT).unwrap();
     }
@@ -146,16 +140,21 @@ fn group_child_logs_under_its_name() {
         RxWSClientGroup::<String>::with_config(local(1, "/"), Text, quiet().name("g")).unwrap();
     group.open_path("/chat").unwrap();
     assert!(group.open_path("no-slash").is_err());
-    let err = group.send(TaggedData::new("/chat", "x".into()));
-    assert!(
-        err.is_ok(),
-        "not connected + no buffering: dropped, not an error"
+    // Not connected and not buffering: refused, and the item is handed back.
+    let err = group
+        .send(TaggedData::new("/chat", "x".into()))
+        .unwrap_err();
+    assert!(matches!(err.error(), Error::NotConnected { .. }), "{err}");
+    assert_eq!(err.to_string(), "g:/chat: not connected: item dropped");
+    assert_eq!(
+        err.into_item().map(|t| (t.tag, t.data)),
+        Some(("/chat".into(), "x".into()))
     );
     group.dispose();
     let err = group
         .send(TaggedData::new("/chat", "x".into()))
         .unwrap_err();
-    assert!(matches!(err, Error::AlreadyClosed { .. }), "{err}");
+    assert!(matches!(err.error(), Error::AlreadyClosed { .. }), "{err}");
     assert_eq!(err.to_string(), "g: already closed");
 }
 
@@ -163,19 +162,22 @@ fn group_child_logs_under_its_name() {
 fn a_group_child_reports_errors_under_its_own_name() {
     // JSON has no representation for a map with non-string keys: the child's encode fails.
     type Odd = BTreeMap<(u8, u8), u8>;
-    let group =
-        RxWSClientGroup::<Odd>::with_config(local(1, "/"), Json, quiet().name("g")).unwrap();
+    // Buffering, so the item gets as far as the encoder while not connected.
+    let cfg = quiet().name("g").buffer_while_disconnected(true);
+    let group = RxWSClientGroup::<Odd>::with_config(local(1, "/"), Json, cfg).unwrap();
     let err = group
         .send(TaggedData::new("/chat", Odd::from([((1, 2), 3)])))
         .unwrap_err();
-    match &err {
-        Error::Encode {
-            component,
-            datatype,
-            ..
-        } => assert_eq!((&**component, *datatype), ("g:/chat", "json")),
+    match err.error() {
+        Error::Encode { ctx, datatype, .. } => {
+            assert_eq!((&*ctx.component, *datatype), ("g:/chat", "json"))
+        }
         other => panic!("not an encode error: {other}"),
     }
+    assert!(
+        err.into_item().is_none(),
+        "an item the encoder consumed is gone"
+    );
     assert_eq!(group.paths(), vec!["/chat"]);
     assert_eq!(group.stats().encode_errors, 1);
 }
@@ -184,7 +186,7 @@ fn a_group_child_reports_errors_under_its_own_name() {
 fn server_path_channels_thread_safety() {
     // BUG-1 / BUG-6: connections to many paths open and close while 8 threads broadcast to
     // those paths. Stable connections must receive every broadcast exactly once.
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let port = server.local_addr().port();
     let stable: Vec<_> = (0..4)
         .map(|i| {

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use harness::{example, lock, venv, Lines, Proc};
 use rxplus::ws::{
-    ConnectionState, Raw, RetryPolicy, RxWSClient, RxWSServer, TaggedData, Text,
-    WSConnectionConfig, WsConfig, WsMessage,
+    ConnectionState, Raw, RetryPolicy, RxWSClient, RxWSServer, TaggedData, Text, WSConfig,
+    WSConnectionConfig, WSMessage,
 };
 use rxplus::Notification;
 use serde_json::Value;
@@ -92,23 +92,23 @@ impl Py {
     }
 }
 
-fn client_config() -> WsConfig {
-    WsConfig::default()
+fn client_config() -> WSConfig {
+    WSConfig::default()
         .no_heartbeat()
         .max_message_size(16 << 20)
 }
 
-fn recv(rx: &crossbeam_channel::Receiver<Notification<WsMessage>>, what: &str) -> WsMessage {
+fn recv(rx: &crossbeam_channel::Receiver<Notification<WSMessage>>, what: &str) -> WSMessage {
     match rx.recv_timeout(WAIT) {
         Ok(Notification::Next(m)) => m,
         other => panic!("{what}: expected a message, got {other:?}"),
     }
 }
 
-fn describe(m: &WsMessage) -> String {
+fn describe(m: &WSMessage) -> String {
     match m {
-        WsMessage::Text(s) => format!("text({} bytes)", s.len()),
-        WsMessage::Binary(b) => format!("binary({} bytes)", b.len()),
+        WSMessage::Text(s) => format!("text({} bytes)", s.len()),
+        WSMessage::Binary(b) => format!("binary({} bytes)", b.len()),
     }
 }
 
@@ -128,8 +128,8 @@ fn noise(n: usize, mut seed: u64) -> Vec<u8> {
 #[test]
 fn rx_client_to_python_server() {
     let (mut py, port) = Py::echo_server("echo");
-    let client = RxWSClient::<WsMessage>::with_config(
-        WSConnectionConfig::new("127.0.0.1", u32::from(port), "/interop/a").expect("conn config"),
+    let client = RxWSClient::<WSMessage>::with_config(
+        WSConnectionConfig::new("127.0.0.1", port, "/interop/a").expect("conn config"),
         Raw,
         client_config(),
     )
@@ -140,8 +140,8 @@ fn rx_client_to_python_server() {
     assert_eq!(open["path"], "/interop/a", "{open}");
 
     // Kinds are preserved both ways.
-    let text = WsMessage::Text("hello, ünïcode ✓".into());
-    let binary = WsMessage::Binary(vec![0, 1, 2, 0xFE, 0xFF]);
+    let text = WSMessage::Text("hello, ünïcode ✓".into());
+    let binary = WSMessage::Binary(vec![0, 1, 2, 0xFE, 0xFF]);
     for m in [text, binary] {
         client.send(m.clone()).expect("send");
         let got = recv(&rx, "echo");
@@ -155,8 +155,8 @@ fn rx_client_to_python_server() {
     }
 
     // 4 MiB each way, binary and text.
-    let big = WsMessage::Binary(noise(4 << 20, 0x9E37_79B9_7F4A_7C15));
-    let big_text = WsMessage::Text("abcdé✓".repeat((4 << 20) / 9));
+    let big = WSMessage::Binary(noise(4 << 20, 0x9E37_79B9_7F4A_7C15));
+    let big_text = WSMessage::Text("abcdé✓".repeat((4 << 20) / 9));
     for m in [big, big_text] {
         client.send(m.clone()).expect("send big");
         let got = recv(&rx, "big echo");
@@ -169,13 +169,13 @@ fn rx_client_to_python_server() {
     }
 
     // 1,000 small messages, in order.
-    let sent: Vec<WsMessage> = (0..1000)
-        .map(|i| WsMessage::Text(format!("msg-{i}")))
+    let sent: Vec<WSMessage> = (0..1000)
+        .map(|i| WSMessage::Text(format!("msg-{i}")))
         .collect();
     for m in &sent {
         client.send(m.clone()).expect("send small");
     }
-    let got: Vec<WsMessage> = (0..sent.len()).map(|_| recv(&rx, "small echo")).collect();
+    let got: Vec<WSMessage> = (0..sent.len()).map(|_| recv(&rx, "small echo")).collect();
     assert!(got == sent, "1,000 echoes out of order or changed");
 
     // Graceful completion: the server sees a close frame with 1000.
@@ -189,18 +189,16 @@ fn rx_client_to_python_server() {
 #[test]
 fn python_client_to_rx_server() {
     let _ = python();
-    let server = RxWSServer::<WsMessage>::with_config(
-        WSConnectionConfig::new("127.0.0.1", 0, "/").expect("conn config"),
+    let server = RxWSServer::<WSMessage>::bind_with_config(
+        "127.0.0.1:0",
         Raw,
-        WsConfig::default()
+        WSConfig::default()
             .no_heartbeat()
             .max_message_size(16 << 20),
     )
     .expect("server");
     let echo = server.handle();
-    server
-        .subscribe(move |m: TaggedData<WsMessage>| echo.on_next(m.reply(m.data.clone())))
-        .detach();
+    server.subscribe(move |m: TaggedData<WSMessage>| echo.on_next(m.reply(m.data.clone())));
     let url = format!("ws://{}/interop/b", server.local_addr());
     let mut py = Py::start("client.py", &[&url]);
 
@@ -239,8 +237,8 @@ fn rx_client_reconnects_after_python_server_drops_tcp() {
     let retry = RetryPolicy::default()
         .initial_delay(Duration::from_millis(50))
         .max_delay(Duration::from_millis(200));
-    let client = RxWSClient::<WsMessage>::with_config(
-        WSConnectionConfig::new("127.0.0.1", u32::from(port), "/interop/c").expect("conn config"),
+    let client = RxWSClient::<WSMessage>::with_config(
+        WSConnectionConfig::new("127.0.0.1", port, "/interop/c").expect("conn config"),
         Raw,
         client_config().retry(retry),
     )
@@ -253,7 +251,7 @@ fn rx_client_reconnects_after_python_server_drops_tcp() {
     assert!(client.wait_connected(WAIT), "client did not connect");
     py.event("open", WAIT);
 
-    let first = WsMessage::Text("before the drop".into());
+    let first = WSMessage::Text("before the drop".into());
     client.send(first.clone()).expect("send");
     assert_eq!(recv(&rx, "first echo"), first);
     let aborted = py.event("aborted", WAIT);
@@ -289,7 +287,7 @@ fn rx_client_reconnects_after_python_server_drops_tcp() {
     assert_eq!(stats.connections_opened, 2, "{stats:?}");
     assert_eq!(stats.connections_closed, 1, "{stats:?}");
 
-    let second = WsMessage::Binary(b"after the reconnect".to_vec());
+    let second = WSMessage::Binary(b"after the reconnect".to_vec());
     client.send(second.clone()).expect("send after reconnect");
     assert_eq!(recv(&rx, "echo after reconnect"), second);
 
@@ -348,7 +346,7 @@ fn many_clients_on_one_path_of_echo_server() {
                     let client = RxWSClient::<String>::with_config(
                         WSConnectionConfig::from_url(&url).map_err(|e| e.to_string())?,
                         Text,
-                        WsConfig::default().no_heartbeat(),
+                        WSConfig::default().no_heartbeat(),
                     )
                     .map_err(|e| e.to_string())?;
                     let rx = client.stream();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rxplus::ws::{
-    ConnectionEventKind, RxWSClient, RxWSServer, TaggedData, Text, WsConfig, WsMessage,
+    ConnectionEventKind, RxWSClient, RxWSServer, TaggedData, Text, WSConfig, WSMessage,
 };
 use rxplus::{Notification, OverflowStrategy};
 use support::*;
@@ -38,16 +38,14 @@ fn raw_ws_peer(port: u16, path: &str) -> TcpStream {
 #[test]
 fn server_dispose_from_inside_a_callback() {
     rxws_panics();
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let h = server.handle();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    server
-        .subscribe(move |_m: TaggedData<String>| {
-            c.fetch_add(1, Ordering::SeqCst);
-            h.dispose(); // on the connection's own reader thread
-        })
-        .detach();
+    server.subscribe(move |_m: TaggedData<String>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        h.dispose(); // on the connection's own reader thread
+    });
     let client =
         RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
             .unwrap();
@@ -71,7 +69,7 @@ fn client_dispose_from_inside_a_callback() {
         RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
             .unwrap();
     let h = client.handle();
-    client.subscribe(move |_m: String| h.dispose()).detach();
+    client.subscribe(move |_m: String| h.dispose());
     assert!(client.wait_connected(WAIT));
     client.on_next("bye".into());
     assert!(wait_until(WAIT, || client.thread_count() == 0));
@@ -103,7 +101,8 @@ fn dispose_from_two_threads_at_once_waits_for_both() {
 #[test]
 fn server_dispose_is_bounded_with_a_peer_that_never_reads() {
     let cfg = quiet().outbound(4, OverflowStrategy::Block);
-    let server = RxWSServer::<Vec<u8>>::with_config(any_port(), rxplus::ws::Bytes, cfg).unwrap();
+    let server =
+        RxWSServer::<Vec<u8>>::bind_with_config(any_port(), rxplus::ws::Binary, cfg).unwrap();
     let _peer = raw_ws_peer(server.local_addr().port(), "/dead");
     assert!(wait_until(WAIT, || server.connection_count() == 1));
     // Fill the socket and the queue; the broadcaster ends up blocked (backpressure).
@@ -132,7 +131,7 @@ fn server_dispose_is_bounded_with_a_peer_that_never_reads() {
 
 #[test]
 fn graceful_completion_is_bounded_with_a_peer_that_never_answers_close() {
-    let server = RxWSServer::<String>::with_config(
+    let server = RxWSServer::<String>::bind_with_config(
         any_port(),
         Text,
         quiet().close_timeout(Duration::from_millis(300)),
@@ -168,19 +167,17 @@ fn client_dispose_is_bounded_while_the_server_never_answers_the_handshake() {
 
 #[test]
 fn heartbeat_closes_a_connection_whose_pong_never_comes() {
-    let cfg = WsConfig::default()
+    let cfg = WSConfig::default()
         .ping_interval(Some(Duration::from_millis(100)))
         .ping_timeout(Some(Duration::from_millis(200)));
-    let server = RxWSServer::<String>::with_config(any_port(), Text, cfg).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, cfg).unwrap();
     let closed = Arc::new(AtomicUsize::new(0));
     let c = closed.clone();
-    server
-        .subscribe_events(move |e: rxplus::ws::ConnectionEvent| {
-            if e.kind == ConnectionEventKind::Closed {
-                c.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-        .detach();
+    server.subscribe_events(move |e: rxplus::ws::ConnectionEvent| {
+        if e.kind == ConnectionEventKind::Closed {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    });
     let t = Instant::now();
     let _peer = raw_ws_peer(server.local_addr().port(), "/silent");
     assert!(wait_until(WAIT, || closed.load(Ordering::SeqCst) == 1));
@@ -193,10 +190,10 @@ fn heartbeat_closes_a_connection_whose_pong_never_comes() {
 
 #[test]
 fn heartbeat_keeps_a_live_connection_open() {
-    let cfg = WsConfig::default()
+    let cfg = WSConfig::default()
         .ping_interval(Some(Duration::from_millis(50)))
         .ping_timeout(Some(Duration::from_millis(200)));
-    let server = RxWSServer::<String>::with_config(any_port(), Text, cfg.clone()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, cfg.clone()).unwrap();
     let client =
         RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, cfg)
             .unwrap();
@@ -220,7 +217,7 @@ fn heartbeat_keeps_a_live_connection_open() {
 #[test]
 fn handshake_timeout_closes_a_silent_socket() {
     let cfg = quiet().handshake_timeout(Duration::from_millis(200));
-    let server = RxWSServer::<String>::with_config(any_port(), Text, cfg).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, cfg).unwrap();
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     let t = Instant::now();
@@ -233,7 +230,7 @@ fn handshake_timeout_closes_a_silent_socket() {
 #[test]
 fn full_duplex_send_while_the_reader_is_blocked() {
     // The client's reader blocks waiting for input while a queued item must still go out.
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let rx = server.stream();
     let client =
         RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
@@ -252,7 +249,8 @@ fn full_duplex_send_while_the_reader_is_blocked() {
 #[test]
 fn a_message_over_the_size_limit_closes_with_1009_and_the_server_keeps_serving() {
     let cfg = quiet().max_message_size(1024).max_frame_size(1024);
-    let server = RxWSServer::<WsMessage>::with_config(any_port(), rxplus::ws::Raw, cfg).unwrap();
+    let server =
+        RxWSServer::<WSMessage>::bind_with_config(any_port(), rxplus::ws::Raw, cfg).unwrap();
     let mut peer = raw_ws_peer(server.local_addr().port(), "/");
     // A masked binary frame with a 2048-byte payload.
     let mut frame = vec![0x82, 0x80 | 126, 0x08, 0x00, 1, 2, 3, 4];
@@ -263,7 +261,7 @@ fn a_message_over_the_size_limit_closes_with_1009_and_the_server_keeps_serving()
     peer.read_exact(&mut head).unwrap();
     assert_eq!(head[0], 0x88, "a close frame");
     assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1009);
-    let client = RxWSClient::<WsMessage>::with_config(
+    let client = RxWSClient::<WSMessage>::with_config(
         local(server.local_addr().port(), "/"),
         rxplus::ws::Raw,
         quiet(),
@@ -276,7 +274,7 @@ fn a_message_over_the_size_limit_closes_with_1009_and_the_server_keeps_serving()
 fn nothing_is_written_after_a_close_frame() {
     // The peer closes; the server keeps broadcasting. After the close reply, no data frame
     // may follow on the wire.
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let mut peer = raw_ws_peer(server.local_addr().port(), "/c");
     assert!(wait_until(WAIT, || server.connection_count() == 1));
     let h = server.handle();

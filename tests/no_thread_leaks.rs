@@ -59,19 +59,23 @@ fn threads_are_joined_when_dispose_returns() {
 
     // Server alone.
     for i in 0..100 {
-        let s = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+        let s = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
         s.dispose();
-        assert_eq!(live_threads(), base, "server cycle {i}: not joined");
+        assert_eq!(
+            live_threads(),
+            base,
+            "server cycle {i}: not joined: {}",
+            thread_report()
+        );
     }
 
     // Servers with live connections (raw peers on this thread), disposed or completed.
     // (The raw peers never answer a close frame: completion waits its close timeout.)
     let cfg = quiet().close_timeout(Duration::from_millis(50));
     for i in 0..40 {
-        let s = RxWSServer::<String>::with_config(any_port(), Text, cfg.clone()).unwrap();
+        let s = RxWSServer::<String>::bind_with_config(any_port(), Text, cfg.clone()).unwrap();
         let h = s.handle();
-        s.subscribe(move |m: TaggedData<String>| h.on_next(m.reply(m.data.clone())))
-            .detach();
+        s.subscribe(move |m: TaggedData<String>| h.on_next(m.reply(m.data.clone())));
         let port = s.local_addr().port();
         let mut peers: Vec<_> = (0..3).map(|_| raw_client(port, "/p")).collect();
         for p in &mut peers {
@@ -85,7 +89,12 @@ fn threads_are_joined_when_dispose_returns() {
         } else {
             s.dispose();
         }
-        assert_eq!(live_threads(), base, "server cycle {i}: not joined");
+        assert_eq!(
+            live_threads(),
+            base,
+            "server cycle {i}: not joined: {}",
+            thread_report()
+        );
     }
 
     // Clients: connect, exchange, end; half of them gracefully.
@@ -109,7 +118,12 @@ fn threads_are_joined_when_dispose_returns() {
         } else {
             c.dispose();
         }
-        assert_eq!(live_threads(), base, "client cycle {i}: not joined");
+        assert_eq!(
+            live_threads(),
+            base,
+            "client cycle {i}: not joined: {}",
+            thread_report()
+        );
     }
 
     // Groups with two paths (the peer serves one at a time: the second may still be
@@ -120,7 +134,12 @@ fn threads_are_joined_when_dispose_returns() {
         assert!(g.wait_connected("/a", WAIT).unwrap());
         g.on_next(TaggedData::new("/b", "y".to_string()));
         g.dispose();
-        assert_eq!(live_threads(), base, "group cycle {i}: not joined");
+        assert_eq!(
+            live_threads(),
+            base,
+            "group cycle {i}: not joined: {}",
+            thread_report()
+        );
     }
     assert!(served.load(Ordering::SeqCst) >= 150);
 

@@ -28,13 +28,11 @@ fn overflow_disconnects(strategy: OverflowStrategy, capacity: usize, name: &str)
     let (server, got, gate) = gated_server();
     let opened = Arc::new(AtomicUsize::new(0));
     let o = opened.clone();
-    server
-        .subscribe_events(move |e: ConnectionEvent| {
-            if e.kind == ConnectionEventKind::Opened {
-                o.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-        .detach();
+    server.subscribe_events(move |e: ConnectionEvent| {
+        if e.kind == ConnectionEventKind::Opened {
+            o.fetch_add(1, Ordering::SeqCst);
+        }
+    });
     let port = server.local_addr().port();
     let cfg = quiet()
         .name(name)

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rxplus::ws::{
-    Bytes, ConnectionEventKind, Datatype, Datatypes, Json, Raw, RxWSClient, RxWSServer, TaggedData,
-    Text, WsMessage,
+    Binary, ConnectionEventKind, Datatype, Datatypes, Json, Raw, RxWSClient, RxWSServer,
+    TaggedData, Text, WSMessage,
 };
 use rxplus::{Error, Notification};
 use support::*;
@@ -35,10 +35,13 @@ fn server_client_roundtrip_string() {
 
 #[test]
 fn server_client_roundtrip_bytes() {
-    let server = echo_server::<Vec<u8>>(Bytes);
-    let client =
-        RxWSClient::<Vec<u8>>::with_config(local(server.local_addr().port(), "/b"), Bytes, quiet())
-            .unwrap();
+    let server = echo_server::<Vec<u8>>(Binary);
+    let client = RxWSClient::<Vec<u8>>::with_config(
+        local(server.local_addr().port(), "/b"),
+        Binary,
+        quiet(),
+    )
+    .unwrap();
     let rx = client.stream();
     assert!(client.wait_connected(WAIT));
     let payload: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
@@ -69,17 +72,17 @@ fn server_client_roundtrip_object() {
 
 #[test]
 fn raw_datatype_preserves_message_kind() {
-    let server = echo_server::<WsMessage>(Raw);
+    let server = echo_server::<WSMessage>(Raw);
     let client =
-        RxWSClient::<WsMessage>::with_config(local(server.local_addr().port(), "/r"), Raw, quiet())
+        RxWSClient::<WSMessage>::with_config(local(server.local_addr().port(), "/r"), Raw, quiet())
             .unwrap();
     let rx = client.stream();
     assert!(client.wait_connected(WAIT));
     let sent = vec![
-        WsMessage::Text("t".into()),
-        WsMessage::Binary(vec![0, 159, 146, 150]),
-        WsMessage::Text(String::new()),
-        WsMessage::Binary(Vec::new()),
+        WSMessage::Text("t".into()),
+        WSMessage::Binary(vec![0, 159, 146, 150]),
+        WSMessage::Text(String::new()),
+        WSMessage::Binary(Vec::new()),
     ];
     for m in &sent {
         client.on_next(m.clone());
@@ -124,7 +127,7 @@ fn echo_server_with_many_clients_on_one_path_replies_to_each_exactly() {
 
 #[test]
 fn broadcast_reaches_every_connection_on_the_path_only() {
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let port = server.local_addr().port();
     let a: Vec<_> = (0..3)
         .map(|_| RxWSClient::<String>::with_config(local(port, "/a"), Text, quiet()).unwrap())
@@ -141,15 +144,17 @@ fn broadcast_reaches_every_connection_on_the_path_only() {
     // Had "to a" reached /b, it would come before this marker on b's connection.
     server.on_next(TaggedData::new("/b", "to b".to_string()));
     assert_eq!(next(&b_rx), "to b", "a broadcast to /a reached /b");
-    // A path nobody is on: nothing happens, nothing fails.
-    server
+    // A path nobody is on: refused with `NoConnection`, the item handed back.
+    let err = server
         .send(TaggedData::new("/nobody", "x".to_string()))
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(err.error(), Error::NoConnection { .. }), "{err}");
+    assert_eq!(err.into_item().map(|t| t.data), Some("x".to_string()));
 }
 
 #[test]
 fn inbound_items_are_tagged_with_path_and_connection() {
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let rx = server.stream();
     let port = server.local_addr().port();
     let c = RxWSClient::<String>::with_config(local(port, "/where/am/i"), Text, quiet()).unwrap();
@@ -165,12 +170,10 @@ fn inbound_items_are_tagged_with_path_and_connection() {
 
 #[test]
 fn connection_events_carry_id_path_and_peer() {
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let e = events.clone();
-    server
-        .subscribe_events(move |ev| e.lock().push(ev))
-        .detach();
+    server.subscribe_events(move |ev| e.lock().push(ev));
     let c =
         RxWSClient::<String>::with_config(local(server.local_addr().port(), "/ev"), Text, quiet())
             .unwrap();
@@ -211,14 +214,14 @@ fn plain_http_gets_426_and_server_keeps_serving() {
 #[test]
 fn unpackage_error_handling_decode_error_then_good_message_arrives() {
     // BUG-5: a frame that fails to decode is counted and skipped; the next one is delivered.
-    let server = RxWSServer::<Vec<u8>>::with_config(any_port(), Bytes, quiet()).unwrap();
+    let server = RxWSServer::<Vec<u8>>::bind_with_config(any_port(), Binary, quiet()).unwrap();
     let rx = server.stream();
     let c =
-        RxWSClient::<WsMessage>::with_config(local(server.local_addr().port(), "/"), Raw, quiet())
+        RxWSClient::<WSMessage>::with_config(local(server.local_addr().port(), "/"), Raw, quiet())
             .unwrap();
     assert!(c.wait_connected(WAIT));
-    c.on_next(WsMessage::Text("not bytes".into()));
-    c.on_next(WsMessage::Binary(vec![1, 2, 3]));
+    c.on_next(WSMessage::Text("not bytes".into()));
+    c.on_next(WSMessage::Binary(vec![1, 2, 3]));
     assert_eq!(next(&rx).data, vec![1, 2, 3]);
     assert_eq!(server.stats().decode_errors, 1);
     assert_eq!(
@@ -230,19 +233,23 @@ fn unpackage_error_handling_decode_error_then_good_message_arrives() {
 
 #[test]
 fn wrong_kind_given_to_a_sink_is_an_error_notification_not_a_panic() {
-    let server = RxWSServer::<WsMessage>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<WSMessage>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let errors = Arc::new(Mutex::new(Vec::<Error>::new()));
     let e = errors.clone();
-    server
-        .subscribe_errors(move |err| e.lock().push(err))
-        .detach();
-    server.on_next(TaggedData::new("/", WsMessage::Binary(vec![1])));
+    server.subscribe_errors(move |err| e.lock().push(err));
+    // Items are encoded only for a path with a connection on it.
+    let client =
+        RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
+            .unwrap();
+    assert!(client.wait_connected(WAIT));
+    assert!(wait_until(WAIT, || server.connection_count() == 1));
+    server.on_next(TaggedData::new("/", WSMessage::Binary(vec![1])));
     let err = server
-        .send(TaggedData::new("/", WsMessage::Binary(vec![1])))
+        .send(TaggedData::new("/", WSMessage::Binary(vec![1])))
         .unwrap_err();
     assert!(
         matches!(
-            err,
+            err.error(),
             Error::Encode {
                 datatype: "text",
                 ..
@@ -257,32 +264,32 @@ fn wrong_kind_given_to_a_sink_is_an_error_notification_not_a_panic() {
 
 #[test]
 fn datatype_per_path() {
-    let d = Datatypes::<WsMessage>::per_path(|p| -> Arc<dyn Datatype<WsMessage>> {
+    let d = Datatypes::<WSMessage>::per_path(|p| -> Arc<dyn Datatype<WSMessage>> {
         if p == "/bin" {
-            Arc::new(Bytes)
+            Arc::new(Binary)
         } else {
             Arc::new(Text)
         }
     });
-    let server = RxWSServer::<WsMessage>::with_config(any_port(), d, quiet()).unwrap();
+    let server = RxWSServer::<WSMessage>::bind_with_config(any_port(), d, quiet()).unwrap();
     let rx = server.stream();
     let port = server.local_addr().port();
-    let bin = RxWSClient::<WsMessage>::with_config(local(port, "/bin"), Raw, quiet()).unwrap();
-    let txt = RxWSClient::<WsMessage>::with_config(local(port, "/txt"), Raw, quiet()).unwrap();
+    let bin = RxWSClient::<WSMessage>::with_config(local(port, "/bin"), Raw, quiet()).unwrap();
+    let txt = RxWSClient::<WSMessage>::with_config(local(port, "/txt"), Raw, quiet()).unwrap();
     assert!(bin.wait_connected(WAIT) && txt.wait_connected(WAIT));
-    bin.on_next(WsMessage::Text("rejected on /bin".into()));
-    bin.on_next(WsMessage::Binary(vec![9]));
-    assert_eq!(next(&rx).data, WsMessage::Binary(vec![9]));
-    txt.on_next(WsMessage::Binary(b"utf8 ok".to_vec()));
-    assert_eq!(next(&rx).data, WsMessage::Text("utf8 ok".into()));
+    bin.on_next(WSMessage::Text("rejected on /bin".into()));
+    bin.on_next(WSMessage::Binary(vec![9]));
+    assert_eq!(next(&rx).data, WSMessage::Binary(vec![9]));
+    txt.on_next(WSMessage::Binary(b"utf8 ok".to_vec()));
+    assert_eq!(next(&rx).data, WSMessage::Text("utf8 ok".into()));
     assert_eq!(server.stats().decode_errors, 1);
 }
 
 #[test]
 fn bind_error_names_host_and_port() {
-    let first = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let first = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let port = first.local_addr().port();
-    let err = RxWSServer::<String>::with_config(local(port, "/"), Text, quiet())
+    let err = RxWSServer::<String>::bind_with_config(&format!("127.0.0.1:{port}"), Text, quiet())
         .err()
         .unwrap();
     assert!(matches!(err, Error::Bind { .. }));
@@ -294,18 +301,14 @@ fn bind_error_names_host_and_port() {
 
 #[test]
 fn dual_stack_server_accepts_ipv4_and_ipv6_or_skips() {
-    let server = match RxWSServer::<String>::with_config(
-        rxplus::ws::WSConnectionConfig::new("::", 0, "/").unwrap(),
-        Text,
-        quiet(),
-    ) {
+    let server = match RxWSServer::<String>::bind_with_config("[::]:0", Text, quiet()) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("SKIPPED dual_stack_server_accepts_ipv4_and_ipv6_or_skips: cannot bind [::] (no IPv6 here?): {e}");
             return;
         }
     };
-    let port = u32::from(server.local_addr().port());
+    let port = server.local_addr().port();
     for host in ["127.0.0.1", "::1"] {
         let c = RxWSClient::<String>::with_config(
             rxplus::ws::WSConnectionConfig::new(host, port, "/").unwrap(),

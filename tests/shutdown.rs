@@ -63,7 +63,7 @@ fn every_stream_receiver_gets_exactly_one_terminal_notification_on_dispose() {
     assert!(echoed > 0);
 
     for i in 0..1_000 {
-        let s = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+        let s = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
         let rx = s.stream();
         if i % 10 == 0 {
             let c =
@@ -118,7 +118,7 @@ fn flood(port: u16, clients: usize, each: usize) -> Vec<RxWSClient<String>> {
 #[test]
 fn dispose_from_a_callback_delivers_nothing_more_and_is_bounded() {
     for round in 0..3 {
-        let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+        let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
         let port = server.local_addr().port();
         let h = server.handle();
         let disposing = Arc::new(AtomicBool::new(false));
@@ -133,24 +133,22 @@ fn dispose_from_a_callback_delivers_nothing_more_and_is_bounded() {
             calls.clone(),
             took.clone(),
         );
-        server
-            .subscribe(move |_m: TaggedData<String>| {
-                if d.load(Ordering::SeqCst) {
-                    a.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-                let n = c.fetch_add(1, Ordering::SeqCst) + 1;
-                if n == 1 {
-                    let _ = release_rx.recv();
-                }
-                if n == 50 {
-                    d.store(true, Ordering::SeqCst);
-                    let start = Instant::now();
-                    h.dispose();
-                    *t.lock() = Some(start.elapsed());
-                }
-            })
-            .detach();
+        server.subscribe(move |_m: TaggedData<String>| {
+            if d.load(Ordering::SeqCst) {
+                a.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == 1 {
+                let _ = release_rx.recv();
+            }
+            if n == 50 {
+                d.store(true, Ordering::SeqCst);
+                let start = Instant::now();
+                h.dispose();
+                *t.lock() = Some(start.elapsed());
+            }
+        });
         // Another thread disposes too, as soon as the callback has begun: it waits for the
         // same shutdown and must return within the same bound.
         let (d2, h2) = (disposing.clone(), server.handle());
@@ -181,21 +179,19 @@ fn dispose_from_a_callback_delivers_nothing_more_and_is_bounded() {
 
 #[test]
 fn dispose_with_a_slow_subscriber_and_thousands_in_flight_is_bounded() {
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let port = server.local_addr().port();
     let disposing = Arc::new(AtomicBool::new(false));
     let started_after = Arc::new(AtomicUsize::new(0));
     let calls = Arc::new(AtomicUsize::new(0));
     let (d, a, c) = (disposing.clone(), started_after.clone(), calls.clone());
-    server
-        .subscribe(move |_m: TaggedData<String>| {
-            if d.load(Ordering::SeqCst) {
-                a.fetch_add(1, Ordering::SeqCst);
-            }
-            c.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(1));
-        })
-        .detach();
+    server.subscribe(move |_m: TaggedData<String>| {
+        if d.load(Ordering::SeqCst) {
+            a.fetch_add(1, Ordering::SeqCst);
+        }
+        c.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1));
+    });
     let _clients = flood(port, 3, 1_000);
     assert!(wait_until(WAIT, || calls.load(Ordering::SeqCst) >= 20));
     // A second thread drops its handle's target concurrently: dispose and Drop share the bound.
@@ -270,9 +266,9 @@ fn wait_connected_holds_nothing_between_calls() {
 #[test]
 fn no_callback_runs_once_unsubscribe_returns() {
     // The server streams to the client without pause; the client has a slow subscriber and a
-    // counting one behind it. When `drop(sub)` returns, the slow callback is not running, and
+    // counting one behind it. When `unsubscribe` returns, the slow callback is not running, and
     // the items the counting subscriber sees afterwards never reach the dropped one.
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let port = server.local_addr().port();
     let stop = Arc::new(AtomicBool::new(false));
     let (st, h) = (stop.clone(), server.handle());
@@ -295,13 +291,11 @@ fn no_callback_runs_once_unsubscribe_returns() {
         });
         let seen = Arc::new(AtomicUsize::new(0));
         let s = seen.clone();
-        client
-            .subscribe(move |_m: String| {
-                s.fetch_add(1, Ordering::SeqCst);
-            })
-            .detach();
+        client.subscribe(move |_m: String| {
+            s.fetch_add(1, Ordering::SeqCst);
+        });
         assert!(wait_until(WAIT, || slow_calls.load(Ordering::SeqCst) >= 5));
-        drop(sub);
+        sub.unsubscribe();
         assert!(
             !inside.load(Ordering::SeqCst),
             "round {round}: a callback was still running"

@@ -80,16 +80,14 @@ impl Churn {
 
 #[test]
 fn many_threads_into_one_client() {
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let got = Arc::new(Mutex::new(Vec::with_capacity(THREADS * PER_THREAD)));
     let g = got.clone();
-    server
-        .subscribe(move |m: TaggedData<String>| {
-            if &*m.tag == "/stable" {
-                g.lock().push(m.data)
-            }
-        })
-        .detach();
+    server.subscribe(move |m: TaggedData<String>| {
+        if &*m.tag == "/stable" {
+            g.lock().push(m.data)
+        }
+    });
     let port = server.local_addr().port();
     let churn = Churn::start(port, "/churn");
     let client = RxWSClient::<String>::with_config(local(port, "/stable"), Text, quiet()).unwrap();
@@ -119,7 +117,7 @@ fn many_threads_into_one_client() {
 
 #[test]
 fn many_threads_into_one_server_path() {
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
     let port = server.local_addr().port();
     let stable: Vec<_> = (0..3)
         .map(|_| RxWSClient::<String>::with_config(local(port, "/room"), Text, quiet()).unwrap())

@@ -63,22 +63,21 @@ fn states(records: &[Rec], component: &str) -> Vec<String> {
 fn a_scripted_scenario_is_logged_and_counted_step_by_step() {
     let otel = otel();
     let srv = "telemetry-scenario-server";
-    let server = RxWSServer::<Value>::with_config(any_port(), Json, quiet().name(srv)).unwrap();
+    let server =
+        RxWSServer::<Value>::bind_with_config(any_port(), Json, quiet().name(srv)).unwrap();
     let addr = server.local_addr();
     // Items on /slow wait at a gate: that connection's reader stops, its socket fills up.
     let (gate, gate_rx) = crossbeam_channel::bounded::<()>(0);
     let got = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
-    server
-        .subscribe(move |m: TaggedData<Value>| {
-            if &*m.tag == "/slow" {
-                // Nothing is ever sent: this waits until the gate is dropped.
-                while gate_rx.recv().is_ok() {}
-            } else {
-                g.lock().push(m.data);
-            }
-        })
-        .detach();
+    server.subscribe(move |m: TaggedData<Value>| {
+        if &*m.tag == "/slow" {
+            // Nothing is ever sent: this waits until the gate is dropped.
+            while gate_rx.recv().is_ok() {}
+        } else {
+            g.lock().push(m.data);
+        }
+    });
 
     // Connect and exchange: five JSON messages and one that is not JSON.
     let client =
@@ -280,7 +279,7 @@ fn a_scripted_scenario_is_logged_and_counted_step_by_step() {
 #[test]
 fn component_names_default_like_the_original() {
     let otel = otel();
-    let server = RxWSServer::<String>::with_config(local(0, "/"), Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(ANY_PORT, Text, quiet()).unwrap();
     // Asked for port 0: the name carries the port bound.
     let port = server.local_addr().port();
     assert_eq!(server.name(), format!("RxWSServer:127.0.0.1:{port}"));
@@ -335,7 +334,7 @@ fn failed_and_timed_out_handshakes_are_logged_and_timed() {
     let cfg = quiet()
         .name(srv)
         .handshake_timeout(Duration::from_millis(300));
-    let server = RxWSServer::<String>::with_config(any_port(), Text, cfg).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, cfg).unwrap();
     // A plain HTTP request gets 426.
     let mut http = TcpStream::connect(server.local_addr()).unwrap();
     http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -386,7 +385,7 @@ fn failed_and_timed_out_handshakes_are_logged_and_timed() {
 fn connect_retries_are_logged_with_their_delay_and_counted() {
     let otel = otel();
     let port = {
-        let s = RxWSServer::<String>::with_config(any_port(), Text, quiet()).unwrap();
+        let s = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
         s.local_addr().port()
     };
     let retry = RetryPolicy::default()
@@ -434,17 +433,16 @@ fn connect_retries_are_logged_with_their_delay_and_counted() {
 fn server_paths_beyond_the_limit_share_one_other_entry() {
     let otel = otel();
     let srv = "telemetry-paths-server";
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet().name(srv)).unwrap();
+    let server =
+        RxWSServer::<String>::bind_with_config(any_port(), Text, quiet().name(srv)).unwrap();
     // The id of a connection that is gone: replies to it are dropped and counted per path.
     let ids = Arc::new(Mutex::new(Vec::new()));
     let i = ids.clone();
-    server
-        .subscribe_events(move |e: ConnectionEvent| {
-            if e.kind == ConnectionEventKind::Opened {
-                i.lock().push(e.id)
-            }
-        })
-        .detach();
+    server.subscribe_events(move |e: ConnectionEvent| {
+        if e.kind == ConnectionEventKind::Opened {
+            i.lock().push(e.id)
+        }
+    });
     let client =
         RxWSClient::<String>::with_config(local(server.local_addr().port(), "/"), Text, quiet())
             .unwrap();

@@ -78,9 +78,8 @@ fn install_bridges_log_and_metrics_refuses_a_second_logger_and_flushes_on_drop()
 }
 
 fn echo_server_named(name: &str) -> RxWSServer<String> {
-    let s = RxWSServer::<String>::with_config(any_port(), Text, quiet().name(name)).unwrap();
+    let s = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet().name(name)).unwrap();
     let h = s.handle();
-    s.subscribe(move |m: rxplus::ws::TaggedData<String>| h.on_next(m.reply(m.data.clone())))
-        .detach();
+    s.subscribe(move |m: rxplus::ws::TaggedData<String>| h.on_next(m.reply(m.data.clone())));
     s
 }

@@ -27,20 +27,19 @@ const PER_MESSAGE: [&str; 4] = [
 fn at_info_the_records_do_not_grow_with_messages_or_drops() {
     let otel = otel();
     let srv = "levels-server";
-    let server = RxWSServer::<String>::with_config(any_port(), Text, quiet().name(srv)).unwrap();
+    let server =
+        RxWSServer::<String>::bind_with_config(any_port(), Text, quiet().name(srv)).unwrap();
     // Echo, except on /slow, whose items wait at a gate (its socket fills up).
     let (gate, gate_rx) = crossbeam_channel::bounded::<()>(0);
     let h = server.handle();
-    server
-        .subscribe(move |m: TaggedData<String>| {
-            if &*m.tag == "/slow" {
-                // Nothing is ever sent: this waits until the gate is dropped.
-                while gate_rx.recv().is_ok() {}
-            } else {
-                h.on_next(m.reply(m.data.clone()));
-            }
-        })
-        .detach();
+    server.subscribe(move |m: TaggedData<String>| {
+        if &*m.tag == "/slow" {
+            // Nothing is ever sent: this waits until the gate is dropped.
+            while gate_rx.recv().is_ok() {}
+        } else {
+            h.on_next(m.reply(m.data.clone()));
+        }
+    });
     let port = server.local_addr().port();
     let client = RxWSClient::<String>::with_config(local(port, "/echo"), Text, quiet()).unwrap();
     let cli = client.name().to_owned();

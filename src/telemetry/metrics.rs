@@ -23,8 +23,8 @@ use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter, MeterProvider};
 use opentelemetry::{global, InstrumentationScope, KeyValue};
 use parking_lot::Mutex;
 
+use crate::stats::Stats;
 use crate::telemetry::{key, metric};
-use crate::ws::stats::Stats;
 
 type Provider = dyn MeterProvider + Send + Sync;
 

@@ -53,6 +53,10 @@ pub mod event {
     pub const SERVER_STOPPED: &str = "Server stopped";
     /// INFO. A graceful shutdown (`on_completed` or `on_error`) began. Keys: `component`.
     pub const COMPLETING: &str = "Completing";
+    /// WARN. A client's graceful completion ended with items it could not deliver within its
+    /// bound (they are dropped; an `Undelivered` error reaches the errors stream). Keys:
+    /// `component`, `path`, `count`.
+    pub const COMPLETED_UNDELIVERED: &str = "Completed with undelivered items";
     /// INFO. The WebSocket opening handshake succeeded. Keys: `component`, `conn_id`, `path`,
     /// `peer`, `duration_ms`.
     pub const HANDSHAKE_COMPLETED: &str = "Handshake completed";
@@ -120,7 +124,7 @@ pub mod event {
 /// Log keys (structured key-values of `log` records) and metric attribute keys.
 pub mod key {
     /// The component's name: `RxWSServer:host:port`, `RxWSClient:ws://host:port/path`,
-    /// `{group}:{path}` for a group's clients, or `WsConfig::name`.
+    /// `{group}:{path}` for a group's clients, or `WSConfig::name`.
     pub const COMPONENT: &str = "component";
     /// A connection's id (UUID, 32 hex digits).
     pub const CONN_ID: &str = "conn_id";

@@ -12,40 +12,41 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket};
 use tungstenite::Message;
 
-use crate::error::{Error, Result};
-use crate::reactive::{Notification, Observer, Subject, Subscription};
+use crate::component::{front_end, Core, Endpoint};
+use crate::error::{Context, Error, Result, SendError};
+use crate::reactive::{Notification, Subject, Subscription};
+use crate::stats::StatsSnapshot;
 use crate::telemetry::{self, event, Kind, Outcome, Tracked};
 use crate::threads::Threads;
-use crate::ws::component::Core;
-use crate::ws::conn::{
-    push_outbound, ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream, Outbound,
-};
+use crate::ws::conn::{ConnHandle, ConnInfo, ConnRun, HalfStream, Outbound};
 use crate::ws::datatype::Datatype;
-use crate::ws::outbound::OutQueue;
-use crate::ws::stats::StatsSnapshot;
-use crate::ws::{ConnId, ConnectionState, WSConnectionConfig, WsConfig};
+use crate::ws::handshake;
+use crate::ws::outbound::{push_outbound, OutQueue, Refused};
+use crate::ws::{ConnId, ConnectionState, WSConfig, WSConnectionConfig};
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
 /// A WebSocket client: a subject of `T` in both directions, with automatic reconnection.
 ///
 /// It connects in the background (`rxws-client-N` thread) and reconnects by its
-/// [`RetryPolicy`](crate::ws::RetryPolicy) after a failure or a drop. Items sent while not
-/// connected are dropped and counted, unless `buffer_while_disconnected` is on: then they are
-/// queued (bounded) and delivered in order after the next connect, before anything newer.
+/// [`RetryPolicy`](crate::ws::RetryPolicy) after a failure or a drop; each failed attempt is
+/// reported on the errors stream ([`Error::ConnectFailed`]). Items sent while not connected
+/// are refused ([`Error::NotConnected`], the item handed back by `send`), unless
+/// `buffer_while_disconnected` is on: then they are queued (bounded) and delivered in order
+/// after the next connect, before anything newer.
 ///
 /// Threads: the connection thread (connects, then reads) and, while connected, one writer.
 ///
 /// ```no_run
-/// use rxplus::ws::{ConnectionState, RxWSClient, Text, WSConnectionConfig, WsConfig};
+/// use rxplus::ws::{RxWSClient, Text, WSConnectionConfig, WSConfig};
 ///
 /// let client = RxWSClient::<String>::with_config(
 ///     WSConnectionConfig::from_url("ws://127.0.0.1:9001/chat")?,
 ///     Text,
-///     WsConfig::default().buffer_while_disconnected(true),
+///     WSConfig::default().buffer_while_disconnected(true),
 /// )?;
-/// client.subscribe(|msg: String| println!("got {msg}")).detach();
-/// client.subscribe_state(|s: ConnectionState| eprintln!("state: {s}")).detach();
+/// client.subscribe(|msg| println!("got {msg}"));
+/// client.subscribe_state(|s| eprintln!("state: {s}"));
 /// client.on_next("hello".to_string());
 /// client.on_completed(); // flushes, closes with a close handshake, joins its threads
 /// # Ok::<(), rxplus::Error>(())
@@ -54,18 +55,7 @@ pub struct RxWSClient<T: Clone + Send + 'static> {
     inner: Arc<Inner<T>>,
 }
 
-/// A weak, cloneable handle to an [`RxWSClient`], for use inside callbacks.
-pub struct ClientHandle<T: Clone + Send + 'static> {
-    inner: Weak<Inner<T>>,
-}
-
-impl<T: Clone + Send + 'static> Clone for ClientHandle<T> {
-    fn clone(&self) -> Self {
-        ClientHandle {
-            inner: self.inner.clone(),
-        }
-    }
-}
+front_end!(RxWSClient, ClientHandle, Inner, T, T);
 
 struct Inner<T: Clone + Send + 'static> {
     core: Core<T>,
@@ -74,7 +64,7 @@ struct Inner<T: Clone + Send + 'static> {
     /// The core's counters as listed for metrics.
     metrics: Tracked,
     conn: WSConnectionConfig,
-    cfg: WsConfig,
+    cfg: WSConfig,
     datatype: Arc<dyn Datatype<T>>,
     state: Arc<Subject<ConnectionState>>,
     queue: Arc<OutQueue>,
@@ -95,12 +85,12 @@ struct Inner<T: Clone + Send + 'static> {
 }
 
 impl<T: Clone + Send + 'static> RxWSClient<T> {
-    /// Starts a client for `conn` with the default [`WsConfig`].
+    /// Starts a client for `conn` with the default [`WSConfig`].
     ///
     /// # Errors
     /// [`Error::Config`] for an invalid config.
     pub fn new(conn: WSConnectionConfig, datatype: impl Datatype<T>) -> Result<Self> {
-        Self::with_config(conn, datatype, WsConfig::default())
+        Self::with_config(conn, datatype, WSConfig::default())
     }
 
     /// Starts a client for a `ws://` URL.
@@ -118,7 +108,7 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
     pub fn with_config(
         conn: WSConnectionConfig,
         datatype: impl Datatype<T>,
-        cfg: WsConfig,
+        cfg: WSConfig,
     ) -> Result<Self> {
         Self::build(conn, Arc::new(datatype), cfg, None, |_| {})
     }
@@ -129,11 +119,11 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
     /// the first messages).
     ///
     /// ```no_run
-    /// use rxplus::ws::{RxWSClient, Text, WSConnectionConfig, WsConfig};
+    /// use rxplus::ws::{RxWSClient, Text, WSConnectionConfig, WSConfig};
     ///
     /// let conn = WSConnectionConfig::from_url("ws://127.0.0.1:9001/feed")?;
-    /// let client = RxWSClient::<String>::with_setup(conn, Text, WsConfig::default(), |c| {
-    ///     c.subscribe(|m: String| println!("{m}")).detach();
+    /// let client = RxWSClient::<String>::with_setup(conn, Text, WSConfig::default(), |c| {
+    ///     c.subscribe(|m: String| println!("{m}"));
     /// })?;
     /// # Ok::<(), rxplus::Error>(())
     /// ```
@@ -143,7 +133,7 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
     pub fn with_setup(
         conn: WSConnectionConfig,
         datatype: impl Datatype<T>,
-        cfg: WsConfig,
+        cfg: WSConfig,
         setup: impl FnOnce(&Self),
     ) -> Result<Self> {
         Self::build(conn, Arc::new(datatype), cfg, None, setup)
@@ -153,7 +143,7 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
     pub(crate) fn build(
         conn: WSConnectionConfig,
         datatype: Arc<dyn Datatype<T>>,
-        cfg: WsConfig,
+        cfg: WSConfig,
         parent: Option<&Threads>,
         setup: impl FnOnce(&Self),
     ) -> Result<Self> {
@@ -222,44 +212,18 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
         Ok(client)
     }
 
-    /// The component's name, e.g. `RxWSClient:ws://127.0.0.1:9001/chat`.
-    pub fn name(&self) -> &str {
-        &self.inner.core.name
-    }
-
-    /// A weak, cloneable handle for use inside callbacks.
-    pub fn handle(&self) -> ClientHandle<T> {
-        ClientHandle {
-            inner: Arc::downgrade(&self.inner),
-        }
-    }
-
-    /// Subscribes to inbound items. Dropping the returned [`Subscription`] unsubscribes.
-    pub fn subscribe(&self, observer: impl Observer<T> + 'static) -> Subscription {
-        self.inner.core.inbound.subscribe(Box::new(observer))
-    }
-
-    /// Inbound items as a bounded crossbeam receiver.
-    pub fn stream(&self) -> Receiver<Notification<T>> {
-        self.inner.core.inbound.stream()
-    }
-
-    /// Connection states; a new subscriber gets the current state first.
+    /// Connection states, only when they change; a new subscriber gets the current state
+    /// first.
     pub fn subscribe_state(
         &self,
-        observer: impl Observer<ConnectionState> + 'static,
+        f: impl Fn(ConnectionState) + Send + Sync + 'static,
     ) -> Subscription {
-        self.inner.state.subscribe(Box::new(observer))
+        self.inner.state.subscribe(Box::new(f))
     }
 
     /// Connection states as a crossbeam receiver, current state first.
     pub fn state_stream(&self) -> Receiver<Notification<ConnectionState>> {
         self.inner.state.stream()
-    }
-
-    /// Non-fatal errors: items that cannot be encoded, items sent after completion.
-    pub fn subscribe_errors(&self, observer: impl Observer<Error> + 'static) -> Subscription {
-        self.inner.core.errors.subscribe(Box::new(observer))
     }
 
     /// The current connection state.
@@ -275,54 +239,15 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
         self.inner.connected.load(Ordering::Acquire)
     }
 
+    /// The id of the current connection (a new one after each reconnect), or `None` while
+    /// not connected.
+    pub fn conn_id(&self) -> Option<ConnId> {
+        self.inner.current.lock().as_ref().map(|c| c.info.id)
+    }
+
     /// Waits up to `timeout` for the client to be connected; true if it is.
     pub fn wait_connected(&self, timeout: Duration) -> bool {
         self.inner.wait_connected(timeout)
-    }
-
-    /// A crossbeam sender of outbound items, forwarded by a `rxws-client-sink` thread.
-    ///
-    /// # Errors
-    /// [`Error::AlreadyClosed`] after dispose.
-    pub fn sink(&self) -> Result<Sender<T>> {
-        let weak = Arc::downgrade(&self.inner);
-        self.inner.core.sink("client", move |item| {
-            if let Some(inner) = weak.upgrade() {
-                let _ = inner.send(item);
-            }
-        })
-    }
-
-    /// Sends one item, reporting failures directly.
-    ///
-    /// # Errors
-    /// [`Error::Encode`] when the datatype refuses the item; [`Error::AlreadyClosed`] after
-    /// completion. An item dropped because the client is not connected is not an error (it is
-    /// counted in `stats().dropped` and logged).
-    pub fn send(&self, item: T) -> Result<()> {
-        self.inner.send(item)
-    }
-
-    /// Sends one item (errors go to the errors stream).
-    pub fn on_next(&self, item: T) {
-        self.inner.on_next(item)
-    }
-
-    /// Graceful shutdown: flushes what is queued (bounded), closes with a close handshake
-    /// (bounded), completes subscribers, joins threads.
-    pub fn on_completed(&self) {
-        self.inner.complete(Notification::Completed)
-    }
-
-    /// Fails subscribers with `error`, closes the connection, joins threads.
-    pub fn on_error(&self, error: Error) {
-        self.inner.complete(Notification::Error(error))
-    }
-
-    /// Stops now and joins every thread (bounded). Idempotent; safe from any thread, including
-    /// a callback.
-    pub fn dispose(&self) {
-        self.inner.dispose()
     }
 
     /// Counters.
@@ -341,101 +266,40 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
     }
 }
 
-impl<T: Clone + Send + 'static> Drop for RxWSClient<T> {
-    fn drop(&mut self) {
-        self.inner.dispose();
-    }
-}
+impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
+    type In = T;
+    type Out = T;
+    const KIND: &'static str = "client";
 
-impl<T: Clone + Send + 'static> Observer<T> for RxWSClient<T> {
-    fn on_next(&self, item: T) {
-        self.inner.on_next(item)
-    }
-    fn on_error(&self, error: Error) {
-        self.inner.complete(Notification::Error(error))
-    }
-    fn on_completed(&self) {
-        self.inner.complete(Notification::Completed)
-    }
-}
-
-impl<T: Clone + Send + 'static> ClientHandle<T> {
-    /// See [`RxWSClient::on_next`].
-    pub fn on_next(&self, item: T) {
-        if let Some(i) = self.inner.upgrade() {
-            i.on_next(item)
-        }
-    }
-    /// See [`RxWSClient::send`].
-    ///
-    /// # Errors
-    /// As [`RxWSClient::send`]; [`Error::AlreadyClosed`] when the client is gone.
-    pub fn send(&self, item: T) -> Result<()> {
-        match self.inner.upgrade() {
-            Some(i) => i.send(item),
-            None => Err(Error::AlreadyClosed {
-                component: "RxWSClient".into(),
-            }),
-        }
-    }
-    /// See [`RxWSClient::on_completed`].
-    pub fn on_completed(&self) {
-        if let Some(i) = self.inner.upgrade() {
-            i.complete(Notification::Completed)
-        }
-    }
-    /// See [`RxWSClient::dispose`].
-    pub fn dispose(&self) {
-        if let Some(i) = self.inner.upgrade() {
-            i.dispose()
-        }
-    }
-}
-
-impl<T: Clone + Send + 'static> Observer<T> for ClientHandle<T> {
-    fn on_next(&self, item: T) {
-        ClientHandle::on_next(self, item)
-    }
-    fn on_error(&self, error: Error) {
-        if let Some(i) = self.inner.upgrade() {
-            i.complete(Notification::Error(error))
-        }
-    }
-    fn on_completed(&self) {
-        ClientHandle::on_completed(self)
-    }
-}
-
-impl<T: Clone + Send + 'static> Inner<T> {
-    fn on_next(&self, item: T) {
-        if let Err(e) = self.send(item) {
-            self.core.report(e);
-        }
+    fn core(&self) -> &Core<T> {
+        &self.core
     }
 
-    fn send(&self, item: T) -> Result<()> {
+    fn send(&self, item: T) -> std::result::Result<(), SendError<T>> {
         if self.core.threads.is_stopping() || self.completing.load(Ordering::Acquire) {
             self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::AlreadyClosed {
-                component: Box::from(&*self.core.name),
-            });
+            return Err(SendError::new(self.core.closed(), Some(item)));
         }
-        let msg = self.datatype.encode(item).map_err(|reason| {
+        if !self.connected.load(Ordering::Acquire) && !self.cfg.buffer_while_disconnected {
+            self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            log::debug!(component = &*self.core.name, path = &*self.path, reason = "not connected", count = 1; "{}", event::MESSAGE_DROPPED);
+            let err = Error::NotConnected {
+                ctx: Context::new(&self.core.name, None),
+            };
+            return Err(SendError::new(err, Some(item)));
+        }
+        let msg = self.datatype.encode(item).map_err(|source| {
             self.core
                 .stats
                 .encode_errors
                 .fetch_add(1, Ordering::Relaxed);
-            Error::Encode {
-                component: Box::from(&*self.core.name),
+            let err = Error::Encode {
+                ctx: Context::new(&self.core.name, None),
                 datatype: self.datatype.name(),
-                reason,
-            }
+                source,
+            };
+            SendError::new(err, None)
         })?;
-        if !self.connected.load(Ordering::Acquire) && !self.cfg.buffer_while_disconnected {
-            self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::debug!(component = &*self.core.name, path = &*self.path, reason = "not connected", count = 1; "{}", event::MESSAGE_DROPPED);
-            return Ok(());
-        }
         // Written on this thread when the connection is idle; otherwise queued.
         let current = self.current.lock().clone();
         let msg = match &current {
@@ -451,7 +315,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 msg
             }
         };
-        push_outbound(
+        let pushed = push_outbound(
             &self.queue,
             msg,
             &self.core.name,
@@ -463,14 +327,95 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 }
             },
         );
-        Ok(())
+        pushed.map_err(|r| {
+            let err = match r {
+                Refused::Overflow => Error::Overflow {
+                    ctx: Context::new(&self.core.name, None),
+                    policy: self.queue.name(),
+                    capacity: self.queue.capacity(),
+                },
+                Refused::Closed => self.core.closed(),
+            };
+            SendError::new(err, None)
+        })
     }
 
-    /// Emits a state (logged when it changes).
-    fn set_state(&self, s: ConnectionState) {
-        if self.state.current() != Some(s) {
-            log::info!(component = &*self.core.name, path = &*self.path, state:% = s; "{}", event::CLIENT_STATE);
+    fn complete(&self, n: Notification<T>) {
+        // Buffered items waiting for a first (or next) connection: give it a bounded chance.
+        if self.cfg.buffer_while_disconnected
+            && !self.queue.is_empty()
+            && !self.connected.load(Ordering::Acquire)
+            && !self.core.threads.on_own_thread()
+            && !self.stopping()
+        {
+            self.wait_connected(self.cfg.handshake_timeout);
         }
+        if self.completing.swap(true, Ordering::AcqRel) || self.core.threads.is_stopping() {
+            self.dispose();
+            return;
+        }
+        log::info!(component = &*self.core.name; "{}", event::COMPLETING);
+        let code = match n {
+            Notification::Error(_) => CloseCode::Error,
+            _ => CloseCode::Normal,
+        };
+        let current = self.current.lock().clone();
+        // Wake a retry wait: completion ends the reconnect loop.
+        self.wake_tx.lock().take();
+        if let Some(c) = current {
+            c.close(Some(CloseFrame {
+                code,
+                reason: "".into(),
+            }));
+            if !self.core.threads.on_own_thread() {
+                let deadline =
+                    Instant::now() + self.cfg.close_timeout * 2 + Duration::from_millis(200);
+                let _ended_or_timed_out = self.ended_rx.recv_deadline(deadline);
+            }
+        }
+        // What is still queued could not be delivered within the bound: say how much.
+        let left = self.queue.len();
+        if left > 0 {
+            log::warn!(component = &*self.core.name, path = &*self.path, count = left; "{}", event::COMPLETED_UNDELIVERED);
+            self.core.report(Error::Undelivered {
+                ctx: Context::new(&self.core.name, None),
+                count: left,
+            });
+        }
+        self.core.terminate(n);
+        self.dispose();
+    }
+
+    fn dispose(&self) {
+        if !self.core.threads.begin_stop() {
+            self.core.threads.wait_stopped();
+            return;
+        }
+        self.core.abort_subjects();
+        self.state.abort();
+        self.wake_tx.lock().take();
+        self.queue.close();
+        if let Some(c) = self.current.lock().clone() {
+            c.abort();
+        }
+        if let Some(s) = self.handshaking.lock().take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.core.threads.join_all();
+        self.drop_queued("disposed");
+        self.core.terminate(Notification::Completed);
+        self.close_state();
+    }
+}
+
+impl<T: Clone + Send + 'static> Inner<T> {
+    /// Emits a state when it changes (and logs it).
+    fn set_state(&self, s: ConnectionState) {
+        // Only real changes: a retry loop does not emit `Reconnecting` once per attempt.
+        if self.state.current() == Some(s) {
+            return;
+        }
+        log::info!(component = &*self.core.name, path = &*self.path, state:% = s; "{}", event::CLIENT_STATE);
         self.state.next(s);
         self.notify_state();
     }
@@ -523,64 +468,6 @@ impl<T: Clone + Send + 'static> Inner<T> {
         }
     }
 
-    fn complete(&self, n: Notification<T>) {
-        // Buffered items waiting for a first (or next) connection: give it a bounded chance.
-        if self.cfg.buffer_while_disconnected
-            && !self.queue.is_empty()
-            && !self.connected.load(Ordering::Acquire)
-            && !self.core.threads.on_own_thread()
-            && !self.stopping()
-        {
-            self.wait_connected(self.cfg.handshake_timeout);
-        }
-        if self.completing.swap(true, Ordering::AcqRel) || self.core.threads.is_stopping() {
-            self.dispose();
-            return;
-        }
-        log::info!(component = &*self.core.name; "{}", event::COMPLETING);
-        let code = match n {
-            Notification::Error(_) => CloseCode::Error,
-            _ => CloseCode::Normal,
-        };
-        let current = self.current.lock().clone();
-        // Wake a retry wait: completion ends the reconnect loop.
-        self.wake_tx.lock().take();
-        if let Some(c) = current {
-            c.close(Some(CloseFrame {
-                code,
-                reason: "".into(),
-            }));
-            if !self.core.threads.on_own_thread() {
-                let deadline =
-                    Instant::now() + self.cfg.close_timeout * 2 + Duration::from_millis(200);
-                let _ = self.ended_rx.recv_deadline(deadline);
-            }
-        }
-        self.core.terminate(n);
-        self.dispose();
-    }
-
-    fn dispose(&self) {
-        if !self.core.threads.begin_stop() {
-            self.core.threads.wait_stopped();
-            return;
-        }
-        self.core.abort_subjects();
-        self.state.abort();
-        self.wake_tx.lock().take();
-        self.queue.close();
-        if let Some(c) = self.current.lock().clone() {
-            c.abort();
-        }
-        if let Some(s) = self.handshaking.lock().take() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        self.core.threads.join_all();
-        self.drop_queued("disposed");
-        self.core.terminate(Notification::Completed);
-        self.close_state();
-    }
-
     fn stopping(&self) -> bool {
         self.core.threads.is_stopping() || self.completing.load(Ordering::Acquire)
     }
@@ -593,14 +480,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             seq,
             peer,
         };
-        let params = ConnParams {
-            role: Role::Client,
-            ping_interval: self.cfg.ping_interval,
-            ping_timeout: self.cfg.ping_timeout,
-            close_timeout: self.cfg.close_timeout,
-            keep_unsent: self.cfg.buffer_while_disconnected,
-            ws: self.cfg.tungstenite(),
-        };
+        let params = handshake::params(&self.cfg, Role::Client, self.cfg.buffer_while_disconnected);
         let (run, handle) = ConnRun::new(
             ws,
             info.clone(),
@@ -638,9 +518,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 return Err(Error::io(name, Some(self.conn.authority()), e));
             }
         };
-        let _ = sock.set_nodelay(true);
-        let _ = sock.set_read_timeout(Some(timeout));
-        let _ = sock.set_write_timeout(Some(timeout));
+        handshake::start(&sock, timeout);
         let raw = sock
             .try_clone()
             .map_err(|e| Error::io(name, Some(peer.to_string()), e))?;
@@ -660,8 +538,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
         self.handshaking.lock().take();
         match res {
             Ok((ws, _resp)) => {
-                let _ = raw.set_read_timeout(None);
-                let _ = raw.set_write_timeout(None);
+                handshake::finish(&raw);
                 Ok((ws, peer))
             }
             Err(HandshakeError::Failure(e)) => Err(Error::ws(name, Some(peer.to_string()), e)),
@@ -723,23 +600,18 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
                     handle.abort();
                 }
                 inner.set_state(ConnectionState::Connected);
-                let datatype = inner.datatype.clone();
-                let inbound = inner.core.inbound.clone();
-                let stats = inner.core.stats.clone();
+                let inbound = handshake::Inbound {
+                    datatype: inner.datatype.clone(),
+                    subject: inner.core.inbound.clone(),
+                    errors: inner.core.errors.clone(),
+                    stats: inner.core.stats.clone(),
+                    component: inner.core.name.clone(),
+                    conn_id: info.id,
+                    path: inner.path.clone(),
+                };
                 let threads = inner.core.threads.clone();
-                let name = inner.core.name.clone();
-                let path = inner.path.clone();
                 drop(inner);
-                let end = run.run(&threads, |msg| {
-                    log::debug!(component = &*name, conn_id:% = info.id, path = &*path, bytes = msg.len(); "{}", event::MESSAGE_RECEIVED);
-                    match datatype.decode(msg) {
-                        Ok(item) => inbound.next(item),
-                        Err(reason) => {
-                            stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                            log::warn!(component = &*name, conn_id:% = info.id, path = &*path, datatype = datatype.name(), error = reason.as_str(); "{}", event::DECODE_ERROR);
-                        }
-                    }
-                });
+                let end = run.run(&threads, |msg| inbound.deliver(msg, |item| item));
                 handle.abort();
                 let Some(inner) = weak.upgrade() else { return };
                 inner.connected.store(false, Ordering::Release);
@@ -776,9 +648,9 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
                     if failures > max {
                         log::warn!(component = &*inner.core.name, path = &*inner.path, attempt = failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);
                         let err = Error::RetriesExhausted {
-                            component: Box::from(&*inner.core.name),
+                            ctx: Context::new(&inner.core.name, None),
                             attempts: failures,
-                            last: e.to_string(),
+                            source: Box::new(e),
                         };
                         inner.completing.store(true, Ordering::Release);
                         inner.core.terminate(Notification::Error(err));
@@ -788,6 +660,11 @@ fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
                 }
                 let delay = inner.cfg.retry.delay(failures - 1);
                 log::info!(component = &*inner.core.name, path = &*inner.path, attempt = failures, delay_ms = delay.as_millis() as u64, error:% = e; "{}", event::CONNECT_RETRY);
+                inner.core.report(Error::ConnectFailed {
+                    ctx: Context::new(&inner.core.name, None),
+                    attempt: failures,
+                    source: Box::new(e),
+                });
                 delay
             }
         };

@@ -1,5 +1,5 @@
 //! Configuration: where to connect or listen ([`WSConnectionConfig`]), how connections behave
-//! ([`WsConfig`]), and how a client reconnects ([`RetryPolicy`]). Everything is validated when a
+//! ([`WSConfig`]), and how a client reconnects ([`RetryPolicy`]). Everything is validated when a
 //! component is built; a bad value is an [`Error::Config`] naming the field, never a panic.
 
 use std::fmt;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::overflow::OverflowStrategy;
 
-/// Host, port and path of a WebSocket endpoint (`WSConnectionConfig(host, port, path)` in the
-/// Python original). Validated at construction.
+/// Host, port and path of a WebSocket endpoint a client connects to. Validated at
+/// construction.
 ///
 /// ```
 /// use rxplus::ws::WSConnectionConfig;
@@ -19,7 +19,7 @@ use crate::overflow::OverflowStrategy;
 /// let d = WSConnectionConfig::from_url("ws://[::1]:80/a?b=1")?;
 /// assert_eq!((d.host(), d.port(), d.path()), ("::1", 80, "/a?b=1"));
 /// assert!(WSConnectionConfig::new("", 1, "/").is_err());
-/// assert!(WSConnectionConfig::new("h", 70000, "/").is_err());
+/// assert!(WSConnectionConfig::from_url("ws://h:70000/").is_err());
 /// assert!(WSConnectionConfig::new("h", 1, "chat").is_err());
 /// assert!(WSConnectionConfig::from_url("http://h/").is_err());
 /// # Ok::<(), rxplus::Error>(())
@@ -32,13 +32,11 @@ pub struct WSConnectionConfig {
 }
 
 impl WSConnectionConfig {
-    /// Validates and builds a config. `port` is taken as `u32` so out-of-range values are
-    /// reported rather than truncated.
+    /// Validates and builds a config (a server's `local_addr().port()` passes straight in).
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty host or one with spaces, a port above 65535, or a path
-    /// not starting with `/`.
-    pub fn new(host: impl Into<String>, port: u32, path: impl Into<String>) -> Result<Self> {
+    /// [`Error::Config`] for an empty host or one with spaces, or a path not starting with `/`.
+    pub fn new(host: impl Into<String>, port: u16, path: impl Into<String>) -> Result<Self> {
         let host = host.into();
         let path = path.into();
         let host = host
@@ -55,8 +53,6 @@ impl WSConnectionConfig {
                 format!("{host:?} is not a host name or address"),
             ));
         }
-        let port = u16::try_from(port)
-            .map_err(|_| Error::config("port", format!("{port} is out of range 0..=65535")))?;
         if !path.starts_with('/') {
             return Err(Error::config(
                 "path",
@@ -90,7 +86,9 @@ impl WSConnectionConfig {
             .map(|(_, rest)| rest)
             .unwrap_or(authority);
         let port = match after_host.rsplit_once(':') {
-            Some((_, p)) => p.parse::<u32>().map_err(|_| bad("invalid port"))?,
+            Some((_, p)) => p
+                .parse::<u16>()
+                .map_err(|_| bad("invalid port: must be 0..=65535"))?,
             None => 80,
         };
         let path = uri
@@ -118,7 +116,7 @@ impl WSConnectionConfig {
     /// # Errors
     /// [`Error::Config`] when `path` does not start with `/`.
     pub fn with_path(&self, path: &str) -> Result<Self> {
-        WSConnectionConfig::new(self.host.clone(), u32::from(self.port), path)
+        WSConnectionConfig::new(self.host.clone(), self.port, path)
     }
     /// `host:port`, with brackets around an IPv6 host.
     pub fn authority(&self) -> String {
@@ -251,20 +249,20 @@ impl RetryPolicy {
 /// chained setters; validated when a component is built.
 ///
 /// ```
-/// use rxplus::ws::WsConfig;
+/// use rxplus::ws::WSConfig;
 /// use rxplus::OverflowStrategy;
 /// use std::time::Duration;
 ///
-/// let cfg = WsConfig::default()
+/// let cfg = WSConfig::default()
 ///     .name("edge")
 ///     .ping_interval(Some(Duration::from_secs(5)))
 ///     .outbound(256, OverflowStrategy::DropOld);
 /// assert!(cfg.validate().is_ok());
-/// assert!(WsConfig::default().outbound(0, OverflowStrategy::Block).validate().is_err());
+/// assert!(WSConfig::default().outbound(0, OverflowStrategy::Block).validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct WsConfig {
+pub struct WSConfig {
     /// Component name for logs and thread names; `None` derives one from the address
     /// (`RxWSServer:host:port`, `RxWSClient:ws://host:port/path`). Default `None`.
     pub name: Option<String>,
@@ -306,9 +304,9 @@ pub struct WsConfig {
     pub buffer_while_disconnected: bool,
 }
 
-impl Default for WsConfig {
+impl Default for WSConfig {
     fn default() -> Self {
-        WsConfig {
+        WSConfig {
             name: None,
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
@@ -329,7 +327,7 @@ impl Default for WsConfig {
     }
 }
 
-impl WsConfig {
+impl WSConfig {
     /// Sets [`Self::name`].
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -505,7 +503,7 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let d = WsConfig::default;
+        let d = WSConfig::default;
         assert_eq!(
             field(d().ping_interval(None).validate().unwrap_err()),
             "ping_timeout"
@@ -564,10 +562,11 @@ mod tests {
             field(WSConnectionConfig::new("", 80, "/").unwrap_err()),
             "host"
         );
-        assert_eq!(
-            field(WSConnectionConfig::new("h", 65536, "/").unwrap_err()),
-            "port"
-        );
+        // The port is a u16: out of range cannot be built, and is an error in a URL.
+        assert!(matches!(
+            WSConnectionConfig::from_url("ws://h:65536/"),
+            Err(Error::InvalidUrl { .. })
+        ));
         assert_eq!(
             field(WSConnectionConfig::new("h", 1, "").unwrap_err()),
             "path"

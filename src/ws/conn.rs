@@ -27,10 +27,10 @@ use tungstenite::Message;
 
 use crate::error::{Error, Result};
 use crate::overflow::OverflowStrategy;
+use crate::stats::Stats;
 use crate::telemetry::event;
 use crate::threads::Threads;
-use crate::ws::outbound::{OutQueue, Outcome};
-use crate::ws::stats::Stats;
+use crate::ws::outbound::{push_outbound, OutQueue, Refused};
 use crate::ws::ConnId;
 
 /// Messages written per batch before the writer checks control replies and flushes.
@@ -350,11 +350,11 @@ pub(crate) struct ConnHandle {
 
 impl ConnHandle {
     /// Sends a message: written on the calling thread when the connection is idle (see
-    /// [`try_direct`](Self::try_direct)), otherwise queued by the outbound policy. Returns false
-    /// when it was dropped.
-    pub(crate) fn send(&self, msg: Message) -> bool {
+    /// [`try_direct`](Self::try_direct)), otherwise queued by the outbound policy. `Err` when
+    /// it was dropped.
+    pub(crate) fn send(&self, msg: Message) -> std::result::Result<(), Refused> {
         match self.try_direct(msg) {
-            None => true,
+            None => Ok(()),
             Some(msg) => self.enqueue(msg),
         }
     }
@@ -450,15 +450,15 @@ impl ConnHandle {
     }
 
     /// Queues a message by the outbound policy (for fan-out, where one thread writing to many
-    /// sockets would serialise what the writer threads do in parallel). Returns false when it
-    /// was not queued.
-    pub(crate) fn enqueue(&self, msg: Message) -> bool {
+    /// sockets would serialise what the writer threads do in parallel). `Err` when it was not
+    /// queued.
+    pub(crate) fn enqueue(&self, msg: Message) -> std::result::Result<(), Refused> {
         let existed = self.queue.get().is_some();
         let queue = match self.queue.get_or_init(|| self.build_queue()) {
             Some(q) if !self.ended.load(Ordering::Acquire) => q,
             _ => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                return false;
+                return Err(Refused::Closed);
             }
         };
         let queued = push_outbound(
@@ -474,6 +474,20 @@ impl ConnHandle {
             let _ = self.wake_tx.try_send(());
         }
         queued
+    }
+
+    /// The overflow error for a message this connection's policy refused.
+    pub(crate) fn overflow_error(&self) -> Error {
+        let policy = match (self.queue(), self.make_queue) {
+            (Some(q), _) => q.name(),
+            (None, Some((strategy, _, _))) => strategy.name(),
+            (None, None) => "none",
+        };
+        Error::Overflow {
+            ctx: crate::error::Context::new(&self.component, Some(self.info.id.to_string())),
+            policy,
+            capacity: self.queue_capacity,
+        }
     }
 
     /// The outbound queue, if it has been built.
@@ -511,44 +525,6 @@ impl ConnHandle {
         }
         self.kill_tx.lock().take();
         let _ = self.sock.shutdown(Shutdown::Both);
-    }
-}
-
-/// Applies an outbound queue's policy to one message, counting and logging what it drops.
-/// `disconnect` is called when the policy asks for one.
-pub(crate) fn push_outbound(
-    queue: &OutQueue,
-    msg: Message,
-    component: &str,
-    conn: Option<&ConnInfo>,
-    stats: &Stats,
-    disconnect: impl FnOnce(),
-) -> bool {
-    // Only the drop branches format the id: nothing is allocated on the accepted path.
-    let conn_id = || conn.map(|c| c.id.to_string()).unwrap_or_default();
-    match queue.push(msg) {
-        Outcome::Queued => true,
-        Outcome::Evicted(n) => {
-            stats.record_overflow_drop(n as u64);
-            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = n; "{}", event::OVERFLOW_DROP);
-            true
-        }
-        Outcome::DroppedNew => {
-            stats.record_overflow_drop(1);
-            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = 1; "{}", event::OVERFLOW_DROP);
-            false
-        }
-        Outcome::Disconnect => {
-            stats.record_overflow_drop(1);
-            log::warn!(component, conn_id = conn_id().as_str(), policy = queue.name(), capacity = queue.capacity(); "{}", event::OVERFLOW_DISCONNECT);
-            disconnect();
-            false
-        }
-        Outcome::Closed => {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::debug!(component, conn_id = conn_id().as_str(), reason = "connection closed", count = 1; "{}", event::MESSAGE_DROPPED);
-            false
-        }
     }
 }
 

@@ -2,22 +2,22 @@
 //!
 //! | datatype | item types | sends | accepts |
 //! |---|---|---|---|
-//! | [`Text`] | `String`, [`WsMessage`] (text only) | text frames | text; binary if valid UTF-8 |
-//! | [`Bytes`] | `Vec<u8>`, [`WsMessage`] (binary only) | binary frames | binary; text is a decode error |
+//! | [`Text`] | `String`, [`WSMessage`] (text only) | text frames | text; binary if valid UTF-8 |
+//! | [`Binary`] | `Vec<u8>`, [`WSMessage`] (binary only) | binary frames | binary; text is a decode error |
 //! | [`Json`] | any `Serialize + DeserializeOwned` | text frames of JSON | text or binary JSON |
-//! | [`Raw`] | [`WsMessage`] | the item's own kind | both kinds, kind preserved |
+//! | [`Raw`] | [`WSMessage`] | the item's own kind | both kinds, kind preserved |
 //!
 //! A frame that fails to decode is logged and counted and the connection keeps going; an item
-//! a datatype cannot encode (for example a binary [`WsMessage`] given to [`Text`]) is an error
+//! a datatype cannot encode (for example a binary [`WSMessage`] given to [`Text`]) is an error
 //! notification, never a panic.
 //!
 //! ```
-//! use rxplus::ws::{Datatype, Json, Text, WsMessage};
+//! use rxplus::ws::{Datatype, Json, Text, WSMessage};
 //!
 //! let msg = Datatype::<String>::encode(&Text, "hi".to_string()).unwrap();
 //! assert_eq!(Datatype::<String>::decode(&Text, msg).unwrap(), "hi");
 //! // The wrong kind for a datatype is an error, not a panic:
-//! assert!(Datatype::<WsMessage>::encode(&Text, WsMessage::Binary(vec![1])).is_err());
+//! assert!(Datatype::<WSMessage>::encode(&Text, WSMessage::Binary(vec![1])).is_err());
 //! let v = serde_json::json!({"a": 1});
 //! let m = Json.encode(v.clone()).unwrap();
 //! assert_eq!(Datatype::<serde_json::Value>::decode(&Json, m).unwrap(), v);
@@ -30,21 +30,23 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tungstenite::Message;
 
+use crate::error::CodecError;
+
 /// A data message as an item: text stays text, binary stays binary.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum WsMessage {
+pub enum WSMessage {
     /// A text message.
     Text(String),
     /// A binary message.
     Binary(Vec<u8>),
 }
 
-impl WsMessage {
+impl WSMessage {
     /// The payload's length in bytes.
     pub fn len(&self) -> usize {
         match self {
-            WsMessage::Text(s) => s.len(),
-            WsMessage::Binary(b) => b.len(),
+            WSMessage::Text(s) => s.len(),
+            WSMessage::Binary(b) => b.len(),
         }
     }
     /// True for an empty payload.
@@ -53,25 +55,25 @@ impl WsMessage {
     }
 }
 
-impl From<String> for WsMessage {
+impl From<String> for WSMessage {
     fn from(s: String) -> Self {
-        WsMessage::Text(s)
+        WSMessage::Text(s)
     }
 }
-impl From<&str> for WsMessage {
+impl From<&str> for WSMessage {
     fn from(s: &str) -> Self {
-        WsMessage::Text(s.to_owned())
+        WSMessage::Text(s.to_owned())
     }
 }
-impl From<Vec<u8>> for WsMessage {
+impl From<Vec<u8>> for WSMessage {
     fn from(b: Vec<u8>) -> Self {
-        WsMessage::Binary(b)
+        WSMessage::Binary(b)
     }
 }
 
 /// Turns items into WebSocket messages and back. Implement it for your own wire formats.
 ///
-/// Errors are plain reasons; the component adds its name and counts them.
+/// Errors keep their cause ([`CodecError`]); the component adds its name and counts them.
 pub trait Datatype<T>: Send + Sync + 'static {
     /// A short name for logs and errors, e.g. `text`.
     fn name(&self) -> &'static str;
@@ -79,12 +81,12 @@ pub trait Datatype<T>: Send + Sync + 'static {
     ///
     /// # Errors
     /// The reason the item cannot be sent with this datatype.
-    fn encode(&self, item: T) -> Result<Message, String>;
+    fn encode(&self, item: T) -> Result<Message, CodecError>;
     /// Turns a received data message (text or binary) into an item.
     ///
     /// # Errors
     /// The reason the message is not a valid item.
-    fn decode(&self, msg: Message) -> Result<T, String>;
+    fn decode(&self, msg: Message) -> Result<T, CodecError>;
 }
 
 /// Text frames; a received binary frame that is valid UTF-8 is accepted.
@@ -92,7 +94,7 @@ pub trait Datatype<T>: Send + Sync + 'static {
 pub struct Text;
 /// Binary frames; a received text frame is a decode error.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Bytes;
+pub struct Binary;
 /// JSON through serde, sent as text frames.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json;
@@ -100,69 +102,78 @@ pub struct Json;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Raw;
 
-fn binary_to_string(b: tungstenite::Bytes) -> Result<String, String> {
-    String::from_utf8(b.into()).map_err(|e| format!("binary frame is not valid UTF-8: {e}"))
+fn binary_to_string(b: tungstenite::Bytes) -> Result<String, CodecError> {
+    String::from_utf8(b.into())
+        .map_err(|e| CodecError::context("binary frame is not valid UTF-8", e))
+}
+
+fn not_data(msg: &Message) -> CodecError {
+    CodecError::msg(format!("not a data message: {msg:?}"))
 }
 
 impl Datatype<String> for Text {
     fn name(&self) -> &'static str {
         "text"
     }
-    fn encode(&self, item: String) -> Result<Message, String> {
+    fn encode(&self, item: String) -> Result<Message, CodecError> {
         Ok(Message::Text(item.into()))
     }
-    fn decode(&self, msg: Message) -> Result<String, String> {
+    fn decode(&self, msg: Message) -> Result<String, CodecError> {
         match msg {
             Message::Text(s) => Ok(s.as_str().to_owned()),
             Message::Binary(b) => binary_to_string(b),
-            other => Err(format!("not a data message: {other:?}")),
+            other => Err(not_data(&other)),
         }
     }
 }
 
-impl Datatype<WsMessage> for Text {
+impl Datatype<WSMessage> for Text {
     fn name(&self) -> &'static str {
         "text"
     }
-    fn encode(&self, item: WsMessage) -> Result<Message, String> {
+    fn encode(&self, item: WSMessage) -> Result<Message, CodecError> {
         match item {
-            WsMessage::Text(s) => Ok(Message::Text(s.into())),
-            WsMessage::Binary(_) => Err("Text datatype expects a text item, got binary".into()),
+            WSMessage::Text(s) => Ok(Message::Text(s.into())),
+            WSMessage::Binary(_) => Err(CodecError::msg(
+                "Text datatype expects a text item, got binary",
+            )),
         }
     }
-    fn decode(&self, msg: Message) -> Result<WsMessage, String> {
-        Datatype::<String>::decode(self, msg).map(WsMessage::Text)
+    fn decode(&self, msg: Message) -> Result<WSMessage, CodecError> {
+        Datatype::<String>::decode(self, msg).map(WSMessage::Text)
     }
 }
 
-impl Datatype<Vec<u8>> for Bytes {
+impl Datatype<Vec<u8>> for Binary {
     fn name(&self) -> &'static str {
         "bytes"
     }
-    fn encode(&self, item: Vec<u8>) -> Result<Message, String> {
+    fn encode(&self, item: Vec<u8>) -> Result<Message, CodecError> {
         Ok(Message::Binary(item.into()))
     }
-    fn decode(&self, msg: Message) -> Result<Vec<u8>, String> {
+    fn decode(&self, msg: Message) -> Result<Vec<u8>, CodecError> {
         match msg {
             Message::Binary(b) => Ok(b.into()),
-            Message::Text(_) => Err("Bytes datatype received a text frame".into()),
-            other => Err(format!("not a data message: {other:?}")),
+            Message::Text(_) => Err(CodecError::msg("Binary datatype received a text frame")),
+            other => Err(not_data(&other)),
         }
     }
 }
 
-impl Datatype<WsMessage> for Bytes {
+impl Datatype<WSMessage> for Binary {
     fn name(&self) -> &'static str {
         "bytes"
     }
-    fn encode(&self, item: WsMessage) -> Result<Message, String> {
+    fn encode(&self, item: WSMessage) -> Result<Message, CodecError> {
         match item {
-            WsMessage::Binary(b) => Ok(Message::Binary(b.into())),
-            WsMessage::Text(_) => Err("Bytes datatype expects a binary item, got text".into()),
+            WSMessage::Binary(b) => Ok(Message::Binary(b.into())),
+            WSMessage::Text(_) => Err(CodecError::msg(
+                "Binary datatype expects a binary item, got text",
+            )),
         }
     }
-    fn decode(&self, msg: Message) -> Result<WsMessage, String> {
-        Datatype::<Vec<u8>>::decode(self, msg).map(WsMessage::Binary)
+    fn decode(&self, msg: Message) -> Result<WSMessage, CodecError> {
+        Datatype::<Vec<u8>>::decode(self, msg).map(WSMessage::Binary)
     }
 }
 
@@ -170,17 +181,17 @@ impl<T: Serialize + DeserializeOwned> Datatype<T> for Json {
     fn name(&self) -> &'static str {
         "json"
     }
-    fn encode(&self, item: T) -> Result<Message, String> {
+    fn encode(&self, item: T) -> Result<Message, CodecError> {
         // The inherent method (for any `Serialize`) is the one implementation.
         Json::encode(self, item)
     }
-    fn decode(&self, msg: Message) -> Result<T, String> {
+    fn decode(&self, msg: Message) -> Result<T, CodecError> {
         let res = match &msg {
             Message::Text(s) => serde_json::from_str(s.as_str()),
             Message::Binary(b) => serde_json::from_slice(b),
-            other => return Err(format!("not a data message: {other:?}")),
+            other => return Err(not_data(other)),
         };
-        res.map_err(|e| format!("invalid JSON: {e}"))
+        res.map_err(|e| CodecError::context("invalid JSON", e))
     }
 }
 
@@ -189,28 +200,28 @@ impl Json {
     ///
     /// # Errors
     /// The serializer's reason.
-    pub fn encode<T: Serialize>(&self, item: T) -> Result<Message, String> {
+    pub fn encode<T: Serialize>(&self, item: T) -> Result<Message, CodecError> {
         serde_json::to_string(&item)
             .map(|s| Message::Text(s.into()))
-            .map_err(|e| format!("cannot serialize: {e}"))
+            .map_err(|e| CodecError::context("cannot serialize", e))
     }
 }
 
-impl Datatype<WsMessage> for Raw {
+impl Datatype<WSMessage> for Raw {
     fn name(&self) -> &'static str {
         "raw"
     }
-    fn encode(&self, item: WsMessage) -> Result<Message, String> {
+    fn encode(&self, item: WSMessage) -> Result<Message, CodecError> {
         Ok(match item {
-            WsMessage::Text(s) => Message::Text(s.into()),
-            WsMessage::Binary(b) => Message::Binary(b.into()),
+            WSMessage::Text(s) => Message::Text(s.into()),
+            WSMessage::Binary(b) => Message::Binary(b.into()),
         })
     }
-    fn decode(&self, msg: Message) -> Result<WsMessage, String> {
+    fn decode(&self, msg: Message) -> Result<WSMessage, CodecError> {
         match msg {
-            Message::Text(s) => Ok(WsMessage::Text(s.as_str().to_owned())),
-            Message::Binary(b) => Ok(WsMessage::Binary(b.into())),
-            other => Err(format!("not a data message: {other:?}")),
+            Message::Text(s) => Ok(WSMessage::Text(s.as_str().to_owned())),
+            Message::Binary(b) => Ok(WSMessage::Binary(b.into())),
+            other => Err(not_data(&other)),
         }
     }
 }
@@ -239,16 +250,17 @@ impl<T: 'static> Datatypes<T> {
         Datatypes(Arc::new(move |_| d.clone()))
     }
 
-    /// A datatype chosen per path, like the Python original's `datatype=callable(path)`.
+    /// A datatype chosen per path. The chooser runs once per new path, never under a lock of
+    /// the component, so it may call back into it.
     ///
     /// ```
-    /// use rxplus::ws::{Bytes, Datatype, Datatypes, Raw, Text, WsMessage};
+    /// use rxplus::ws::{Binary, Datatype, Datatypes, Raw, Text, WSMessage};
     /// use std::sync::Arc;
     ///
-    /// let d = Datatypes::<WsMessage>::per_path(|path| -> Arc<dyn Datatype<WsMessage>> {
+    /// let d = Datatypes::<WSMessage>::per_path(|path| -> Arc<dyn Datatype<WSMessage>> {
     ///     match path {
     ///         "/chat" => Arc::new(Text),
-    ///         "/blobs" => Arc::new(Bytes),
+    ///         "/blobs" => Arc::new(Binary),
     ///         _ => Arc::new(Raw),
     ///     }
     /// });
@@ -274,22 +286,22 @@ impl From<Text> for Datatypes<String> {
         Datatypes::same(d)
     }
 }
-impl From<Text> for Datatypes<WsMessage> {
+impl From<Text> for Datatypes<WSMessage> {
     fn from(d: Text) -> Self {
         Datatypes::same(d)
     }
 }
-impl From<Bytes> for Datatypes<Vec<u8>> {
-    fn from(d: Bytes) -> Self {
+impl From<Binary> for Datatypes<Vec<u8>> {
+    fn from(d: Binary) -> Self {
         Datatypes::same(d)
     }
 }
-impl From<Bytes> for Datatypes<WsMessage> {
-    fn from(d: Bytes) -> Self {
+impl From<Binary> for Datatypes<WSMessage> {
+    fn from(d: Binary) -> Self {
         Datatypes::same(d)
     }
 }
-impl From<Raw> for Datatypes<WsMessage> {
+impl From<Raw> for Datatypes<WSMessage> {
     fn from(d: Raw) -> Self {
         Datatypes::same(d)
     }
@@ -306,20 +318,21 @@ mod tests {
         let bad = Message::Binary(tungstenite::Bytes::from_static(&[0xff, 0xfe]));
         assert!(Datatype::<String>::decode(&Text, bad)
             .unwrap_err()
+            .to_string()
             .contains("UTF-8"));
     }
 
     #[test]
     fn bytes_rejects_text_and_names_itself_in_errors() {
-        let e = Datatype::<Vec<u8>>::decode(&Bytes, Message::Text("x".into())).unwrap_err();
-        assert!(e.contains("Bytes"), "{e}");
-        let e = Datatype::<WsMessage>::encode(&Bytes, WsMessage::Text("x".into())).unwrap_err();
-        assert!(e.contains("Bytes datatype"), "{e}");
+        let e = Datatype::<Vec<u8>>::decode(&Binary, Message::Text("x".into())).unwrap_err();
+        assert!(e.to_string().contains("Binary"), "{e}");
+        let e = Datatype::<WSMessage>::encode(&Binary, WSMessage::Text("x".into())).unwrap_err();
+        assert!(e.to_string().contains("Binary datatype"), "{e}");
     }
 
     #[test]
     fn raw_preserves_kind() {
-        for m in [WsMessage::Text("a".into()), WsMessage::Binary(vec![1, 2])] {
+        for m in [WSMessage::Text("a".into()), WSMessage::Binary(vec![1, 2])] {
             let wire = Raw.encode(m.clone()).unwrap();
             assert_eq!(Raw.decode(wire).unwrap(), m);
         }

@@ -16,10 +16,13 @@ use tungstenite::Message;
 
 use crate::error::Result;
 use crate::overflow::{OverflowPolicy, OverflowStrategy, Pushed, Rejected};
+use crate::stats::Stats;
+use crate::telemetry::event;
+use crate::ws::conn::ConnInfo;
 
 /// What [`OutQueue::push`] did with a message.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub(crate) enum PushOutcome {
     Queued,
     /// Queued after evicting this many older messages (`drop-old`).
     Evicted(usize),
@@ -67,12 +70,12 @@ impl OutQueue {
     }
 
     /// Queues a message by the count and byte bounds.
-    pub(crate) fn push(&self, msg: Message) -> Outcome {
+    pub(crate) fn push(&self, msg: Message) -> PushOutcome {
         let len = msg.len();
         let mut evicted = 0;
         loop {
             if self.policy.is_closed() {
-                return Outcome::Closed;
+                return PushOutcome::Closed;
             }
             // `block` waits for room here, not inside the channel: a producer parked on a full
             // channel is woken for every slot the writer frees (a futex wake per message);
@@ -84,13 +87,13 @@ impl OutQueue {
             }
             match self.strategy {
                 OverflowStrategy::Block => self.wait_for_space(len),
-                OverflowStrategy::DropNew => return Outcome::DroppedNew,
+                OverflowStrategy::DropNew => return PushOutcome::DroppedNew,
                 OverflowStrategy::DropOld => match self.try_pop() {
                     Some(_) => evicted += 1,
                     None => break, // emptied by the writer meanwhile
                 },
                 OverflowStrategy::BufferK | OverflowStrategy::Disconnect => {
-                    return Outcome::Disconnect
+                    return PushOutcome::Disconnect
                 }
             }
         }
@@ -100,19 +103,19 @@ impl OutQueue {
                 self.release(old.len());
                 return self.evicted(evicted + 1);
             }
-            Ok(Pushed::DroppedNew(_)) => Outcome::DroppedNew,
-            Err(Rejected::Disconnect(_)) => Outcome::Disconnect,
-            Err(Rejected::Closed(_)) => Outcome::Closed,
+            Ok(Pushed::DroppedNew(_)) => PushOutcome::DroppedNew,
+            Err(Rejected::Disconnect(_)) => PushOutcome::Disconnect,
+            Err(Rejected::Closed(_)) => PushOutcome::Closed,
         };
         self.release(len);
         outcome
     }
 
-    fn evicted(&self, n: usize) -> Outcome {
+    fn evicted(&self, n: usize) -> PushOutcome {
         if n == 0 {
-            Outcome::Queued
+            PushOutcome::Queued
         } else {
-            Outcome::Evicted(n)
+            PushOutcome::Evicted(n)
         }
     }
 
@@ -204,6 +207,53 @@ impl OutQueue {
     }
 }
 
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The overflow policy dropped it (`drop-new`) or disconnected (`buffer-k`, `disconnect`).
+    Overflow,
+    /// The connection (or the client) has ended.
+    Closed,
+}
+
+/// Applies an outbound queue's policy to one message, counting and logging what it drops.
+/// `disconnect` is called when the policy asks for one. `Err` when the message was not queued.
+pub(crate) fn push_outbound(
+    queue: &OutQueue,
+    msg: Message,
+    component: &str,
+    conn: Option<&ConnInfo>,
+    stats: &Stats,
+    disconnect: impl FnOnce(),
+) -> Result<(), Refused> {
+    // Only the drop branches format the id: nothing is allocated on the accepted path.
+    let conn_id = || conn.map(|c| c.id.to_string()).unwrap_or_default();
+    match queue.push(msg) {
+        PushOutcome::Queued => Ok(()),
+        PushOutcome::Evicted(n) => {
+            stats.record_overflow_drop(n as u64);
+            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = n; "{}", event::OVERFLOW_DROP);
+            Ok(())
+        }
+        PushOutcome::DroppedNew => {
+            stats.record_overflow_drop(1);
+            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = 1; "{}", event::OVERFLOW_DROP);
+            Err(Refused::Overflow)
+        }
+        PushOutcome::Disconnect => {
+            stats.record_overflow_drop(1);
+            log::warn!(component, conn_id = conn_id().as_str(), policy = queue.name(), capacity = queue.capacity(); "{}", event::OVERFLOW_DISCONNECT);
+            disconnect();
+            Err(Refused::Overflow)
+        }
+        PushOutcome::Closed => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            log::debug!(component, conn_id = conn_id().as_str(), reason = "connection closed", count = 1; "{}", event::MESSAGE_DROPPED);
+            Err(Refused::Closed)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,18 +267,18 @@ mod tests {
     #[test]
     fn bytes_bound_drop_new_and_drop_old() {
         let q = OutQueue::new(OverflowStrategy::DropNew, 100, 1000).unwrap();
-        assert_eq!(q.push(msg(600)), Outcome::Queued);
-        assert_eq!(q.push(msg(600)), Outcome::DroppedNew);
-        assert_eq!(q.push(msg(400)), Outcome::Queued);
+        assert_eq!(q.push(msg(600)), PushOutcome::Queued);
+        assert_eq!(q.push(msg(600)), PushOutcome::DroppedNew);
+        assert_eq!(q.push(msg(400)), PushOutcome::Queued);
         assert_eq!(q.drain().len(), 2);
         // Empty again: one message over the whole budget still goes.
-        assert_eq!(q.push(msg(5000)), Outcome::Queued);
+        assert_eq!(q.push(msg(5000)), PushOutcome::Queued);
 
         let q = OutQueue::new(OverflowStrategy::DropOld, 100, 1000).unwrap();
         for _ in 0..3 {
-            assert_eq!(q.push(msg(300)), Outcome::Queued);
+            assert_eq!(q.push(msg(300)), PushOutcome::Queued);
         }
-        assert_eq!(q.push(msg(700)), Outcome::Evicted(2));
+        assert_eq!(q.push(msg(700)), PushOutcome::Evicted(2));
         let left: Vec<usize> = q.drain().iter().map(Message::len).collect();
         assert_eq!(left, vec![300, 700]);
     }
@@ -236,8 +286,8 @@ mod tests {
     #[test]
     fn bytes_over_budget_ask_buffer_k_to_disconnect() {
         let q = OutQueue::new(OverflowStrategy::BufferK, 100, 1000).unwrap();
-        assert_eq!(q.push(msg(900)), Outcome::Queued);
-        assert_eq!(q.push(msg(200)), Outcome::Disconnect);
+        assert_eq!(q.push(msg(900)), PushOutcome::Queued);
+        assert_eq!(q.push(msg(200)), PushOutcome::Disconnect);
         assert_eq!(q.len(), 1);
     }
 
@@ -251,7 +301,7 @@ mod tests {
                     for i in 0..500u32 {
                         let mut body = vec![0u8; 1000];
                         body[..4].copy_from_slice(&(p * 1000 + i).to_be_bytes());
-                        assert_eq!(q.push(Message::binary(body)), Outcome::Queued);
+                        assert_eq!(q.push(Message::binary(body)), PushOutcome::Queued);
                     }
                 })
             })
@@ -281,11 +331,11 @@ mod tests {
     #[test]
     fn close_wakes_a_blocked_producer() {
         let q = Arc::new(OutQueue::new(OverflowStrategy::Block, 10, 100).unwrap());
-        assert_eq!(q.push(msg(100)), Outcome::Queued);
+        assert_eq!(q.push(msg(100)), PushOutcome::Queued);
         let q2 = q.clone();
         let t = std::thread::spawn(move || q2.push(msg(50)));
         std::thread::sleep(Duration::from_millis(20));
         q.close();
-        assert_eq!(t.join().unwrap(), Outcome::Closed);
+        assert_eq!(t.join().unwrap(), PushOutcome::Closed);
     }
 }

@@ -16,16 +16,16 @@ use tungstenite::handshake::HandshakeError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role};
 
-use crate::error::{Error, Result};
-use crate::reactive::{Notification, Observer, Subject, Subscription};
+use crate::component::{front_end, Core, Endpoint};
+use crate::error::{Context, Error, Result, SendError};
+use crate::reactive::{Notification, Subject, Subscription};
+use crate::stats::{Stats, StatsSnapshot};
 use crate::telemetry::{self, event, Kind, Outcome, Tracked};
-use crate::ws::component::Core;
-use crate::ws::conn::{ConnHandle, ConnInfo, ConnParams, ConnRun, HalfStream, Outbound};
+use crate::ws::conn::{ConnHandle, ConnInfo, ConnRun, HalfStream, Outbound};
 use crate::ws::datatype::{Datatype, Datatypes};
-use crate::ws::stats::{Stats, StatsSnapshot};
-use crate::ws::{
-    ConnId, ConnectionEvent, ConnectionEventKind, TaggedData, WSConnectionConfig, WsConfig,
-};
+use crate::ws::handshake;
+use crate::ws::outbound::Refused;
+use crate::ws::{ConnId, ConnectionEvent, ConnectionEventKind, TaggedData, WSConfig};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -56,12 +56,12 @@ const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nConnection: close
 /// cloneable [`ServerHandle`] (a weak reference) to use inside callbacks without a cycle.
 ///
 /// ```no_run
-/// use rxplus::ws::{RxWSServer, TaggedData, Text, WSConnectionConfig};
+/// use rxplus::ws::{RxWSServer, Text};
 ///
-/// let server = RxWSServer::<String>::new(WSConnectionConfig::new("127.0.0.1", 0, "/")?, Text)?;
+/// let server = RxWSServer::<String>::bind("127.0.0.1:0", Text)?;
 /// let h = server.handle();
 /// // Echo every message to the connection it came from.
-/// server.subscribe(move |m: TaggedData<String>| h.on_next(m.reply(m.data.clone()))).detach();
+/// server.subscribe(move |m| h.on_next(m.reply(m.data.clone())));
 /// println!("listening on {}", server.local_addr());
 /// # Ok::<(), rxplus::Error>(())
 /// ```
@@ -69,19 +69,13 @@ pub struct RxWSServer<T: Clone + Send + 'static> {
     inner: Arc<Inner<T>>,
 }
 
-/// A weak, cloneable handle to an [`RxWSServer`], for use inside callbacks. Calls on a handle
-/// whose server is gone do nothing (sends are counted nowhere and return `AlreadyClosed`).
-pub struct ServerHandle<T: Clone + Send + 'static> {
-    inner: Weak<Inner<T>>,
-}
-
-impl<T: Clone + Send + 'static> Clone for ServerHandle<T> {
-    fn clone(&self) -> Self {
-        ServerHandle {
-            inner: self.inner.clone(),
-        }
-    }
-}
+front_end!(
+    RxWSServer,
+    ServerHandle,
+    Inner,
+    TaggedData<T>,
+    TaggedData<T>
+);
 
 struct PathEntry<T> {
     datatype: Arc<dyn Datatype<T>>,
@@ -90,8 +84,8 @@ struct PathEntry<T> {
 
 /// Who an outbound item goes to, looked up under one registry read.
 enum Recipients {
-    One(ConnId, Option<Arc<ConnHandle>>),
-    Path(Option<Arc<Vec<Arc<ConnHandle>>>>),
+    One(Arc<ConnHandle>),
+    Path(Arc<Vec<Arc<ConnHandle>>>),
 }
 
 struct Registry<T> {
@@ -101,7 +95,7 @@ struct Registry<T> {
 
 struct Inner<T: Clone + Send + 'static> {
     core: Core<TaggedData<T>>,
-    cfg: WsConfig,
+    cfg: WSConfig,
     local_addr: SocketAddr,
     datatypes: Datatypes<T>,
     registry: RwLock<Registry<T>>,
@@ -116,30 +110,35 @@ struct Inner<T: Clone + Send + 'static> {
 }
 
 impl<T: Clone + Send + 'static> RxWSServer<T> {
-    /// Binds `host:port` (port 0 picks a free port; host `::` accepts IPv4 and IPv6) with the
-    /// default [`WsConfig`] and starts accepting.
+    /// Binds `addr` (`host:port`; port 0 picks a free port; `[::]:port` accepts IPv4 and IPv6)
+    /// with the default [`WSConfig`] and starts accepting, on every path.
     ///
     /// # Errors
-    /// [`Error::Bind`] naming `host:port` when the address cannot be bound.
-    pub fn new(conn: WSConnectionConfig, datatype: impl Into<Datatypes<T>>) -> Result<Self> {
-        Self::with_config(conn, datatype, WsConfig::default())
+    /// [`Error::Config`] for an address that is not `host:port`; [`Error::Bind`] naming it when
+    /// it cannot be bound.
+    pub fn bind(addr: &str, datatype: impl Into<Datatypes<T>>) -> Result<Self> {
+        Self::bind_with_config(addr, datatype, WSConfig::default())
     }
 
-    /// Like [`new`](Self::new) with a custom config.
+    /// Like [`bind`](Self::bind) with a custom config.
     ///
     /// # Errors
-    /// [`Error::Config`] for an invalid `cfg`; [`Error::Bind`] when the address cannot be bound.
-    pub fn with_config(
-        conn: WSConnectionConfig,
+    /// [`Error::Config`] for an invalid `cfg` or address; [`Error::Bind`] when the address
+    /// cannot be bound.
+    pub fn bind_with_config(
+        addr: &str,
         datatype: impl Into<Datatypes<T>>,
-        cfg: WsConfig,
+        cfg: WSConfig,
     ) -> Result<Self> {
         cfg.validate()?;
-        let configured = || format!("RxWSServer:{}", conn.authority());
-        let listener = bind(&conn).map_err(|e| Error::Bind {
-            component: cfg.name.clone().unwrap_or_else(configured).into(),
-            addr: conn.authority(),
-            source: Arc::new(e),
+        let configured = || format!("RxWSServer:{addr}");
+        let listener = bind(addr).map_err(|e| match e {
+            BindError::Addr(reason) => Error::config("addr", format!("{addr:?}: {reason}")),
+            BindError::Io(e) => Error::Bind {
+                ctx: Context::new(&cfg.name.clone().unwrap_or_else(configured), None),
+                addr: addr.to_owned(),
+                source: Arc::new(e),
+            },
         })?;
         let local_addr = listener
             .local_addr()
@@ -147,7 +146,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
         // Port 0 means "any": then the name carries the address actually bound.
         let name: Arc<str> = match &cfg.name {
             Some(n) => n.clone(),
-            None if conn.port() == 0 => format!("RxWSServer:{local_addr}"),
+            None if addr.ends_with(":0") => format!("RxWSServer:{local_addr}"),
             None => configured(),
         }
         .into();
@@ -188,84 +187,12 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
         self.inner.local_addr
     }
 
-    /// The component's name, e.g. `RxWSServer:127.0.0.1:9001`.
-    pub fn name(&self) -> &str {
-        &self.inner.core.name
-    }
-
-    /// A weak, cloneable handle for use inside callbacks.
-    pub fn handle(&self) -> ServerHandle<T> {
-        ServerHandle {
-            inner: Arc::downgrade(&self.inner),
-        }
-    }
-
-    /// Subscribes to inbound items. Dropping the returned [`Subscription`] unsubscribes.
-    pub fn subscribe(&self, observer: impl Observer<TaggedData<T>> + 'static) -> Subscription {
-        self.inner.core.inbound.subscribe(Box::new(observer))
-    }
-
-    /// Inbound items as a bounded crossbeam receiver (`WsConfig::stream_capacity`). A full
-    /// receiver slows the connections feeding it; dropping it unsubscribes.
-    pub fn stream(&self) -> Receiver<Notification<TaggedData<T>>> {
-        self.inner.core.inbound.stream()
-    }
-
     /// Connection opened/closed events.
     pub fn subscribe_events(
         &self,
-        observer: impl Observer<ConnectionEvent> + 'static,
+        f: impl Fn(ConnectionEvent) + Send + Sync + 'static,
     ) -> Subscription {
-        self.inner.events.subscribe(Box::new(observer))
-    }
-
-    /// Non-fatal errors (an item that cannot be encoded, a reply to a connection that is gone).
-    pub fn subscribe_errors(&self, observer: impl Observer<Error> + 'static) -> Subscription {
-        self.inner.core.errors.subscribe(Box::new(observer))
-    }
-
-    /// A crossbeam sender of outbound items, forwarded by a `rxws-server-sink` thread.
-    ///
-    /// # Errors
-    /// [`Error::AlreadyClosed`] after dispose.
-    pub fn sink(&self) -> Result<Sender<TaggedData<T>>> {
-        let weak = Arc::downgrade(&self.inner);
-        self.inner.core.sink("server", move |item| {
-            if let Some(inner) = weak.upgrade() {
-                let _ = inner.send(item);
-            }
-        })
-    }
-
-    /// Sends one item, reporting failures directly instead of on the errors stream.
-    ///
-    /// # Errors
-    /// [`Error::Encode`] when the path's datatype refuses the item; [`Error::AlreadyClosed`]
-    /// after completion.
-    pub fn send(&self, item: TaggedData<T>) -> Result<()> {
-        self.inner.send(item)
-    }
-
-    /// Sends one item (errors go to the errors stream).
-    pub fn on_next(&self, item: TaggedData<T>) {
-        self.inner.on_next(item)
-    }
-
-    /// Graceful shutdown: stops accepting, flushes and closes every connection with a close
-    /// handshake (bounded by `close_timeout`), completes subscribers, then disposes.
-    pub fn on_completed(&self) {
-        self.inner.complete(Notification::Completed)
-    }
-
-    /// Fails subscribers with `error`, closes every connection, then disposes.
-    pub fn on_error(&self, error: Error) {
-        self.inner.complete(Notification::Error(error))
-    }
-
-    /// Stops everything now and joins every thread the server started (bounded, about 2 s even
-    /// with unresponsive peers). Idempotent; safe from any thread, including a callback.
-    pub fn dispose(&self) {
-        self.inner.dispose()
+        self.inner.events.subscribe(Box::new(f))
     }
 
     /// Connections open now.
@@ -298,234 +225,118 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
     }
 }
 
-impl<T: Clone + Send + 'static> Drop for RxWSServer<T> {
-    fn drop(&mut self) {
-        self.inner.dispose();
-    }
+enum BindError {
+    Addr(&'static str),
+    Io(std::io::Error),
 }
 
-impl<T: Clone + Send + 'static> Observer<TaggedData<T>> for RxWSServer<T> {
-    fn on_next(&self, item: TaggedData<T>) {
-        self.inner.on_next(item)
+/// Binds `host:port`: IP literals directly (`[::]:0`), names through the resolver.
+fn bind(addr: &str) -> std::result::Result<TcpListener, BindError> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return TcpListener::bind(sa).map_err(BindError::Io);
     }
-    fn on_error(&self, error: Error) {
-        RxWSServer::on_error(self, error)
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or(BindError::Addr("expected host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| BindError::Addr("port must be 0..=65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(BindError::Addr("empty host"));
     }
-    fn on_completed(&self) {
-        RxWSServer::on_completed(self)
+    match host.parse::<IpAddr>() {
+        Ok(ip) => TcpListener::bind(SocketAddr::new(ip, port)),
+        Err(_) => TcpListener::bind((host, port)),
     }
+    .map_err(BindError::Io)
 }
 
-impl<T: Clone + Send + 'static> ServerHandle<T> {
-    /// See [`RxWSServer::on_next`].
-    pub fn on_next(&self, item: TaggedData<T>) {
-        if let Some(i) = self.inner.upgrade() {
-            i.on_next(item)
-        }
-    }
-    /// See [`RxWSServer::send`].
-    ///
-    /// # Errors
-    /// As [`RxWSServer::send`]; [`Error::AlreadyClosed`] when the server is gone.
-    pub fn send(&self, item: TaggedData<T>) -> Result<()> {
-        match self.inner.upgrade() {
-            Some(i) => i.send(item),
-            None => Err(Error::AlreadyClosed {
-                component: "RxWSServer".into(),
-            }),
-        }
-    }
-    /// See [`RxWSServer::on_completed`].
-    pub fn on_completed(&self) {
-        if let Some(i) = self.inner.upgrade() {
-            i.complete(Notification::Completed)
-        }
-    }
-    /// See [`RxWSServer::dispose`].
-    pub fn dispose(&self) {
-        if let Some(i) = self.inner.upgrade() {
-            i.dispose()
-        }
-    }
-}
+impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
+    type In = TaggedData<T>;
+    type Out = TaggedData<T>;
+    const KIND: &'static str = "server";
 
-impl<T: Clone + Send + 'static> Observer<TaggedData<T>> for ServerHandle<T> {
-    fn on_next(&self, item: TaggedData<T>) {
-        ServerHandle::on_next(self, item)
-    }
-    fn on_error(&self, error: Error) {
-        if let Some(i) = self.inner.upgrade() {
-            i.complete(Notification::Error(error))
-        }
-    }
-    fn on_completed(&self) {
-        ServerHandle::on_completed(self)
-    }
-}
-
-fn bind(conn: &WSConnectionConfig) -> std::io::Result<TcpListener> {
-    // Bracket-free IPv6 literals ("::") parse as IpAddr; names go through the resolver.
-    match conn.host().parse::<IpAddr>() {
-        Ok(ip) => TcpListener::bind(SocketAddr::new(ip, conn.port())),
-        Err(_) => TcpListener::bind((conn.host(), conn.port())),
-    }
-}
-
-impl<T: Clone + Send + 'static> Inner<T> {
-    fn on_next(&self, item: TaggedData<T>) {
-        if let Err(e) = self.send(item) {
-            self.core.report(e);
-        }
+    fn core(&self) -> &Core<TaggedData<T>> {
+        &self.core
     }
 
-    fn send(&self, item: TaggedData<T>) -> Result<()> {
+    fn send(&self, item: TaggedData<T>) -> std::result::Result<(), SendError<TaggedData<T>>> {
         if self.core.threads.is_stopping() || self.completing.load(Ordering::Acquire) {
             self.counters(&item.tag)
                 .stats
                 .dropped
                 .fetch_add(1, Ordering::Relaxed);
-            return Err(Error::AlreadyClosed {
-                component: Box::from(&*self.core.name),
-            });
+            return Err(SendError::new(self.core.closed(), Some(item)));
         }
-        // One registry read: the path's datatype and the recipients (one connection, or a
-        // snapshot of the path's connections, so no lock is held while a send may block).
-        let (datatype, recipients) = {
+        // One registry read: the recipients (one connection, or a snapshot of the path's
+        // connections, so no lock is held while a send may block) and their path's datatype,
+        // chosen when the path's first connection opened. No connection: nothing to encode.
+        let found = {
             let reg = self.registry.read();
-            let entry = reg.paths.get(&*item.tag);
-            let datatype = match entry {
-                Some(p) => p.datatype.clone(),
-                None => self.datatypes.for_path(&item.tag),
-            };
-            let recipients = match item.conn {
-                Some(id) => Recipients::One(id, reg.by_id.get(&id).map(|(_, c)| c.clone())),
-                None => Recipients::Path(entry.map(|p| p.conns.clone())),
-            };
-            (datatype, recipients)
+            match item.conn {
+                Some(id) => reg.by_id.get(&id).and_then(|(path, c)| {
+                    let dt = reg.paths.get(path)?.datatype.clone();
+                    Some((dt, Recipients::One(c.clone())))
+                }),
+                None => reg
+                    .paths
+                    .get(&*item.tag)
+                    .map(|p| (p.datatype.clone(), Recipients::Path(p.conns.clone()))),
+            }
         };
-        let msg = datatype.encode(item.data).map_err(|reason| {
+        let Some((datatype, recipients)) = found else {
             self.counters(&item.tag)
+                .stats
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
+            let target = item
+                .conn
+                .map_or_else(|| item.tag.to_string(), |id| id.to_string());
+            log::debug!(component = &*self.core.name, target = target.as_str(), path = &*item.tag, reason = "no open connection", count = 1; "{}", event::MESSAGE_DROPPED);
+            let err = Error::NoConnection {
+                ctx: Context::new(&self.core.name, Some(target)),
+            };
+            return Err(SendError::new(err, Some(item)));
+        };
+        let tag = item.tag;
+        let msg = datatype.encode(item.data).map_err(|source| {
+            self.counters(&tag)
                 .stats
                 .encode_errors
                 .fetch_add(1, Ordering::Relaxed);
-            Error::Encode {
-                component: Box::from(&*self.core.name),
+            let err = Error::Encode {
+                ctx: Context::new(&self.core.name, None),
                 datatype: datatype.name(),
-                reason,
-            }
+                source,
+            };
+            SendError::new(err, None)
         })?;
         match recipients {
-            Recipients::One(_, Some(c)) => {
-                log::debug!(component = &*self.core.name, conn_id:% = c.info.id, path = &*item.tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
-                c.send(msg);
+            Recipients::One(c) => {
+                log::debug!(component = &*self.core.name, conn_id:% = c.info.id, path = &*tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
+                c.send(msg)
+                    .map_err(|r| SendError::new(self.refused(&c, r), None))
             }
-            Recipients::One(id, None) => {
-                self.counters(&item.tag)
-                    .stats
-                    .dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                log::debug!(component = &*self.core.name, conn_id:% = id, path = &*item.tag, reason = "connection is gone", count = 1; "{}", event::MESSAGE_DROPPED);
-            }
-            Recipients::Path(Some(conns)) => match conns.split_last() {
+            Recipients::Path(conns) => match conns.split_last() {
                 Some((only, [])) => {
-                    log::debug!(component = &*self.core.name, conn_id:% = only.info.id, path = &*item.tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
-                    only.send(msg);
+                    log::debug!(component = &*self.core.name, conn_id:% = only.info.id, path = &*tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
+                    only.send(msg)
+                        .map_err(|r| SendError::new(self.refused(only, r), None))
                 }
-                // Fan-out is queued: each connection's writer thread writes in parallel.
+                // Fan-out is queued: each connection's writer thread writes in parallel. A
+                // connection that refuses is counted and logged; the others still get it.
                 Some((last, rest)) => {
-                    log::debug!(component = &*self.core.name, path = &*item.tag, recipients = conns.len(), bytes = msg.len(); "{}", event::MESSAGE_SENT);
+                    log::debug!(component = &*self.core.name, path = &*tag, recipients = conns.len(), bytes = msg.len(); "{}", event::MESSAGE_SENT);
                     for c in rest {
-                        c.enqueue(msg.clone());
+                        let _refused_is_counted = c.enqueue(msg.clone());
                     }
-                    last.enqueue(msg);
+                    let _refused_is_counted = last.enqueue(msg);
+                    Ok(())
                 }
-                None => {}
+                None => Ok(()),
             },
-            Recipients::Path(None) => {}
         }
-        Ok(())
-    }
-
-    /// The counters of `path` (created on first use; beyond [`MAX_METRIC_PATHS`] paths, the
-    /// shared [`OTHER_PATH`] ones). Not on the per-message path: once per connection, and
-    /// when a send fails.
-    fn counters(&self, path: &str) -> Tracked {
-        let mut map = self.path_counters.lock();
-        if let Some(t) = map.get(path) {
-            return t.clone();
-        }
-        let key = if map.len() < MAX_METRIC_PATHS {
-            path
-        } else {
-            if let Some(t) = map.get(OTHER_PATH) {
-                return t.clone();
-            }
-            log::warn!(component = &*self.core.name, path, limit = MAX_METRIC_PATHS; "{}", event::PATH_LIMIT);
-            OTHER_PATH
-        };
-        let t = telemetry::track(
-            Arc::new(Stats::default()),
-            Kind::Server,
-            &self.core.name,
-            Some(key),
-            self.cfg.outbound_overflow.name(),
-        );
-        map.insert(Arc::from(key), t.clone());
-        t
-    }
-
-    /// Adds a connection to its path; returns the path's datatype, or None when full.
-    fn register(&self, path: &str, handle: Arc<ConnHandle>) -> Option<Arc<dyn Datatype<T>>> {
-        let mut reg = self.registry.write();
-        if reg.by_id.len() >= self.cfg.max_connections {
-            return None;
-        }
-        let datatypes = &self.datatypes;
-        let entry = reg
-            .paths
-            .entry(path.to_owned())
-            .or_insert_with(|| PathEntry {
-                datatype: datatypes.for_path(path),
-                conns: Arc::new(Vec::new()),
-            });
-        let mut v = Vec::with_capacity(entry.conns.len() + 1);
-        v.extend(entry.conns.iter().cloned());
-        v.push(handle.clone());
-        entry.conns = Arc::new(v);
-        let datatype = entry.datatype.clone();
-        reg.by_id.insert(handle.info.id, (path.to_owned(), handle));
-        Some(datatype)
-    }
-
-    fn unregister(&self, id: ConnId) {
-        let mut reg = self.registry.write();
-        if let Some((path, _)) = reg.by_id.remove(&id) {
-            let now_empty = match reg.paths.get_mut(&path) {
-                Some(entry) => {
-                    let v: Vec<_> = entry
-                        .conns
-                        .iter()
-                        .filter(|c| c.info.id != id)
-                        .cloned()
-                        .collect();
-                    entry.conns = Arc::new(v);
-                    entry.conns.is_empty()
-                }
-                None => false,
-            };
-            if now_empty {
-                reg.paths.remove(&path);
-            }
-        }
-    }
-
-    fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
-        self.registry
-            .read()
-            .by_id
-            .values()
-            .map(|(_, c)| c.clone())
-            .collect()
     }
 
     fn complete(&self, n: Notification<TaggedData<T>>) {
@@ -576,6 +387,108 @@ impl<T: Clone + Send + 'static> Inner<T> {
         self.core.terminate(Notification::Completed);
         self.events.terminate(Notification::Completed);
         log::info!(component = &*self.core.name; "{}", event::SERVER_STOPPED);
+    }
+}
+
+impl<T: Clone + Send + 'static> Inner<T> {
+    /// The error for a message one connection did not take.
+    fn refused(&self, c: &ConnHandle, r: Refused) -> Error {
+        match r {
+            Refused::Overflow => c.overflow_error(),
+            Refused::Closed => Error::NoConnection {
+                ctx: Context::new(&self.core.name, Some(c.info.id.to_string())),
+            },
+        }
+    }
+
+    /// The counters of `path` (created on first use; beyond [`MAX_METRIC_PATHS`] paths, the
+    /// shared [`OTHER_PATH`] ones). Not on the per-message path: once per connection, and
+    /// when a send fails.
+    fn counters(&self, path: &str) -> Tracked {
+        let mut map = self.path_counters.lock();
+        if let Some(t) = map.get(path) {
+            return t.clone();
+        }
+        let key = if map.len() < MAX_METRIC_PATHS {
+            path
+        } else {
+            if let Some(t) = map.get(OTHER_PATH) {
+                return t.clone();
+            }
+            log::warn!(component = &*self.core.name, path, limit = MAX_METRIC_PATHS; "{}", event::PATH_LIMIT);
+            OTHER_PATH
+        };
+        let t = telemetry::track(
+            Arc::new(Stats::default()),
+            Kind::Server,
+            &self.core.name,
+            Some(key),
+            self.cfg.outbound_overflow.name(),
+        );
+        map.insert(Arc::from(key), t.clone());
+        t
+    }
+
+    /// Adds a connection to its path; returns the path's datatype, or None when full.
+    fn register(&self, path: &str, handle: Arc<ConnHandle>) -> Option<Arc<dyn Datatype<T>>> {
+        // The datatype chooser is user code: it runs before the lock, never under it, so it
+        // may call back into the server.
+        let known = self
+            .registry
+            .read()
+            .paths
+            .get(path)
+            .map(|p| p.datatype.clone());
+        let chosen = known.unwrap_or_else(|| self.datatypes.for_path(path));
+        let mut reg = self.registry.write();
+        if reg.by_id.len() >= self.cfg.max_connections {
+            return None;
+        }
+        let entry = reg
+            .paths
+            .entry(path.to_owned())
+            .or_insert_with(|| PathEntry {
+                datatype: chosen,
+                conns: Arc::new(Vec::new()),
+            });
+        let mut v = Vec::with_capacity(entry.conns.len() + 1);
+        v.extend(entry.conns.iter().cloned());
+        v.push(handle.clone());
+        entry.conns = Arc::new(v);
+        let datatype = entry.datatype.clone();
+        reg.by_id.insert(handle.info.id, (path.to_owned(), handle));
+        Some(datatype)
+    }
+
+    fn unregister(&self, id: ConnId) {
+        let mut reg = self.registry.write();
+        if let Some((path, _)) = reg.by_id.remove(&id) {
+            let now_empty = match reg.paths.get_mut(&path) {
+                Some(entry) => {
+                    let v: Vec<_> = entry
+                        .conns
+                        .iter()
+                        .filter(|c| c.info.id != id)
+                        .cloned()
+                        .collect();
+                    entry.conns = Arc::new(v);
+                    entry.conns.is_empty()
+                }
+                None => false,
+            };
+            if now_empty {
+                reg.paths.remove(&path);
+            }
+        }
+    }
+
+    fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
+        self.registry
+            .read()
+            .by_id
+            .values()
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 
     /// Unblocks the accept thread's `accept()` by connecting to our own listener.
@@ -635,9 +548,7 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         Ok(p) => p,
         Err(_) => return,
     };
-    let _ = sock.set_nodelay(true);
-    let _ = sock.set_read_timeout(Some(inner.cfg.handshake_timeout));
-    let _ = sock.set_write_timeout(Some(inner.cfg.handshake_timeout));
+    handshake::start(&sock, inner.cfg.handshake_timeout);
     let Ok(raw) = sock.try_clone() else { return };
     if inner.registry.read().by_id.len() >= inner.cfg.max_connections {
         log::warn!(component = &*name, peer:% = peer, limit = inner.cfg.max_connections; "{}", event::CONNECTION_REFUSED);
@@ -689,10 +600,8 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
             return;
         }
     };
-    let handshake = started.elapsed();
-    // The handshake is done: from here on, reads block without a timeout (full duplex).
-    let _ = raw.set_read_timeout(None);
-    let _ = raw.set_write_timeout(None);
+    let took = started.elapsed();
+    handshake::finish(&raw);
     if inner.core.threads.is_stopping() {
         return;
     }
@@ -702,16 +611,9 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         peer,
     };
     let counters = inner.counters(&path);
-    counters.record_handshake(Outcome::Ok, handshake);
-    log::info!(component = &*name, conn_id:% = info.id, path = path.as_str(), peer:% = peer, duration_ms = handshake.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_COMPLETED);
-    let params = ConnParams {
-        role: Role::Server,
-        ping_interval: inner.cfg.ping_interval,
-        ping_timeout: inner.cfg.ping_timeout,
-        close_timeout: inner.cfg.close_timeout,
-        keep_unsent: false,
-        ws: inner.cfg.tungstenite(),
-    };
+    counters.record_handshake(Outcome::Ok, took);
+    log::info!(component = &*name, conn_id:% = info.id, path = path.as_str(), peer:% = peer, duration_ms = took.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_COMPLETED);
+    let params = handshake::params(&inner.cfg, Role::Server, false);
     let (run, handle) = match ConnRun::new(
         ws,
         info.clone(),
@@ -748,24 +650,25 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         peer,
     });
     let threads = inner.core.threads.clone();
-    let inbound = inner.core.inbound.clone();
     let stats = counters.stats;
+    let id = info.id;
+    let inbound = handshake::Inbound {
+        datatype,
+        subject: inner.core.inbound.clone(),
+        errors: inner.core.errors.clone(),
+        stats: stats.clone(),
+        component: name.clone(),
+        conn_id: id,
+        path: tag.clone(),
+    };
     // Hold only a weak reference while running, so dropping the server is never blocked by us.
     drop(inner);
-    let id = info.id;
     let end = run.run(&threads, |msg| {
-        log::debug!(component = &*name, conn_id:% = id, path = path.as_str(), bytes = msg.len(); "{}", event::MESSAGE_RECEIVED);
-        match datatype.decode(msg) {
-            Ok(data) => inbound.next(TaggedData {
-                tag: tag.clone(),
-                data,
-                conn: Some(id),
-            }),
-            Err(reason) => {
-                stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!(component = &*name, conn_id:% = id, path = path.as_str(), datatype = datatype.name(), error = reason.as_str(); "{}", event::DECODE_ERROR);
-            }
-        }
+        inbound.deliver(msg, |data| TaggedData {
+            tag: tag.clone(),
+            data,
+            conn: Some(id),
+        })
     });
     handle.abort();
     let Some(inner) = weak.upgrade() else { return };

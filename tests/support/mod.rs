@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rxplus::ws::{RxWSServer, TaggedData, WSConnectionConfig, WsConfig};
+use rxplus::ws::{RxWSServer, TaggedData, WSConfig, WSConnectionConfig};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -38,6 +38,27 @@ pub fn live_threads() -> usize {
             flags & PF_EXITING == 0
         })
         .count()
+}
+
+/// Every thread of this process: name, state and kernel flags (for failure messages).
+pub fn thread_report() -> String {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return String::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.filter_map(|e| e.ok()) {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        let f: Vec<&str> = after.split_whitespace().collect();
+        out.push(format!(
+            "{}[{} flags {:#x}]",
+            comm.trim(),
+            f.first().unwrap_or(&"?"),
+            f.get(6).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+        ));
+    }
+    out.join(", ")
 }
 
 /// True when a thread of this process whose name starts with `prefix` is asleep (state `S`:
@@ -78,25 +99,27 @@ pub fn wait_threads_at_most(n: usize) -> usize {
 }
 
 pub fn local(port: u16, path: &str) -> WSConnectionConfig {
-    WSConnectionConfig::new("127.0.0.1", u32::from(port), path).unwrap()
+    WSConnectionConfig::new("127.0.0.1", port, path).unwrap()
 }
 
-pub fn any_port() -> WSConnectionConfig {
-    local(0, "/")
+/// The address a test server binds: loopback, any free port.
+pub const ANY_PORT: &str = "127.0.0.1:0";
+
+pub fn any_port() -> &'static str {
+    ANY_PORT
 }
 
-pub fn quiet() -> WsConfig {
-    WsConfig::default().no_heartbeat()
+pub fn quiet() -> WSConfig {
+    WSConfig::default().no_heartbeat()
 }
 
 /// An echo server of `T`: replies to the originating connection.
 pub fn echo_server<T: Clone + Send + 'static>(
     datatype: impl Into<rxplus::ws::Datatypes<T>>,
 ) -> RxWSServer<T> {
-    let s = RxWSServer::<T>::with_config(any_port(), datatype, quiet()).unwrap();
+    let s = RxWSServer::<T>::bind_with_config(any_port(), datatype, quiet()).unwrap();
     let h = s.handle();
-    s.subscribe(move |m: TaggedData<T>| h.on_next(m.reply(m.data.clone())))
-        .detach();
+    s.subscribe(move |m: TaggedData<T>| h.on_next(m.reply(m.data.clone())));
     s
 }
 
@@ -107,13 +130,15 @@ pub fn collecting_server(
     RxWSServer<String>,
     std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
 ) {
-    let server =
-        RxWSServer::<String>::with_config(local(port, "/"), rxplus::ws::Text, quiet()).unwrap();
+    let server = RxWSServer::<String>::bind_with_config(
+        &format!("127.0.0.1:{port}"),
+        rxplus::ws::Text,
+        quiet(),
+    )
+    .unwrap();
     let got = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let g = got.clone();
-    server
-        .subscribe(move |m: TaggedData<String>| g.lock().push(m.data))
-        .detach();
+    server.subscribe(move |m: TaggedData<String>| g.lock().push(m.data));
     (server, got)
 }
 
@@ -126,15 +151,14 @@ pub fn gated_server() -> (
     crossbeam_channel::Sender<()>,
 ) {
     let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
-    let server = RxWSServer::<String>::with_config(any_port(), rxplus::ws::Text, quiet()).unwrap();
+    let server =
+        RxWSServer::<String>::bind_with_config(any_port(), rxplus::ws::Text, quiet()).unwrap();
     let got = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let g = got.clone();
-    server
-        .subscribe(move |m: TaggedData<String>| {
-            let _ = gate_rx.recv(); // returns once the gate sender is dropped
-            g.lock().push(m.data);
-        })
-        .detach();
+    server.subscribe(move |m: TaggedData<String>| {
+        let _ = gate_rx.recv(); // returns once the gate sender is dropped
+        g.lock().push(m.data);
+    });
     (server, got, gate_tx)
 }
 

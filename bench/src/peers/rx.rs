@@ -14,10 +14,7 @@ use super::RunningServer;
 pub fn server<T: Clone + Send + 'static>(
     datatype: impl Into<Datatypes<T>>,
 ) -> Result<RxWSServer<T>> {
-    Ok(RxWSServer::new(
-        WSConnectionConfig::new("127.0.0.1", 0, "/")?,
-        datatype,
-    )?)
+    Ok(RxWSServer::bind("127.0.0.1:0", datatype)?)
 }
 
 /// A client of `path` on `addr`, connected (or an error after 10 s).

@@ -172,13 +172,11 @@ fn is_go(msg: &Message) -> bool {
 fn rx_server(p: Params) -> Result<Box<dyn RunningServer>> {
     let server = Arc::new(rx::server(Text)?);
     let (go_tx, go) = mpsc::sync_channel::<()>(1);
-    server
-        .subscribe(move |m: TaggedData<String>| {
-            if m.data == "go" {
-                let _ = go_tx.try_send(());
-            }
-        })
-        .detach();
+    server.subscribe(move |m: TaggedData<String>| {
+        if m.data == "go" {
+            let _ = go_tx.try_send(());
+        }
+    });
     let s = server.clone();
     // The application's thread that broadcasts (not the reader thread that got `go`).
     std::thread::spawn(move || {
@@ -339,13 +337,11 @@ fn rx_clients(addr: SocketAddr, p: &Params) -> Result<Duration> {
     for _ in 0..p.clients {
         let client = rx::client(addr, PATH, Text)?;
         let (count, done_tx, n) = (AtomicUsize::new(0), done_tx.clone(), p.messages);
-        client
-            .subscribe(move |_m: String| {
-                if count.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                    let _ = done_tx.send(Ok(()));
-                }
-            })
-            .detach();
+        client.subscribe(move |_m: String| {
+            if count.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                let _ = done_tx.send(Ok(()));
+            }
+        });
         clients.push(client);
     }
     let t = Instant::now();

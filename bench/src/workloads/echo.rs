@@ -274,9 +274,7 @@ pub fn echo_server(stack: Stack) -> Result<Box<dyn RunningServer>> {
             let h = server.handle();
             // The inbound item already carries its path and connection: sending it back as it
             // is answers exactly that connection (same as `m.reply(m.data.clone())`, no copy).
-            server
-                .subscribe(move |m: TaggedData<String>| h.on_next(m))
-                .detach();
+            server.subscribe(move |m: TaggedData<String>| h.on_next(m));
             Box::new(RxServer(Arc::new(server)))
         }
         Stack::Raw => Box::new(RawServer::start(|mut ws, _| {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use rxplus::ws::{Bytes, Datatype, RxWSClient, TaggedData, Text};
+use rxplus::ws::{Binary, Datatype, RxWSClient, TaggedData, Text};
 use rxplus::Notification;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -185,7 +185,7 @@ impl Workload for OneWay {
         let done = move || done_message(binary);
         Ok(match (Stack::of(variant)?, self.binary) {
             (Stack::Rxplus, false) => Box::new(rx_server(Text, n, || "done".to_string())?),
-            (Stack::Rxplus, true) => Box::new(rx_server(Bytes, n, || b"done".to_vec())?),
+            (Stack::Rxplus, true) => Box::new(rx_server(Binary, n, || b"done".to_vec())?),
             (Stack::Raw, _) => Box::new(RawServer::start(move |mut ws, _| {
                 let mut count = 0;
                 while let Ok(msg) = ws.read() {
@@ -229,7 +229,7 @@ impl Workload for OneWay {
         };
         let elapsed = match (variant, self.binary) {
             ("rxplus" | crate::otel::VARIANT, false) => rx_client(addr, Text, n, || text.clone())?,
-            ("rxplus", true) => rx_client(addr, Bytes, n, || bytes.clone())?,
+            ("rxplus", true) => rx_client(addr, Binary, n, || bytes.clone())?,
             // The naive user: `send` writes and flushes each message (one syscall each).
             // For w2 this is the plain raw design too: with 64 KiB messages each flush is a
             // full write anyway, so batching would hardly change anything.
@@ -301,13 +301,11 @@ where
     let server = rx::server(datatype)?;
     let h = server.handle();
     let count = AtomicUsize::new(0);
-    server
-        .subscribe(move |m: TaggedData<T>| {
-            if count.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                h.on_next(m.reply(done()));
-            }
-        })
-        .detach();
+    server.subscribe(move |m: TaggedData<T>| {
+        if count.fetch_add(1, Ordering::Relaxed) + 1 == n {
+            h.on_next(m.reply(done()));
+        }
+    });
     Ok(RxServer(Arc::new(server)))
 }
 
