@@ -42,10 +42,17 @@ impl<In: Clone + Send + 'static> Core<In> {
         self.errors.next(e);
     }
 
-    /// Abort blocked deliveries, so threads waiting on a subscriber can be joined.
-    pub(crate) fn abort_subjects(&self) {
+    /// Starts a dispose: marks the component stopping and stops delivery to subscribers (and
+    /// unblocks deliveries waiting on them, so their threads can be joined). True for the first
+    /// caller, who goes on to close and join; a later caller has waited for that to finish.
+    pub(crate) fn begin_dispose(&self) -> bool {
+        if !self.threads.begin_stop() {
+            self.threads.wait_stopped();
+            return false;
+        }
         self.inbound.abort();
         self.errors.abort();
+        true
     }
 
     pub(crate) fn terminate(&self, n: Notification<In>) {

@@ -170,11 +170,9 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
     }
 
     fn dispose(&self) {
-        if !self.core.threads.begin_stop() {
-            self.core.threads.wait_stopped();
+        if !self.core.begin_dispose() {
             return;
         }
-        self.core.abort_subjects();
         for c in self.children() {
             c.dispose();
         }

@@ -1,0 +1,229 @@
+//! The client's connection thread: connect and handshake (bounded), run the connection, and
+//! reconnect by the retry policy, carrying a buffering client's unsent batch over.
+
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use tungstenite::handshake::HandshakeError;
+use tungstenite::protocol::{Role, WebSocket};
+use tungstenite::Message;
+
+use super::Inner;
+use crate::error::{Context, Error, Result};
+use crate::reactive::Notification;
+use crate::telemetry::{event, Outcome};
+use crate::ws::conn::{ConnHandle, ConnInfo, ConnRun, HalfStream, Outbound};
+use crate::ws::handshake;
+use crate::ws::{ConnId, ConnectionState};
+
+impl<T: Clone + Send + 'static> Inner<T> {
+    /// One connection attempt: connect, handshake, and set up the connection core.
+    fn open(&self, seq: u64) -> Result<(ConnRun, Arc<ConnHandle>, ConnInfo)> {
+        let (ws, peer) = self.connect()?;
+        let info = ConnInfo {
+            id: ConnId::new(),
+            seq,
+            peer,
+        };
+        let params = handshake::params(&self.cfg, Role::Client, self.cfg.buffer_while_disconnected);
+        let (run, handle) = ConnRun::new(
+            ws,
+            info.clone(),
+            self.core.name.clone(),
+            Outbound::Shared(self.queue.clone()),
+            params,
+            self.core.stats.clone(),
+        )?;
+        Ok((run, handle, info))
+    }
+
+    /// Connects and handshakes, bounded by `handshake_timeout`.
+    fn connect(&self) -> Result<(WebSocket<HalfStream>, SocketAddr)> {
+        let name = &self.core.name;
+        let timeout = self.cfg.handshake_timeout;
+        let addrs: Vec<SocketAddr> = (self.conn.host(), self.conn.port())
+            .to_socket_addrs()
+            .map_err(|e| Error::io(name, Some(self.conn.authority()), e))?
+            .collect();
+        let mut last = None;
+        let mut sock = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(s) => {
+                    sock = Some((s, a));
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let (sock, peer) = match sock {
+            Some(s) => s,
+            None => {
+                let e = last.unwrap_or_else(|| std::io::Error::other("no address to connect to"));
+                return Err(Error::io(name, Some(self.conn.authority()), e));
+            }
+        };
+        handshake::start(&sock, timeout);
+        let raw = sock
+            .try_clone()
+            .map_err(|e| Error::io(name, Some(peer.to_string()), e))?;
+        // A dispose during the handshake shuts this socket down to end the wait.
+        if let Ok(s) = raw.try_clone() {
+            *self.handshaking.lock() = Some(s);
+        }
+        if self.core.threads.is_stopping() {
+            let _ = raw.shutdown(Shutdown::Both);
+        }
+        let url = self.conn.url();
+        let res = tungstenite::client::client_with_config(
+            url.as_str(),
+            HalfStream::new(sock),
+            Some(self.cfg.tungstenite()),
+        );
+        self.handshaking.lock().take();
+        match res {
+            Ok((ws, _resp)) => {
+                handshake::finish(&raw);
+                Ok((ws, peer))
+            }
+            Err(HandshakeError::Failure(e)) => Err(Error::ws(name, Some(peer.to_string()), e)),
+            Err(HandshakeError::Interrupted(_)) => {
+                let _ = raw.shutdown(Shutdown::Both);
+                Err(Error::io(
+                    name,
+                    Some(peer.to_string()),
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"),
+                ))
+            }
+        }
+    }
+}
+
+pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, seq: u64) {
+    let mut failures: u32 = 0;
+    let mut first = true;
+    let mut pending: Vec<Message> = Vec::new();
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopping() {
+            break;
+        }
+        inner.set_state(if first {
+            ConnectionState::Connecting
+        } else {
+            ConnectionState::Reconnecting
+        });
+        first = false;
+        inner
+            .core
+            .stats
+            .connect_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let wait = match inner.open(seq) {
+            Ok((run, handle, info)) => {
+                let handshake = started.elapsed();
+                failures = 0;
+                let buffering = inner.cfg.buffer_while_disconnected;
+                if !buffering {
+                    inner.drop_queued("not connected");
+                }
+                let peer = info.peer;
+                let run = run.with_pending(std::mem::take(&mut pending));
+                *inner.current.lock() = Some(handle.clone());
+                inner.connected.store(true, Ordering::Release);
+                inner
+                    .core
+                    .stats
+                    .connections_opened
+                    .fetch_add(1, Ordering::Relaxed);
+                inner.metrics.record_handshake(Outcome::Ok, handshake);
+                log::info!(component = &*inner.core.name, conn_id:% = info.id, path = &*inner.path, peer:% = peer, duration_ms = handshake.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_COMPLETED);
+                log::info!(component = &*inner.core.name, conn_id:% = info.id, path = &*inner.path, peer:% = peer; "{}", event::CONNECTION_OPENED);
+                // A dispose that raced the handshake must still end this connection.
+                if inner.core.threads.is_stopping() {
+                    handle.abort();
+                }
+                inner.set_state(ConnectionState::Connected);
+                let inbound = handshake::Inbound {
+                    datatype: inner.datatype.clone(),
+                    subject: inner.core.inbound.clone(),
+                    errors: inner.core.errors.clone(),
+                    stats: inner.core.stats.clone(),
+                    component: inner.core.name.clone(),
+                    conn_id: info.id,
+                    path: inner.path.clone(),
+                };
+                let threads = inner.core.threads.clone();
+                drop(inner);
+                let end = run.run(&threads, |msg| inbound.deliver(msg, |item| item));
+                handle.abort();
+                let Some(inner) = weak.upgrade() else { return };
+                inner.connected.store(false, Ordering::Release);
+                *inner.current.lock() = None;
+                inner
+                    .core
+                    .stats
+                    .connections_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                log::info!(component = &*inner.core.name, conn_id:% = info.id, path = &*inner.path, peer:% = peer, reason:? = end.reason; "{}", event::CONNECTION_CLOSED);
+                // Buffering off: what was queued for this connection is dropped (the writer
+                // keeps no unsent batch without buffering).
+                if buffering {
+                    pending = end.unsent;
+                } else {
+                    inner.drop_queued("disconnected");
+                }
+                if inner.stopping() {
+                    break;
+                }
+                inner.set_state(ConnectionState::Disconnected);
+                inner.cfg.retry.delay(0)
+            }
+            Err(e) => {
+                let outcome = match &e {
+                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut => {
+                        Outcome::Timeout
+                    }
+                    _ => Outcome::Failed,
+                };
+                inner.metrics.record_handshake(outcome, started.elapsed());
+                failures += 1;
+                if let Some(max) = inner.cfg.retry.max_retries {
+                    if failures > max {
+                        log::warn!(component = &*inner.core.name, path = &*inner.path, attempt = failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);
+                        let err = Error::RetriesExhausted {
+                            ctx: Context::new(&inner.core.name, None),
+                            attempts: failures,
+                            source: Box::new(e),
+                        };
+                        inner.completing.store(true, Ordering::Release);
+                        inner.core.terminate(Notification::Error(err));
+                        inner.set_state(ConnectionState::Closed);
+                        break;
+                    }
+                }
+                let delay = inner.cfg.retry.delay(failures - 1);
+                log::info!(component = &*inner.core.name, path = &*inner.path, attempt = failures, delay_ms = delay.as_millis() as u64, error:% = e; "{}", event::CONNECT_RETRY);
+                inner.core.report(Error::ConnectFailed {
+                    ctx: Context::new(&inner.core.name, None),
+                    attempt: failures,
+                    source: Box::new(e),
+                });
+                delay
+            }
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopping() {
+            break;
+        }
+        let wake = inner.wake_rx.clone();
+        drop(inner);
+        let _ = wake.recv_timeout(wait);
+    }
+    if let Some(inner) = weak.upgrade() {
+        inner.ended_tx.lock().take();
+    }
+}

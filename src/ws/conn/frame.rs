@@ -1,0 +1,201 @@
+//! The write half of a connection: data frames framed straight into one buffer (one copy of
+//! the payload), client masking, and writing the buffer in one `send` per batch.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+
+use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::{Role, WebSocketContext};
+use tungstenite::Message;
+
+use super::KEEP_OUT_CAPACITY;
+use crate::stats::Stats;
+
+/// The write half of a connection, behind the handle's lock: whoever holds the lock is the
+/// socket's one writer (the writer thread, or a sender on the direct path). Frames are encoded
+/// into `out` and leave in one `send` per batch.
+pub(crate) struct WriteState {
+    pub(super) ctx: WebSocketContext,
+    pub(super) role: Role,
+    /// Encoded bytes not yet on the socket, oldest first.
+    pub(super) out: OutBuf,
+    /// Data messages and payload bytes in `out` (counted as written once `out` is on the socket).
+    pub(super) out_msgs: usize,
+    pub(super) out_bytes: usize,
+    /// Copies of the data messages not yet fully on the socket (only with `keep_unsent`).
+    pub(super) unsent: Vec<Message>,
+    /// A close frame has been encoded: no data may follow.
+    pub(super) closed: bool,
+    /// A write failed: the connection is lost.
+    pub(super) failed: bool,
+}
+
+/// XORs a client frame's payload with its mask (RFC 6455 5.3), eight bytes at a time.
+fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        c.copy_from_slice(&(u64::from_ne_bytes(w) ^ wide).to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+}
+
+/// tungstenite encodes into any `Read + Write`; this one only collects bytes.
+pub(super) struct OutBuf(pub(super) Vec<u8>);
+
+impl Read for OutBuf {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl Write for OutBuf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl WriteState {
+    pub(super) fn new(role: Role, ws: tungstenite::protocol::WebSocketConfig) -> Self {
+        WriteState {
+            // This context never reads: no read buffer.
+            ctx: WebSocketContext::new(role, Some(ws.read_buffer_size(0))),
+            role,
+            out: OutBuf(Vec::new()),
+            out_msgs: 0,
+            out_bytes: 0,
+            unsent: Vec::new(),
+            closed: false,
+            failed: false,
+        }
+    }
+
+    /// Encodes one data message behind whatever is already in `out`.
+    pub(super) fn encode(&mut self, msg: Message, keep: bool) -> tungstenite::Result<()> {
+        self.out_msgs += 1;
+        self.out_bytes += msg.len();
+        let (opcode, payload) = match &msg {
+            Message::Text(t) => (OpData::Text, t.as_bytes()),
+            Message::Binary(b) => (OpData::Binary, &b[..]),
+            _ => {
+                // Not produced by the datatypes; tungstenite handles anything else.
+                self.ctx.write(&mut self.out, msg)?;
+                return self.ctx.flush(&mut self.out);
+            }
+        };
+        // Framed straight into `out`: one copy of the payload (tungstenite's context would
+        // buffer it and then copy it again into ours).
+        let mask = (self.role == Role::Client).then(rand::random::<[u8; 4]>);
+        let header = FrameHeader {
+            opcode: OpCode::Data(opcode),
+            mask,
+            ..FrameHeader::default()
+        };
+        header.format(payload.len() as u64, &mut self.out.0)?;
+        let start = self.out.0.len();
+        self.out.0.extend_from_slice(payload);
+        if let Some(mask) = mask {
+            apply_mask(&mut self.out.0[start..], mask);
+        }
+        if keep {
+            self.unsent.push(msg);
+        }
+        Ok(())
+    }
+
+    /// Encodes a ping or pong.
+    pub(super) fn encode_control(&mut self, msg: Message) -> tungstenite::Result<()> {
+        self.ctx.write(&mut self.out, msg)?;
+        self.ctx.flush(&mut self.out)
+    }
+
+    /// Writes all of `out`, blocking; from here on its messages count as written.
+    pub(super) fn write_out(&mut self, mut sock: &TcpStream, stats: &Stats) -> io::Result<()> {
+        if !self.out.0.is_empty() {
+            if let Err(e) = sock.write_all(&self.out.0) {
+                self.failed = true;
+                return Err(e);
+            }
+            self.out.0.clear();
+            if self.out.0.capacity() > KEEP_OUT_CAPACITY {
+                self.out.0 = Vec::new();
+            }
+        }
+        self.commit(stats);
+        Ok(())
+    }
+
+    /// Writes as much of `out` as the socket takes without blocking. Returns true when all of it
+    /// went; the rest stays in `out` for the writer thread.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) fn write_out_nonblocking(
+        &mut self,
+        sock: &TcpStream,
+        stats: &Stats,
+    ) -> io::Result<bool> {
+        let sock = socket2::SockRef::from(sock);
+        let mut sent = 0;
+        let buf = &self.out.0;
+        while sent < buf.len() {
+            match sock.send_with_flags(&buf[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
+        }
+        if sent < self.out.0.len() {
+            self.out.0.drain(..sent);
+            return Ok(false);
+        }
+        self.out.0.clear();
+        self.commit(stats);
+        Ok(true)
+    }
+
+    pub(super) fn commit(&mut self, stats: &Stats) {
+        if self.out_msgs > 0 {
+            stats.record_out(self.out_msgs, self.out_bytes);
+            self.out_msgs = 0;
+            self.out_bytes = 0;
+        }
+        self.unsent.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apply_mask;
+
+    #[test]
+    fn mask_matches_the_bytewise_definition_at_every_length() {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut fast = data.clone();
+            apply_mask(&mut fast, mask);
+            let slow: Vec<u8> = data
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(fast, slow, "length {len}");
+            apply_mask(&mut fast, mask);
+            assert_eq!(fast, data, "masking twice restores, length {len}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The server's accept thread and each connection's reader thread up to the end of the
+//! connection: the HTTP upgrade (refusals get a status: 426, 400, 503), registration, the read
+//! loop, unregistration.
+
+use std::io::Write;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tungstenite::error::ProtocolError;
+use tungstenite::handshake::server::{Request, Response};
+use tungstenite::handshake::HandshakeError;
+use tungstenite::protocol::Role;
+
+use super::Inner;
+use crate::telemetry::{self, event, Outcome};
+use crate::ws::conn::{ConnInfo, ConnRun, HalfStream, Outbound};
+use crate::ws::handshake;
+use crate::ws::{ConnId, ConnectionEvent, ConnectionEventKind, TaggedData};
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+const UPGRADE_REQUIRED: &str = "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 54\r\n\r\nThis is a WebSocket endpoint: send an Upgrade request\n";
+const BAD_REQUEST: &str = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 33\r\n\r\nInvalid WebSocket upgrade request\n";
+const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nToo many connections";
+
+pub(super) fn accept_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.core.threads.is_stopping() || inner.completing.load(Ordering::Acquire) {
+            return;
+        }
+        match stream {
+            Ok(sock) => {
+                let seq = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+                let w = weak.clone();
+                let res = inner
+                    .core
+                    .threads
+                    .spawn(format!("rxws-conn-{seq}-read"), move || {
+                        serve_conn(w, sock, seq)
+                    });
+                if let Err(e) = res {
+                    log::warn!(component = &*inner.core.name, error:% = e; "{}", event::CONNECTION_SETUP_FAILED);
+                }
+            }
+            Err(e) => {
+                log::warn!(component = &*inner.core.name, error:% = e; "{}", event::ACCEPT_FAILED);
+                drop(inner);
+                // Out of file descriptors and the like: back off instead of spinning.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn reply_http(sock: &TcpStream, response: &str) {
+    let mut s = sock;
+    let _ = s.write_all(response.as_bytes());
+    let _ = s.flush();
+    let _ = sock.shutdown(Shutdown::Write);
+}
+
+fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, seq: u64) {
+    let Some(inner) = weak.upgrade() else { return };
+    let name = inner.core.name.clone();
+    let peer = match sock.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    handshake::start(&sock, inner.cfg.handshake_timeout);
+    let Ok(raw) = sock.try_clone() else { return };
+    if inner.registry.read().by_id.len() >= inner.cfg.max_connections {
+        log::warn!(component = &*name, peer:% = peer, limit = inner.cfg.max_connections; "{}", event::CONNECTION_REFUSED);
+        reply_http(&raw, UNAVAILABLE);
+        return;
+    }
+    let started = Instant::now();
+    let mut path = String::from("/");
+    // The callback's signature is tungstenite's (its error type is a full HTTP response).
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| {
+        path = req.uri().path().to_owned();
+        Ok(resp)
+    };
+    let ws = match tungstenite::accept_hdr_with_config(
+        HalfStream::new(sock),
+        callback,
+        Some(inner.cfg.tungstenite()),
+    ) {
+        Ok(ws) => ws,
+        Err(HandshakeError::Failure(e)) => {
+            let not_upgrade = matches!(
+                e,
+                tungstenite::Error::Protocol(
+                    ProtocolError::MissingConnectionUpgradeHeader
+                        | ProtocolError::MissingUpgradeWebSocketHeader
+                        | ProtocolError::WrongHttpMethod
+                )
+            );
+            let elapsed = started.elapsed();
+            let duration_ms = elapsed.as_secs_f64() * 1e3;
+            if matches!(e, tungstenite::Error::Io(_)) {
+                log::debug!(component = &*name, peer:% = peer, error:% = e, duration_ms; "{}", event::HANDSHAKE_FAILED);
+            } else if not_upgrade {
+                log::info!(component = &*name, peer:% = peer, error = "not a WebSocket upgrade", status = 426, duration_ms; "{}", event::HANDSHAKE_FAILED);
+                reply_http(&raw, UPGRADE_REQUIRED);
+            } else {
+                log::info!(component = &*name, peer:% = peer, error:% = e, status = 400, duration_ms; "{}", event::HANDSHAKE_FAILED);
+                reply_http(&raw, BAD_REQUEST);
+            }
+            telemetry::record_handshake(&name, Outcome::Failed, elapsed);
+            return;
+        }
+        Err(HandshakeError::Interrupted(_)) => {
+            let elapsed = started.elapsed();
+            log::info!(component = &*name, peer:% = peer, duration_ms = elapsed.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_TIMED_OUT);
+            telemetry::record_handshake(&name, Outcome::Timeout, elapsed);
+            let _ = raw.shutdown(Shutdown::Both);
+            return;
+        }
+    };
+    let took = started.elapsed();
+    handshake::finish(&raw);
+    if inner.core.threads.is_stopping() {
+        return;
+    }
+    let info = ConnInfo {
+        id: ConnId::new(),
+        seq,
+        peer,
+    };
+    let counters = inner.counters(&path);
+    counters.record_handshake(Outcome::Ok, took);
+    log::info!(component = &*name, conn_id:% = info.id, path = path.as_str(), peer:% = peer, duration_ms = took.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_COMPLETED);
+    let params = handshake::params(&inner.cfg, Role::Server, false);
+    let (run, handle) = match ConnRun::new(
+        ws,
+        info.clone(),
+        name.clone(),
+        Outbound::PerConnection {
+            strategy: inner.cfg.outbound_overflow,
+            capacity: inner.cfg.outbound_capacity,
+            max_bytes: inner.cfg.outbound_max_bytes,
+        },
+        params,
+        counters.stats.clone(),
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            log::warn!(component = &*name, peer:% = peer, error:% = e; "{}", event::CONNECTION_SETUP_FAILED);
+            return;
+        }
+    };
+    // Shared by every inbound item of this connection (a reference count, not an allocation).
+    let tag: Arc<str> = Arc::from(path.as_str());
+    let Some(datatype) = inner.register(&path, handle.clone()) else {
+        handle.abort();
+        return;
+    };
+    counters
+        .stats
+        .connections_opened
+        .fetch_add(1, Ordering::Relaxed);
+    log::info!(component = &*name, conn_id:% = info.id, path = path.as_str(), peer:% = peer; "{}", event::CONNECTION_OPENED);
+    inner.events.next(ConnectionEvent {
+        kind: ConnectionEventKind::Opened,
+        id: info.id,
+        path: path.clone(),
+        peer,
+    });
+    let threads = inner.core.threads.clone();
+    let stats = counters.stats;
+    let id = info.id;
+    let inbound = handshake::Inbound {
+        datatype,
+        subject: inner.core.inbound.clone(),
+        errors: inner.core.errors.clone(),
+        stats: stats.clone(),
+        component: name.clone(),
+        conn_id: id,
+        path: tag.clone(),
+    };
+    // Hold only a weak reference while running, so dropping the server is never blocked by us.
+    drop(inner);
+    let end = run.run(&threads, |msg| {
+        inbound.deliver(msg, |data| TaggedData {
+            tag: tag.clone(),
+            data,
+            conn: Some(id),
+        })
+    });
+    handle.abort();
+    let Some(inner) = weak.upgrade() else { return };
+    inner.unregister(id);
+    stats.connections_closed.fetch_add(1, Ordering::Relaxed);
+    log::info!(component = &*name, conn_id:% = id, path = path.as_str(), peer:% = peer, reason:? = end.reason; "{}", event::CONNECTION_CLOSED);
+    inner.events.next(ConnectionEvent {
+        kind: ConnectionEventKind::Closed,
+        id,
+        path,
+        peer,
+    });
+    let _ = inner.conn_done_tx.try_send(());
+}
