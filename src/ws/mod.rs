@@ -5,6 +5,27 @@
 //! `sink()`) and an observable of inbound items (`subscribe`, or the crossbeam receiver from
 //! `stream()`). Components own their threads; `dispose()` (and `Drop`) joins every one of them.
 //! See `docs/websocket.md` for the threading model and every default.
+//!
+//! ## Datatypes
+//!
+//! A [`Datatype`] turns items into WebSocket messages and back; a server or a group may choose
+//! one per path ([`Datatypes::per_path`]).
+//!
+//! | datatype | item types | sends | accepts |
+//! |---|---|---|---|
+//! | [`Text`] | `String`, [`WSMessage`] (text only) | text frames | text; binary if valid UTF-8 |
+//! | [`Binary`] | `Vec<u8>`, [`WSMessage`] (binary only) | binary frames | binary; text is a decode error |
+//! | [`Json`] | any `Serialize + DeserializeOwned` | text frames of JSON | text or binary JSON |
+//! | [`Raw`] | [`WSMessage`] | the item's own kind | both kinds, kind preserved |
+//!
+//! A message that fails to decode is logged, counted and reported on the errors stream
+//! ([`Error::Decode`](crate::Error::Decode)); the connection keeps going. An item a datatype
+//! cannot encode is an [`Error::Encode`](crate::Error::Encode), never a panic.
+//!
+//! ## Outbound queues
+//!
+//! Each connection's outbound queue is bounded by count and bytes, with an overflow policy
+//! ([`OverflowStrategy`](crate::OverflowStrategy), described in [`crate::overflow`]).
 
 mod client;
 mod config;
