@@ -105,6 +105,8 @@ fn _ensure_send_sync() {
     check::<ws::RxWSClientGroup<String>>();
     check::<ws::ServerHandle<String>>();
     check::<ws::ClientHandle<String>>();
+    check::<ws::GroupHandle<String>>();
+    check::<SendError<String>>();
     check::<Error>();
     check::<Subscription>();
 }
