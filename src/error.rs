@@ -82,7 +82,7 @@ pub enum Error {
     },
     /// A queue's overflow policy did not take the item (`drop-new` full, or `buffer-k` /
     /// `disconnect`, which also close the connection).
-    #[error("{ctx}: outbound queue full ({policy}, capacity {capacity}): item dropped")]
+    #[error("{ctx}: outbound queue full ({policy}, capacity {capacity}): item not accepted")]
     Overflow {
         /// The component and connection whose queue overflowed.
         ctx: Box<Context>,
@@ -93,14 +93,14 @@ pub enum Error {
     },
     /// The client is not connected and does not buffer (`buffer_while_disconnected` is off):
     /// the item was not sent.
-    #[error("{ctx}: not connected: item dropped")]
+    #[error("{ctx}: not connected: item not sent")]
     NotConnected {
         /// The client.
         ctx: Box<Context>,
     },
     /// No open connection to send to: none on the item's path, or the item's connection id is
     /// gone.
-    #[error("{ctx}: no open connection: item dropped")]
+    #[error("{ctx}: no open connection: item not sent")]
     NoConnection {
         /// The server, with the path or connection id as its peer.
         ctx: Box<Context>,

@@ -145,7 +145,7 @@ fn group_child_logs_under_its_name() {
         .send(TaggedData::new("/chat", "x".into()))
         .unwrap_err();
     assert!(matches!(err.error(), Error::NotConnected { .. }), "{err}");
-    assert_eq!(err.to_string(), "g:/chat: not connected: item dropped");
+    assert_eq!(err.to_string(), "g:/chat: not connected: item not sent");
     assert_eq!(
         err.into_item().map(|t| (t.tag, t.data)),
         Some(("/chat".into(), "x".into()))
@@ -265,4 +265,62 @@ fn server_path_channels_thread_safety() {
     }
     // Broadcasts that met a churning connection while it closed are counted as dropped; the
     // stable connections above got every one of theirs.
+}
+
+#[test]
+fn a_paths_first_send_is_delivered_not_refused() {
+    // The first item for a path creates its client; it waits for the first attempt instead of
+    // being refused because the client was born a moment ago. Repeated: a race would show.
+    let (server, got) = collecting_server(0);
+    for round in 0..20 {
+        let group = RxWSClientGroup::<String>::with_config(
+            local(server.local_addr().port(), "/"),
+            Text,
+            quiet(),
+        )
+        .unwrap();
+        let path = format!("/p{round}");
+        group
+            .send(TaggedData::new(path.as_str(), format!("first-{round}")))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(
+            wait_until(WAIT, || got.lock().contains(&format!("first-{round}"))),
+            "round {round}"
+        );
+        group.dispose();
+    }
+    // A path whose server is down still gets its answer within the handshake timeout.
+    let group = RxWSClientGroup::<String>::with_config(local(1, "/"), Text, quiet()).unwrap();
+    let err = group.send(TaggedData::new("/x", "x".into())).unwrap_err();
+    assert!(matches!(err.error(), Error::NotConnected { .. }), "{err}");
+}
+
+#[test]
+fn a_server_set_up_before_accepting_sees_the_first_message_and_event() {
+    for round in 0..20 {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (s1, s2) = (seen.clone(), seen.clone());
+        let server = RxWSServer::<String>::bind_with_setup(any_port(), Text, quiet(), |s| {
+            s.subscribe(move |m: TaggedData<String>| s1.lock().push(m.data));
+            s.subscribe_events(move |e| {
+                if e.kind == ConnectionEventKind::Opened {
+                    s2.lock().push("opened".into())
+                }
+            });
+        })
+        .unwrap();
+        let client = RxWSClient::<String>::with_config(
+            local(server.local_addr().port(), "/"),
+            Text,
+            quiet().buffer_while_disconnected(true),
+        )
+        .unwrap();
+        client.send("hello".into()).unwrap();
+        assert!(
+            wait_until(WAIT, || seen.lock().len() == 2),
+            "round {round}: {:?}",
+            seen.lock()
+        );
+        assert_eq!(*seen.lock(), vec!["opened", "hello"], "round {round}");
+    }
 }

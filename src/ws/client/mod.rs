@@ -251,6 +251,12 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
         self.inner.wait_connected(timeout)
     }
 
+    /// As [`wait_connected`](Self::wait_connected), but returns as soon as the first attempt
+    /// fails too: a group's first send to a new path waits this long, no longer.
+    pub(crate) fn wait_first_attempt(&self, timeout: Duration) -> bool {
+        self.inner.wait_first_attempt(timeout)
+    }
+
     /// Counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.core.stats.snapshot()
@@ -445,6 +451,29 @@ impl<T: Clone + Send + 'static> Inner<T> {
             }
             if self.state.is_terminated()
                 || self.state.current() == Some(ConnectionState::Closed)
+                || self
+                    .state_changed
+                    .wait_until(&mut guard, deadline)
+                    .timed_out()
+            {
+                return self.connected.load(Ordering::Acquire);
+            }
+        }
+    }
+
+    /// Waits until the first connection attempt has an outcome (connected, failed, or closed),
+    /// up to `timeout`. True when connected.
+    pub(crate) fn wait_first_attempt(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.state_lock.lock();
+        loop {
+            let settled = !matches!(
+                self.state.current(),
+                None | Some(ConnectionState::Disconnected) | Some(ConnectionState::Connecting)
+            );
+            if self.connected.load(Ordering::Acquire)
+                || settled
+                || self.state.is_terminated()
                 || self
                     .state_changed
                     .wait_until(&mut guard, deadline)

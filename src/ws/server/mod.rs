@@ -123,6 +123,31 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
         datatype: impl Into<Datatypes<T>>,
         cfg: WSConfig,
     ) -> Result<Self> {
+        Self::bind_with_setup(addr, datatype, cfg, |_| {})
+    }
+
+    /// Binds, runs `setup` on the server, then starts accepting: subscribe there, and no
+    /// connection's first message or `Opened` event can arrive before your subscribers.
+    /// Peers that connect meanwhile wait in the listen backlog.
+    ///
+    /// ```no_run
+    /// use rxplus::ws::{RxWSServer, TaggedData, Text, WSConfig};
+    ///
+    /// let server = RxWSServer::<String>::bind_with_setup("127.0.0.1:0", Text, WSConfig::default(), |s| {
+    ///     s.subscribe(|m: TaggedData<String>| println!("{}: {}", m.tag, m.data));
+    ///     s.subscribe_events(|e| println!("{e:?}"));
+    /// })?;
+    /// # Ok::<(), rxplus::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`bind_with_config`](Self::bind_with_config).
+    pub fn bind_with_setup(
+        addr: &str,
+        datatype: impl Into<Datatypes<T>>,
+        cfg: WSConfig,
+        setup: impl FnOnce(&Self),
+    ) -> Result<Self> {
         cfg.validate()?;
         let configured = || format!("RxWSServer:{addr}");
         let listener = bind(addr).map_err(|e| match e {
@@ -164,15 +189,18 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             completing: AtomicBool::new(false),
             path_counters: Mutex::new(HashMap::new()),
         });
-        let weak = Arc::downgrade(&inner);
-        inner
+        let server = RxWSServer { inner };
+        setup(&server);
+        let weak = Arc::downgrade(&server.inner);
+        server
+            .inner
             .core
             .threads
             .spawn("rxws-server-accept".into(), move || {
                 accept_loop(weak, listener)
             })?;
         log::info!(component = &*name, addr:% = local_addr; "{}", event::SERVER_STARTED);
-        Ok(RxWSServer { inner })
+        Ok(server)
     }
 
     /// The bound address (with the real port when 0 was asked for).
