@@ -119,7 +119,10 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
 /// `inner: Weak<$inner<T>>`) the sending and ending methods, `Observer`, `Clone`, `Debug`.
 macro_rules! front_end {
     ($owner:ident, $handle:ident, $inner:ident, $in:ty, $out:ty) => {
-        impl<T: Clone + Send + 'static> $owner<T> {
+        $crate::component::front_end!($owner, $handle, $inner, $in, $out, Send);
+    };
+    ($owner:ident, $handle:ident, $inner:ident, $in:ty, $out:ty, $bound:path) => {
+        impl<T: Clone + Send + 'static + $bound> $owner<T> {
             /// The component's name (logs, errors, telemetry).
             pub fn name(&self) -> &str {
                 &$crate::component::Endpoint::core(&*self.inner).name
@@ -228,13 +231,13 @@ macro_rules! front_end {
             }
         }
 
-        impl<T: Clone + Send + 'static> Drop for $owner<T> {
+        impl<T: Clone + Send + 'static + $bound> Drop for $owner<T> {
             fn drop(&mut self) {
                 $crate::component::Endpoint::dispose(&*self.inner)
             }
         }
 
-        impl<T: Clone + Send + 'static> $crate::Observer<$out> for $owner<T> {
+        impl<T: Clone + Send + 'static + $bound> $crate::Observer<$out> for $owner<T> {
             fn on_next(&self, item: $out) {
                 $owner::on_next(self, item)
             }
@@ -246,7 +249,7 @@ macro_rules! front_end {
             }
         }
 
-        impl<T: Clone + Send + 'static> std::fmt::Debug for $owner<T> {
+        impl<T: Clone + Send + 'static + $bound> std::fmt::Debug for $owner<T> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($owner))
                     .field("name", &self.name())
@@ -256,11 +259,11 @@ macro_rules! front_end {
 
         /// A weak, cloneable handle to its component, for use inside callbacks. Calls on a
         /// handle whose component is gone do nothing (`send` returns `AlreadyClosed`).
-        pub struct $handle<T: Clone + Send + 'static> {
+        pub struct $handle<T: Clone + Send + 'static + $bound> {
             inner: std::sync::Weak<$inner<T>>,
         }
 
-        impl<T: Clone + Send + 'static> Clone for $handle<T> {
+        impl<T: Clone + Send + 'static + $bound> Clone for $handle<T> {
             fn clone(&self) -> Self {
                 $handle {
                     inner: self.inner.clone(),
@@ -268,7 +271,7 @@ macro_rules! front_end {
             }
         }
 
-        impl<T: Clone + Send + 'static> std::fmt::Debug for $handle<T> {
+        impl<T: Clone + Send + 'static + $bound> std::fmt::Debug for $handle<T> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($handle))
                     .field("alive", &(self.inner.strong_count() > 0))
@@ -276,7 +279,7 @@ macro_rules! front_end {
             }
         }
 
-        impl<T: Clone + Send + 'static> $handle<T> {
+        impl<T: Clone + Send + 'static + $bound> $handle<T> {
             #[doc = concat!("See [`", stringify!($owner), "::send`].")]
             ///
             /// # Errors
@@ -316,7 +319,7 @@ macro_rules! front_end {
             }
         }
 
-        impl<T: Clone + Send + 'static> $crate::Observer<$out> for $handle<T> {
+        impl<T: Clone + Send + 'static + $bound> $crate::Observer<$out> for $handle<T> {
             fn on_next(&self, item: $out) {
                 $handle::on_next(self, item)
             }

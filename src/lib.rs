@@ -85,6 +85,7 @@
 
 mod component;
 mod error;
+pub mod gateway;
 pub mod overflow;
 mod reactive;
 mod stats;

@@ -18,6 +18,8 @@ pub(crate) struct Stats {
     pub(crate) connections_closed: AtomicU64,
     pub(crate) connect_attempts: AtomicU64,
     pub(crate) direct_writes: AtomicU64,
+    /// Gateway nodes: missing sequence numbers reported as gaps.
+    pub(crate) gaps: AtomicU64,
 }
 
 impl Stats {

@@ -140,6 +140,11 @@ fn group_child_logs_under_its_name() {
         RxWSClientGroup::<String>::with_config(local(1, "/"), Text, quiet().name("g")).unwrap();
     group.open_path("/chat").unwrap();
     assert!(group.open_path("no-slash").is_err());
+    // Once the first attempt has failed, the path's client refuses what it cannot send.
+    assert!(wait_until(WAIT, || matches!(
+        group.connection_state("/chat"),
+        Some(rxplus::ws::ConnectionState::Reconnecting)
+    )));
     // Not connected and not buffering: refused, and the item is handed back.
     let err = group
         .send(TaggedData::new("/chat", "x".into()))
@@ -289,10 +294,18 @@ fn a_paths_first_send_is_delivered_not_refused() {
         );
         group.dispose();
     }
-    // A path whose server is down still gets its answer within the handshake timeout.
+    // A path whose server is down: the sender does not wait; the held item is reported as
+    // undelivered once the first attempt fails.
     let group = RxWSClientGroup::<String>::with_config(local(1, "/"), Text, quiet()).unwrap();
-    let err = group.send(TaggedData::new("/x", "x".into())).unwrap_err();
-    assert!(matches!(err.error(), Error::NotConnected { .. }), "{err}");
+    let undelivered = Arc::new(AtomicUsize::new(0));
+    let u = undelivered.clone();
+    group.subscribe_errors(move |e| {
+        if let Error::Undelivered { count, .. } = e {
+            u.fetch_add(count, Ordering::SeqCst);
+        }
+    });
+    group.send(TaggedData::new("/x", "x".into())).unwrap();
+    assert!(wait_until(WAIT, || undelivered.load(Ordering::SeqCst) == 1));
 }
 
 #[test]

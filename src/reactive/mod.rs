@@ -115,6 +115,16 @@ pub enum Notification<T> {
     Completed,
 }
 
+impl<T> Notification<T> {
+    /// The item of a `Next`; `None` for a terminal notification.
+    pub fn into_item(self) -> Option<T> {
+        match self {
+            Notification::Next(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
 /// A live subscription: it lasts until [`unsubscribe`](Self::unsubscribe) or until the
 /// component ends. Dropping it does **not** unsubscribe (so `let _ = c.subscribe(..)` and a
 /// bare `c.subscribe(..);` both keep the subscriber); [`guard`](Self::guard) makes a

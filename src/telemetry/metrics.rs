@@ -33,6 +33,7 @@ type Provider = dyn MeterProvider + Send + Sync;
 pub(crate) enum Kind {
     Server,
     Client,
+    Gateway,
 }
 
 /// How an opening handshake ended (attribute `outcome` of the handshake histogram).
@@ -312,6 +313,15 @@ fn build_instruments(meter: &Meter, gen: u64) {
         "Client connection attempts, the first included",
         Some(Kind::Client),
         |s| load(&s.connect_attempts),
+    );
+    counter(
+        meter,
+        gen,
+        metric::GATEWAY_GAPS,
+        "{message}",
+        "Missing sequence numbers reported as gaps on gateway streams",
+        Some(Kind::Gateway),
+        |s| load(&s.gaps),
     );
     counter(
         meter,

@@ -119,6 +119,20 @@ pub mod event {
     /// connected with buffering off, reply to a closed connection, queue dropped on
     /// disconnect or dispose). Keys: `component`, `path` or `conn_id`, `reason`, `count`.
     pub const MESSAGE_DROPPED: &str = "Message dropped";
+    /// INFO. A gateway node bound its address and accepts. Keys: `component`, `node_id`,
+    /// `addr` (the seed's `host:port`).
+    pub const GATEWAY_STARTED: &str = "GatewayNode started";
+    /// INFO. A gateway node's `stop` began. Keys: `component`, `node_id`.
+    pub const GATEWAY_STOPPING: &str = "GatewayNode stopping";
+    /// INFO. A gateway node stopped; every thread it started has exited. Keys: `component`,
+    /// `node_id`.
+    pub const GATEWAY_STOPPED: &str = "GatewayNode stopped";
+    /// INFO. A gateway HELLO / HELLO_ACK exchange failed or was refused. Keys: `component`,
+    /// `conn_id`, `cause`, `code`.
+    pub const GATEWAY_HANDSHAKE_FAILED: &str = "Gateway handshake failed";
+    /// INFO. An outbound gateway connection lost its transport and redials. Keys:
+    /// `component`, `conn_id`, `reason`.
+    pub const GATEWAY_INTERRUPTED: &str = "Connection interrupted";
 }
 
 /// Log keys (structured key-values of `log` records) and metric attribute keys.
@@ -199,4 +213,7 @@ pub mod metric {
     /// Histogram, `s`: opening handshake durations (a client's TCP connect included).
     /// Attribute `outcome`: `ok`, `failed`, `timeout`.
     pub const HANDSHAKE_DURATION: &str = "rxplus.ws.handshake.duration";
+    /// Observable counter, `{message}`: missing sequence numbers reported as gaps on a gateway
+    /// node's streams.
+    pub const GATEWAY_GAPS: &str = "rxplus.gateway.gaps";
 }

@@ -18,8 +18,9 @@ use crate::ws::{ConnectionState, TaggedData, WSConfig, WSConnectionConfig};
 /// [`open_path`](Self::open_path)), exactly one per path even under concurrent first use.
 ///
 /// * Outbound: `on_next(TaggedData { tag: path, data, .. })` goes to the path's client. The
-///   first item for a new path waits for that client's first connection attempt (at most the
-///   handshake timeout), so it is not refused for arriving a moment too early.
+///   items a new path's client gets before its first connection attempt resolves are queued
+///   for that attempt (and reported as `Undelivered` if it fails), not refused for arriving
+///   a moment too early; the sender never waits.
 /// * Inbound: items of every path come out as `TaggedData { tag: path, data, conn: None }`.
 /// * `on_completed`/`on_error`/`dispose` reach every child. Child names are `{name}:{path}`;
 ///   children inherit the group's [`WSConfig`] (buffering included).
@@ -146,16 +147,11 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
     }
 
     fn send(&self, item: TaggedData<T>) -> std::result::Result<(), SendError<TaggedData<T>>> {
-        let (client, created) = match self.ensure_client_new(&item.tag) {
+        let client = match self.ensure_client(&item.tag) {
             Ok(c) => c,
             Err(e) => return Err(SendError::new(e, Some(item))),
         };
-        // A path's first send waits for its client's first attempt (bounded by the handshake
-        // timeout): refusing it because the client was born a moment ago would lose the first
-        // item of every path.
-        if created && !self.cfg.buffer_while_disconnected {
-            client.wait_first_attempt(self.cfg.handshake_timeout);
-        }
+
         let tag = item.tag;
         client
             .send(item.data)
@@ -192,16 +188,11 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
 
 impl<T: Clone + Send + 'static> Inner<T> {
     fn ensure_client(&self, path: &str) -> Result<Arc<RxWSClient<T>>> {
-        self.ensure_client_new(path).map(|(c, _)| c)
-    }
-
-    /// The path's client, and whether this call created it.
-    fn ensure_client_new(&self, path: &str) -> Result<(Arc<RxWSClient<T>>, bool)> {
         if self.core.threads.is_stopping() || self.core.inbound.is_terminated() {
             return Err(self.core.closed());
         }
         if let Some(c) = self.clients.lock().get(path) {
-            return Ok((c.clone(), false));
+            return Ok(c.clone());
         }
         // The datatype chooser is user code: it runs before the lock, never under it, so it
         // may call back into the group.
@@ -214,7 +205,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             return Err(self.core.closed());
         }
         if let Some(c) = clients.get(path) {
-            return Ok((c.clone(), false));
+            return Ok(c.clone());
         }
         let cfg = self
             .cfg
@@ -225,13 +216,16 @@ impl<T: Clone + Send + 'static> Inner<T> {
         let tag: Arc<str> = Arc::from(path);
         // Forwarding is in place before the client connects: no early message is missed.
         let client = RxWSClient::build(conn, datatype, cfg, Some(&self.core.threads), |c| {
+            // A path's first item arrives with its client's creation: hold it for the first
+            // attempt rather than refuse it for coming a moment too early.
+            c.hold_until_first_attempt();
             c.subscribe(move |data: T| inbound.next(TaggedData::new(tag.clone(), data)));
             c.subscribe_errors(move |e: Error| errors.next(e));
         })?;
         let client = Arc::new(client);
         clients.insert(path.to_owned(), client.clone());
         log::info!(component = &*self.core.name, path; "{}", event::GROUP_PATH_OPENED);
-        Ok((client, true))
+        Ok(client)
     }
 
     fn children(&self) -> Vec<Arc<RxWSClient<T>>> {

@@ -3,7 +3,8 @@
 //! duplex), build a connection's parameters from the config, and decode each received message
 //! into an item for the component's subject.
 
-use std::net::TcpStream;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,18 @@ use crate::telemetry::event;
 use crate::ws::conn::ConnParams;
 use crate::ws::datatype::Datatype;
 use crate::ws::{ConnId, WSConfig};
+
+pub(crate) const UPGRADE_REQUIRED: &str = "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 54\r\n\r\nThis is a WebSocket endpoint: send an Upgrade request\n";
+pub(crate) const BAD_REQUEST: &str = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 33\r\n\r\nInvalid WebSocket upgrade request\n";
+pub(crate) const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nToo many connections";
+
+/// Answers a refused upgrade with a complete HTTP response, then half-closes.
+pub(crate) fn reply_http(sock: &TcpStream, response: &str) {
+    let mut s = sock;
+    let _ = s.write_all(response.as_bytes());
+    let _ = s.flush();
+    let _ = sock.shutdown(Shutdown::Write);
+}
 
 /// Bounds every read and write of the handshake by `timeout`.
 pub(crate) fn start(sock: &TcpStream, timeout: Duration) {

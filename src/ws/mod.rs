@@ -29,15 +29,16 @@
 
 mod client;
 mod config;
-mod conn;
+pub(crate) mod conn;
 mod datatype;
 mod group;
-mod handshake;
-mod outbound;
+pub(crate) mod handshake;
+pub(crate) mod outbound;
 mod server;
 mod types;
 
 pub use crate::stats::StatsSnapshot;
+pub(crate) use client::dial;
 pub use client::{ClientHandle, RxWSClient};
 pub use config::{RetryPolicy, WSConfig, WSConnectionConfig};
 pub use datatype::{Binary, Datatype, Datatypes, Json, Raw, Text, WSMessage};

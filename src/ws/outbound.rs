@@ -166,6 +166,21 @@ impl OutQueue {
         }
     }
 
+    /// True when a message of `len` bytes would meet a full queue (by count or bytes) under a
+    /// policy that drops or disconnects: worth draining into the socket first.
+    pub(crate) fn would_overflow(&self, len: usize) -> bool {
+        matches!(
+            self.strategy,
+            OverflowStrategy::DropOld | OverflowStrategy::DropNew | OverflowStrategy::BufferK
+        ) && (self.policy.len() >= self.policy.capacity()
+            || self.bytes.load(Ordering::Relaxed).saturating_add(len) > self.max_bytes)
+    }
+
+    /// The queue's policy.
+    pub(crate) fn strategy(&self) -> OverflowStrategy {
+        self.strategy
+    }
+
     /// Takes the oldest message.
     pub(crate) fn try_pop(&self) -> Option<Message> {
         let msg = self.policy.receiver().try_recv().ok()?;

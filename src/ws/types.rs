@@ -11,7 +11,10 @@ use std::sync::Arc;
 pub struct ConnId(uuid::Uuid);
 
 impl ConnId {
-    pub(crate) fn new() -> Self {
+    /// A fresh random id (connections get theirs from the library; this is for tests and
+    /// lookups that must miss).
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
         ConnId(uuid::Uuid::new_v4())
     }
     /// The id as a UUID.

@@ -16,7 +16,7 @@ use crate::reactive::Notification;
 use crate::telemetry::{event, Outcome};
 use crate::ws::conn::{ConnHandle, ConnInfo, ConnRun, HalfStream, Outbound};
 use crate::ws::handshake;
-use crate::ws::{ConnId, ConnectionState};
+use crate::ws::{ConnId, ConnectionState, WSConfig, WSConnectionConfig};
 
 impl<T: Clone + Send + 'static> Inner<T> {
     /// One connection attempt: connect, handshake, and set up the connection core.
@@ -39,64 +39,78 @@ impl<T: Clone + Send + 'static> Inner<T> {
         Ok((run, handle, info))
     }
 
-    /// Connects and handshakes, bounded by `handshake_timeout`.
+    /// Connects and handshakes, bounded by `handshake_timeout`. A dispose during the
+    /// handshake shuts the socket down to end the wait.
     fn connect(&self) -> Result<(WebSocket<HalfStream>, SocketAddr)> {
-        let name = &self.core.name;
-        let timeout = self.cfg.handshake_timeout;
-        let addrs: Vec<SocketAddr> = (self.conn.host(), self.conn.port())
-            .to_socket_addrs()
-            .map_err(|e| Error::io(name, Some(self.conn.authority()), e))?
-            .collect();
-        let mut last = None;
-        let mut sock = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(s) => {
-                    sock = Some((s, a));
-                    break;
-                }
-                Err(e) => last = Some(e),
+        let res = dial(&self.conn, &self.cfg, &self.core.name, |raw| {
+            if let Ok(s) = raw.try_clone() {
+                *self.handshaking.lock() = Some(s);
             }
-        }
-        let (sock, peer) = match sock {
-            Some(s) => s,
-            None => {
-                let e = last.unwrap_or_else(|| std::io::Error::other("no address to connect to"));
-                return Err(Error::io(name, Some(self.conn.authority()), e));
-            }
-        };
-        handshake::start(&sock, timeout);
-        let raw = sock
-            .try_clone()
-            .map_err(|e| Error::io(name, Some(peer.to_string()), e))?;
-        // A dispose during the handshake shuts this socket down to end the wait.
-        if let Ok(s) = raw.try_clone() {
-            *self.handshaking.lock() = Some(s);
-        }
-        if self.core.threads.is_stopping() {
-            let _ = raw.shutdown(Shutdown::Both);
-        }
-        let url = self.conn.url();
-        let res = tungstenite::client::client_with_config(
-            url.as_str(),
-            HalfStream::new(sock),
-            Some(self.cfg.tungstenite()),
-        );
-        self.handshaking.lock().take();
-        match res {
-            Ok((ws, _resp)) => {
-                handshake::finish(&raw);
-                Ok((ws, peer))
-            }
-            Err(HandshakeError::Failure(e)) => Err(Error::ws(name, Some(peer.to_string()), e)),
-            Err(HandshakeError::Interrupted(_)) => {
+            if self.core.threads.is_stopping() {
                 let _ = raw.shutdown(Shutdown::Both);
-                Err(Error::io(
-                    name,
-                    Some(peer.to_string()),
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"),
-                ))
             }
+        });
+        self.handshaking.lock().take();
+        res.map(|(ws, peer, _)| (ws, peer))
+    }
+}
+
+/// Connects to `conn` and runs the opening handshake, bounded by `cfg.handshake_timeout`;
+/// `on_socket` sees the socket before the handshake (to shut it down from another thread).
+/// Returns the WebSocket, the peer's address and a clone of the socket; read and write
+/// timeouts are cleared.
+pub(crate) fn dial(
+    conn: &WSConnectionConfig,
+    cfg: &WSConfig,
+    name: &str,
+    on_socket: impl FnOnce(&TcpStream),
+) -> Result<(WebSocket<HalfStream>, SocketAddr, TcpStream)> {
+    let timeout = cfg.handshake_timeout;
+    let addrs: Vec<SocketAddr> = (conn.host(), conn.port())
+        .to_socket_addrs()
+        .map_err(|e| Error::io(name, Some(conn.authority()), e))?
+        .collect();
+    let mut last = None;
+    let mut sock = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => {
+                sock = Some((s, a));
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let (sock, peer) = match sock {
+        Some(s) => s,
+        None => {
+            let e = last.unwrap_or_else(|| std::io::Error::other("no address to connect to"));
+            return Err(Error::io(name, Some(conn.authority()), e));
+        }
+    };
+    handshake::start(&sock, timeout);
+    let raw = sock
+        .try_clone()
+        .map_err(|e| Error::io(name, Some(peer.to_string()), e))?;
+    on_socket(&raw);
+    let url = conn.url();
+    match tungstenite::client::client_with_config(
+        url.as_str(),
+        HalfStream::new(sock),
+        Some(cfg.tungstenite()),
+    ) {
+        Ok((ws, _resp)) => {
+            handshake::finish(&raw);
+            Ok((ws, peer, raw))
+        }
+        Err(HandshakeError::Failure(e)) => Err(Error::ws(name, Some(peer.to_string()), e)),
+        Err(HandshakeError::Interrupted(_)) => {
+            let _ = raw.shutdown(Shutdown::Both);
+            Err(Error::io(
+                name,
+                Some(peer.to_string()),
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"),
+            ))
         }
     }
 }
@@ -127,7 +141,9 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                 let handshake = started.elapsed();
                 failures = 0;
                 let buffering = inner.cfg.buffer_while_disconnected;
-                if !buffering {
+                // What was held for the first attempt goes out now.
+                let held = inner.hold_first.swap(false, Ordering::AcqRel);
+                if !buffering && !held {
                     inner.drop_queued("not connected");
                 }
                 let peer = info.peer;
@@ -191,6 +207,24 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                 };
                 inner.metrics.record_handshake(outcome, started.elapsed());
                 failures += 1;
+                // Held for a first attempt that failed: not sent, and said so.
+                if inner.hold_first.swap(false, Ordering::AcqRel)
+                    && !inner.cfg.buffer_while_disconnected
+                {
+                    let n = inner.queue.drain().len();
+                    if n > 0 {
+                        inner
+                            .core
+                            .stats
+                            .dropped
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                        log::debug!(component = &*inner.core.name, path = &*inner.path, reason = "first attempt failed", count = n; "{}", event::MESSAGE_DROPPED);
+                        inner.core.report(Error::Undelivered {
+                            ctx: Context::new(&inner.core.name, None),
+                            count: n,
+                        });
+                    }
+                }
                 if let Some(max) = inner.cfg.retry.max_retries {
                     if failures > max {
                         log::warn!(component = &*inner.core.name, path = &*inner.path, attempt = failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);

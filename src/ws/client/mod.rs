@@ -25,6 +25,8 @@ static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
 mod connect;
 
+pub(crate) use connect::dial;
+
 use connect::connection_loop;
 
 /// A WebSocket client: a subject of `T` in both directions, with automatic reconnection.
@@ -74,6 +76,9 @@ struct Inner<T: Clone + Send + 'static> {
     handshaking: Mutex<Option<TcpStream>>,
     connected: AtomicBool,
     completing: AtomicBool,
+    /// Items sent before the first attempt resolved are queued, not refused (a group's
+    /// children: a path's first item arrives with its client's creation).
+    pub(super) hold_first: AtomicBool,
     // Dropping the sender wakes the connection thread from a retry wait.
     wake_tx: Mutex<Option<Sender<()>>>,
     wake_rx: Receiver<()>,
@@ -192,6 +197,7 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
             handshaking: Mutex::new(None),
             connected: AtomicBool::new(false),
             completing: AtomicBool::new(false),
+            hold_first: AtomicBool::new(false),
             wake_tx: Mutex::new(Some(wake_tx)),
             wake_rx,
             ended_tx: Mutex::new(Some(ended_tx)),
@@ -251,10 +257,10 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
         self.inner.wait_connected(timeout)
     }
 
-    /// As [`wait_connected`](Self::wait_connected), but returns as soon as the first attempt
-    /// fails too: a group's first send to a new path waits this long, no longer.
-    pub(crate) fn wait_first_attempt(&self, timeout: Duration) -> bool {
-        self.inner.wait_first_attempt(timeout)
+    /// Queue what is sent before the first connection attempt resolves instead of refusing
+    /// it (set in `setup`, before the connection thread starts).
+    pub(crate) fn hold_until_first_attempt(&self) {
+        self.inner.hold_first.store(true, Ordering::Release);
     }
 
     /// Counters.
@@ -287,7 +293,10 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
             self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::new(self.core.closed(), Some(item)));
         }
-        if !self.connected.load(Ordering::Acquire) && !self.cfg.buffer_while_disconnected {
+        if !self.connected.load(Ordering::Acquire)
+            && !self.cfg.buffer_while_disconnected
+            && !self.hold_first.load(Ordering::Acquire)
+        {
             self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::debug!(component = &*self.core.name, path = &*self.path, reason = "not connected", count = 1; "{}", event::MESSAGE_DROPPED);
             let err = Error::NotConnected {
@@ -451,29 +460,6 @@ impl<T: Clone + Send + 'static> Inner<T> {
             }
             if self.state.is_terminated()
                 || self.state.current() == Some(ConnectionState::Closed)
-                || self
-                    .state_changed
-                    .wait_until(&mut guard, deadline)
-                    .timed_out()
-            {
-                return self.connected.load(Ordering::Acquire);
-            }
-        }
-    }
-
-    /// Waits until the first connection attempt has an outcome (connected, failed, or closed),
-    /// up to `timeout`. True when connected.
-    pub(crate) fn wait_first_attempt(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut guard = self.state_lock.lock();
-        loop {
-            let settled = !matches!(
-                self.state.current(),
-                None | Some(ConnectionState::Disconnected) | Some(ConnectionState::Connecting)
-            );
-            if self.connected.load(Ordering::Acquire)
-                || settled
-                || self.state.is_terminated()
                 || self
                     .state_changed
                     .wait_until(&mut guard, deadline)

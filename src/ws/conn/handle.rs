@@ -12,7 +12,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
 use super::frame::WriteState;
-use super::{ConnInfo, Ctrl, Queue, MAX_BATCH_BYTES};
+use super::{ConnInfo, Ctrl, Queue, MAX_BATCH, MAX_BATCH_BYTES};
 use crate::error::Error;
 use crate::overflow::OverflowStrategy;
 use crate::stats::Stats;
@@ -49,6 +49,14 @@ pub(crate) struct ConnHandle {
     /// Pongs the reader handed to the writer and not yet written: data the reader's callbacks
     /// send after a ping must follow its pong (RFC 6455 5.5.2; Autobahn 5.6–5.20).
     pub(super) pongs_pending: AtomicUsize,
+    /// When set, an overflow disconnect sends a close frame with this code before it cuts the
+    /// connection (the gateway's 4005); otherwise it only cuts it.
+    pub(super) overflow_close: OnceLock<u16>,
+    /// Set when the overflow policy disconnected the connection.
+    pub(super) overflowed: AtomicBool,
+    /// The writer holds a message popped from the queue (waiting for a pong): nothing may
+    /// overtake it.
+    pub(super) holding: AtomicBool,
 }
 
 impl ConnHandle {
@@ -164,13 +172,30 @@ impl ConnHandle {
                 return Err(Refused::Closed);
             }
         };
+        if queue.would_overflow(msg.len()) {
+            self.help_drain(queue);
+        }
+        let msg = if queue.strategy() == OverflowStrategy::Disconnect {
+            match self.write_unless_full(msg) {
+                Ok(()) => return Ok(()),
+                Err(msg) => msg,
+            }
+        } else {
+            msg
+        };
         let queued = push_outbound(
             queue,
             msg,
             &self.component,
             Some(&self.info),
             &self.stats,
-            || self.abort(),
+            || {
+                self.overflowed.store(true, Ordering::Release);
+                match self.overflow_close.get() {
+                    Some(&code) => self.close_now(code, "overflow"),
+                    None => self.abort(),
+                }
+            },
         );
         if !existed {
             // The writer waits on the queue only once it knows it exists.
@@ -180,6 +205,102 @@ impl ConnHandle {
     }
 
     /// The overflow error for a message this connection's policy refused.
+    /// `disconnect` holds nothing, so it must not fire because the writer thread was busy for
+    /// a moment: wait briefly (1 ms at most) for the write lock and hand the message to the
+    /// socket; give it back only when the socket's own buffer is full (the peer is slow) or
+    /// the link cannot take data now.
+    fn write_unless_full(&self, msg: Message) -> std::result::Result<(), Message> {
+        if !cfg!(any(target_os = "linux", target_os = "android")) {
+            return Err(msg);
+        }
+        let Some(mut w) = self.wr.try_lock_for(std::time::Duration::from_millis(1)) else {
+            return Err(msg);
+        };
+        if w.closed
+            || w.failed
+            || self.pongs_pending.load(Ordering::Acquire) > 0
+            || self.holding.load(Ordering::Acquire)
+        {
+            return Err(msg);
+        }
+        if !w.out.0.is_empty() && !matches!(self.write_direct(&mut w), Ok(true)) {
+            return Err(msg);
+        }
+        let first = w.out.0.is_empty();
+        if w.encode(msg, self.keep_unsent).is_err() {
+            drop(w);
+            self.abort();
+            return Ok(());
+        }
+        let res = self.write_direct(&mut w);
+        drop(w);
+        match res {
+            Ok(true) => {}
+            Ok(false) if first => {
+                let _ = self.wake_tx.try_send(());
+            }
+            Ok(false) => {}
+            Err(_) => self.abort(),
+        }
+        Ok(())
+    }
+
+    /// A full queue while the writer thread has not run yet (a burst outpacing the scheduler,
+    /// not the peer): move queued messages into the socket on this thread, as far as it takes
+    /// them without blocking, so the overflow policy drops only for a peer that is slow. The
+    /// writer's discipline holds: the queue is popped only under the write lock, and not while
+    /// a pong or a held message must go first.
+    fn help_drain(&self, q: &OutQueue) {
+        if !cfg!(any(target_os = "linux", target_os = "android")) {
+            return; // the direct write below would block there
+        }
+        let Some(mut w) = self.wr.try_lock() else {
+            return;
+        };
+        if w.closed
+            || w.failed
+            || self.pongs_pending.load(Ordering::Acquire) > 0
+            || self.holding.load(Ordering::Acquire)
+        {
+            return;
+        }
+        loop {
+            if !w.out.0.is_empty() {
+                match self.write_direct(&mut w) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        drop(w);
+                        log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "write failed; connection lost");
+                        self.abort();
+                        return;
+                    }
+                }
+            }
+            if q.len() <= q.capacity() / 2 {
+                break;
+            }
+            let mut n = 0;
+            while n < MAX_BATCH && w.out.0.len() < MAX_BATCH_BYTES {
+                let Some(msg) = q.try_pop() else { break };
+                if w.encode(msg, self.keep_unsent).is_err() {
+                    drop(w);
+                    self.abort();
+                    return;
+                }
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        let rest = !w.out.0.is_empty();
+        drop(w);
+        if rest {
+            let _ = self.wake_tx.try_send(());
+        }
+    }
+
     pub(crate) fn overflow_error(&self) -> Error {
         let policy = match (self.queue(), self.make_queue) {
             (Some(q), _) => q.name(),
@@ -217,6 +338,34 @@ impl ConnHandle {
 
     /// Ends the connection now: both directions of the socket are shut down, which wakes the
     /// reader and a writer blocked on a full socket.
+    /// True once the overflow policy disconnected the connection.
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+
+    /// Has an overflow disconnect send a close frame with `code` first (see `close_now`).
+    pub(crate) fn set_overflow_close(&self, code: u16) {
+        let _ = self.overflow_close.set(code);
+    }
+
+    /// Ends the connection now with a close frame carrying `code`, sent only if the socket takes
+    /// it at once (a peer that stopped reading would never get it): then cuts the connection.
+    pub(crate) fn close_now(&self, code: u16, reason: &str) {
+        if let Some(mut w) = self.wr.try_lock() {
+            if !w.closed && !w.failed {
+                let frame = CloseFrame {
+                    code: code.into(),
+                    reason: reason.to_owned().into(),
+                };
+                if w.encode_control(Message::Close(Some(frame))).is_ok() {
+                    let _ = self.write_direct(&mut w);
+                }
+                w.closed = true;
+            }
+        }
+        self.abort();
+    }
+
     pub(crate) fn abort(&self) {
         self.aborted.store(true, Ordering::Release);
         self.ended.store(true, Ordering::Release);

@@ -157,6 +157,8 @@ pub(crate) struct ConnEnd {
     pub(crate) reason: EndReason,
     /// Accepted messages not confirmed written (only with `keep_unsent`), oldest first.
     pub(crate) unsent: Vec<Message>,
+    /// The close frame the peer sent, if it sent one (code, reason).
+    pub(crate) peer_close: Option<(u16, String)>,
 }
 
 pub(super) fn elapsed_nanos(start: Instant) -> u64 {

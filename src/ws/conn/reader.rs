@@ -86,6 +86,9 @@ impl ConnRun {
             epoch: Instant::now(),
             direct_after: AtomicU64::new(0),
             pongs_pending: AtomicUsize::new(0),
+            overflow_close: OnceLock::new(),
+            overflowed: AtomicBool::new(false),
+            holding: AtomicBool::new(false),
         });
         Ok((
             ConnRun {
@@ -142,6 +145,7 @@ impl ConnRun {
                 return ConnEnd {
                     reason: EndReason::Lost(e.to_string()),
                     unsent: Vec::new(),
+                    peer_close: None,
                 };
             }
         };
@@ -169,10 +173,12 @@ impl ConnRun {
             return ConnEnd {
                 reason: EndReason::Lost(e.to_string()),
                 unsent: Vec::new(),
+                peer_close: None,
             };
         }
 
         let ctrl = handle.ctrl.clone();
+        let mut peer_close = None;
         let reason = loop {
             let read = ws.read();
             // After an abort the socket still yields what the kernel (or tungstenite) had
@@ -195,6 +201,12 @@ impl ConnRun {
                     last_pong.store(elapsed_nanos(start), Ordering::Release);
                 }
                 Ok(Message::Close(frame)) => {
+                    peer_close = Some(
+                        frame
+                            .as_ref()
+                            .map(|f| (u16::from(f.code), f.reason.to_string()))
+                            .unwrap_or((1005, String::new())),
+                    );
                     let _ = ctrl.send(Ctrl::PeerClosed(frame));
                 }
                 Ok(Message::Frame(_)) => {}
@@ -237,7 +249,11 @@ impl ConnRun {
             }
         };
         handle.ended.store(true, Ordering::Release);
-        ConnEnd { reason, unsent }
+        ConnEnd {
+            reason,
+            unsent,
+            peer_close,
+        }
     }
 }
 

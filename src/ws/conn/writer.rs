@@ -227,6 +227,7 @@ impl Writer {
                 w.encode(msg, self.params.keep_unsent)?;
                 n += 1;
             }
+            handle.holding.store(self.held.is_some(), Ordering::Release);
             if n == 0 {
                 break;
             }

@@ -2,7 +2,6 @@
 //! connection: the HTTP upgrade (refusals get a status: 426, 400, 503), registration, the read
 //! loop, unregistration.
 
-use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -16,14 +15,10 @@ use tungstenite::protocol::Role;
 use super::Inner;
 use crate::telemetry::{self, event, Outcome};
 use crate::ws::conn::{ConnInfo, ConnRun, HalfStream, Outbound};
-use crate::ws::handshake;
+use crate::ws::handshake::{self, reply_http, BAD_REQUEST, UNAVAILABLE, UPGRADE_REQUIRED};
 use crate::ws::{ConnId, ConnectionEvent, ConnectionEventKind, TaggedData};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-const UPGRADE_REQUIRED: &str = "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 54\r\n\r\nThis is a WebSocket endpoint: send an Upgrade request\n";
-const BAD_REQUEST: &str = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 33\r\n\r\nInvalid WebSocket upgrade request\n";
-const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nToo many connections";
-
 pub(super) fn accept_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, listener: TcpListener) {
     for stream in listener.incoming() {
         let Some(inner) = weak.upgrade() else { return };
@@ -52,13 +47,6 @@ pub(super) fn accept_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, liste
             }
         }
     }
-}
-
-fn reply_http(sock: &TcpStream, response: &str) {
-    let mut s = sock;
-    let _ = s.write_all(response.as_bytes());
-    let _ = s.flush();
-    let _ = sock.shutdown(Shutdown::Write);
 }
 
 fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, seq: u64) {

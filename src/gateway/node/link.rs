@@ -1,0 +1,626 @@
+//! A link's thread: the accept side (`rxgw-conn-N`) or the dial side (`rxgw-dial-N`, which
+//! redials). Each runs the WebSocket upgrade and the HELLO / HELLO_ACK exchange synchronously,
+//! under one deadline, before the connection is published; then it becomes the connection's
+//! reader (the connection core spawns the writer).
+
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tungstenite::handshake::HandshakeError;
+use tungstenite::protocol::{CloseFrame, Role, WebSocket};
+use tungstenite::Message;
+
+use super::peer::Peer;
+use super::Inner;
+use crate::error::{CodecError, Context, Error};
+use crate::gateway::{
+    close_code, ConnectionState, Direction, DisconnectCause, DuplicatePolicy, Framing,
+    GatewayEvent, HelloPayload, StreamState, TaggedFrame, PROTOCOL_VERSION,
+};
+use crate::telemetry::{self, event, Outcome};
+use crate::ws::conn::{ConnEnd, ConnInfo, ConnRun, EndReason, HalfStream, Outbound};
+use crate::ws::handshake::{self, reply_http, BAD_REQUEST, UNAVAILABLE};
+use crate::ws::{ConnId, WSConnectionConfig};
+
+/// How a link's transport ended.
+enum LinkEnd {
+    /// The upgrade or the HELLO exchange failed or was refused.
+    HandshakeFailed(DisconnectCause),
+    /// The link was connected, then its transport ended.
+    Ended(DisconnectCause),
+}
+
+pub(super) fn accept_loop<F: Framing>(weak: Weak<Inner<F>>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopping() {
+            return;
+        }
+        match stream {
+            Ok(sock) => {
+                let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
+                let w = weak.clone();
+                if let Err(e) = inner
+                    .core
+                    .threads
+                    .spawn(format!("rxgw-conn-{seq}"), move || {
+                        serve_inbound(w, sock, seq)
+                    })
+                {
+                    log::warn!(component = &*inner.core.name, error:% = e; "{}", event::CONNECTION_SETUP_FAILED);
+                }
+            }
+            Err(e) => {
+                log::warn!(component = &*inner.core.name, error:% = e; "{}", event::ACCEPT_FAILED);
+                drop(inner);
+                // Out of file descriptors and the like: back off instead of spinning.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn serve_inbound<F: Framing>(weak: Weak<Inner<F>>, sock: TcpStream, seq: u64) {
+    let Some(inner) = weak.upgrade() else { return };
+    let started = Instant::now();
+    let deadline = started + inner.cfg.handshake_timeout;
+    let Ok(addr) = sock.peer_addr() else { return };
+    handshake::start(&sock, inner.cfg.handshake_timeout);
+    let Ok(raw) = sock.try_clone() else { return };
+    let peer = Arc::new(Peer::new(
+        ConnId::new(),
+        Direction::Inbound,
+        None,
+        seq,
+        &inner.cfg,
+    ));
+    {
+        let mut peers = inner.peers.write();
+        if inner.stopping() {
+            return;
+        }
+        if peers.len() >= inner.cfg.max_peers {
+            drop(peers);
+            log::warn!(component = &*inner.core.name, peer:% = addr, limit = inner.cfg.max_peers; "{}", event::CONNECTION_REFUSED);
+            reply_http(&raw, UNAVAILABLE);
+            return;
+        }
+        peers.insert(peer.id, peer.clone());
+    }
+    peer.begin_transport(&raw, addr, ConnectionState::Pending);
+    log::info!(component = &*inner.core.name, conn_id:% = peer.id, peer:% = addr; "{}", event::CONNECTION_OPENED);
+    let end = match tungstenite::accept_with_config(
+        HalfStream::new(sock),
+        Some(inner.cfg.ws.tungstenite()),
+    ) {
+        Ok(ws) => run_link(&inner, &peer, ws, raw, addr, deadline, started),
+        Err(e) => {
+            let cause = match e {
+                HandshakeError::Interrupted(_) => {
+                    let _ = raw.shutdown(Shutdown::Both);
+                    DisconnectCause::HandshakeTimeout
+                }
+                HandshakeError::Failure(e) => {
+                    if !matches!(e, tungstenite::Error::Io(_)) {
+                        reply_http(&raw, BAD_REQUEST);
+                    }
+                    DisconnectCause::Closed {
+                        code: None,
+                        reason: format!("upgrade failed: {e}"),
+                    }
+                }
+            };
+            handshake_failed(&inner, &peer, &cause, started);
+            LinkEnd::HandshakeFailed(cause)
+        }
+    };
+    peer.set_link_done();
+    let (LinkEnd::HandshakeFailed(cause) | LinkEnd::Ended(cause)) = end;
+    inner.finish(&peer, cause);
+}
+
+pub(super) fn dial_loop<F: Framing>(
+    weak: Weak<Inner<F>>,
+    peer: Arc<Peer>,
+    conn: WSConnectionConfig,
+) {
+    let mut failures: u32 = 0;
+    let cause = loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if let Some(c) = peer.cause() {
+            break c;
+        }
+        if inner.stopping() {
+            break DisconnectCause::Stopped;
+        }
+        let started = Instant::now();
+        let deadline = started + inner.cfg.handshake_timeout;
+        inner
+            .core
+            .stats
+            .connect_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        let mut ws_cfg = inner.cfg.ws.clone();
+        ws_cfg.handshake_timeout = inner.cfg.handshake_timeout;
+        let attempt = crate::ws::dial(&conn, &ws_cfg, &inner.core.name, |raw| {
+            if let Ok(addr) = raw.peer_addr() {
+                peer.begin_transport(raw, addr, ConnectionState::Pending);
+            }
+        });
+        let retry = &inner.cfg.ws.retry;
+        let failed = |failures: u32, error: String| -> Result<Duration, DisconnectCause> {
+            match retry.max_retries {
+                Some(max) if failures > max => Err(DisconnectCause::RetriesExhausted {
+                    attempts: failures,
+                    error,
+                }),
+                _ => Ok(retry.delay(failures.saturating_sub(1))),
+            }
+        };
+        let wait = match attempt {
+            Ok((ws, addr, raw)) => {
+                match run_link(&inner, &peer, ws, raw, addr, deadline, started) {
+                    LinkEnd::HandshakeFailed(c) if c.is_final() => break c,
+                    LinkEnd::HandshakeFailed(c) => {
+                        failures += 1;
+                        match failed(failures, c.to_string()) {
+                            Ok(d) => d,
+                            Err(c) => break c,
+                        }
+                    }
+                    LinkEnd::Ended(c) if c.is_final() || inner.stopping() => break c,
+                    LinkEnd::Ended(c) => {
+                        failures = 0;
+                        log::info!(component = &*inner.core.name, conn_id:% = peer.id, reason:% = c; "{}", event::GATEWAY_INTERRUPTED);
+                        inner.notify_state();
+                        inner
+                            .events
+                            .next(GatewayEvent::Interrupted { conn_id: peer.id });
+                        retry.delay(0)
+                    }
+                }
+            }
+            Err(e) => {
+                peer.transport_ended();
+                failures += 1;
+                match failed(failures, e.to_string()) {
+                    Ok(d) => {
+                        log::info!(component = &*inner.core.name, conn_id:% = peer.id, attempt = failures, delay_ms = d.as_millis() as u64, error:% = e; "{}", event::CONNECT_RETRY);
+                        inner.core.report(Error::ConnectFailed {
+                            ctx: Context::new(&inner.core.name, Some(peer.id.to_string())),
+                            attempt: failures,
+                            source: Box::new(e),
+                        });
+                        d
+                    }
+                    Err(c) => {
+                        log::warn!(component = &*inner.core.name, conn_id:% = peer.id, attempt = failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);
+                        break c;
+                    }
+                }
+            }
+        };
+        drop(inner);
+        let _ = peer.wake_rx.recv_timeout(wait);
+    };
+    peer.set_link_done();
+    if let Some(inner) = weak.upgrade() {
+        inner.finish(&peer, cause);
+    }
+}
+
+/// The HELLO exchange, the duplicate check, publication, then the connection's read loop.
+#[allow(clippy::too_many_arguments)]
+fn run_link<F: Framing>(
+    inner: &Arc<Inner<F>>,
+    peer: &Arc<Peer>,
+    mut ws: WebSocket<HalfStream>,
+    raw: TcpStream,
+    addr: SocketAddr,
+    deadline: Instant,
+    started: Instant,
+) -> LinkEnd {
+    let accepting = peer.direction == Direction::Inbound;
+    let hello = match hello_exchange(inner, peer, &mut ws, &raw, deadline, accepting) {
+        Ok(h) => h,
+        Err(cause) => {
+            match cause.code() {
+                Some(code @ close_code::HANDSHAKE_TIMEOUT..=close_code::SELF_CONNECTION)
+                    if !matches!(cause, DisconnectCause::Refused { .. }) =>
+                {
+                    close_raw(&mut ws, &raw, code, &cause, inner.cfg.ws.close_timeout)
+                }
+                _ => {
+                    let _ = ws.flush();
+                    let _ = raw.shutdown(Shutdown::Both);
+                }
+            }
+            handshake_failed(inner, peer, &cause, started);
+            return LinkEnd::HandshakeFailed(cause);
+        }
+    };
+    handshake::finish(&raw);
+    let role = if accepting {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let params = handshake::params(&inner.cfg.ws, role, false);
+    let info = ConnInfo {
+        id: peer.id,
+        seq: peer.seq,
+        peer: addr,
+    };
+    let (run, handle) = match ConnRun::new(
+        ws,
+        info,
+        inner.core.name.clone(),
+        Outbound::PerConnection {
+            strategy: inner.cfg.overflow_strategy,
+            capacity: inner.cfg.overflow_size,
+            max_bytes: inner.cfg.ws.outbound_max_bytes,
+        },
+        params,
+        inner.core.stats.clone(),
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = raw.shutdown(Shutdown::Both);
+            let cause = DisconnectCause::Closed {
+                code: None,
+                reason: e.to_string(),
+            };
+            handshake_failed(inner, peer, &cause, started);
+            return LinkEnd::HandshakeFailed(cause);
+        }
+    };
+    handle.set_overflow_close(close_code::OVERFLOW);
+    let losers = {
+        let _publishing = inner.publish.lock();
+        let losers = match duplicates(inner, peer, hello) {
+            Ok(losers) => losers,
+            Err(cause) => {
+                drop(_publishing);
+                handle.close_now(close_code::DUPLICATE, "duplicate");
+                handshake_failed(inner, peer, &cause, started);
+                return LinkEnd::HandshakeFailed(cause);
+            }
+        };
+        if let Err(cause) = peer.publish(handle.clone(), hello) {
+            drop(_publishing);
+            handle.close_now(cause.code().unwrap_or(1000), "ending");
+            return LinkEnd::HandshakeFailed(cause);
+        }
+        losers
+    };
+    for l in losers {
+        l.end_with(DisconnectCause::Duplicate);
+    }
+    let took = started.elapsed();
+    telemetry::record_handshake(&inner.core.name, Outcome::Ok, took);
+    inner
+        .core
+        .stats
+        .connections_opened
+        .fetch_add(1, Ordering::Relaxed);
+    log::info!(component = &*inner.core.name, conn_id:% = peer.id, remote_node_id:% = hello.node_id, direction:% = peer.direction, duration_ms = took.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_COMPLETED);
+    inner.notify_state();
+    inner.events.next(GatewayEvent::Connected {
+        conn_id: peer.id,
+        remote_node_id: hello.node_id,
+        direction: peer.direction,
+    });
+    let end = run.run(&inner.core.threads, |msg| on_message(inner, peer, msg));
+    handle.abort();
+    inner
+        .core
+        .stats
+        .connections_closed
+        .fetch_add(1, Ordering::Relaxed);
+    let local = peer.transport_ended();
+    inner.notify_state();
+    let cause = local
+        .or_else(|| handle.overflowed().then_some(DisconnectCause::Overflow))
+        .unwrap_or_else(|| ended_by(&end));
+    LinkEnd::Ended(cause)
+}
+
+/// Why a transport ended, as the reader saw it.
+fn ended_by(end: &ConnEnd) -> DisconnectCause {
+    if let Some((code, reason)) = &end.peer_close {
+        return from_close(*code, reason);
+    }
+    DisconnectCause::Closed {
+        code: None,
+        reason: match &end.reason {
+            EndReason::Closed => "closed".into(),
+            EndReason::ProtocolError(code, e) => format!("protocol error ({code}): {e}"),
+            EndReason::Lost(e) => e.clone(),
+            EndReason::Aborted => "aborted".into(),
+        },
+    }
+}
+
+fn from_close(code: u16, reason: &str) -> DisconnectCause {
+    if (close_code::HANDSHAKE_TIMEOUT..=close_code::OVERFLOW).contains(&code) {
+        DisconnectCause::Refused {
+            code,
+            reason: reason.to_owned(),
+        }
+    } else {
+        DisconnectCause::Closed {
+            code: Some(code),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// Sends our HELLO (accepting side) and waits for the other's frame under the deadline, then
+/// checks it; the dialing side answers HELLO_ACK. Frames before it are dropped and counted.
+fn hello_exchange<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Peer,
+    ws: &mut WebSocket<HalfStream>,
+    raw: &TcpStream,
+    deadline: Instant,
+    accepting: bool,
+) -> Result<HelloPayload, DisconnectCause> {
+    let cfg = &inner.cfg;
+    let lost = |e: tungstenite::Error| match e {
+        tungstenite::Error::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            DisconnectCause::HandshakeTimeout
+        }
+        e => DisconnectCause::Closed {
+            code: None,
+            reason: e.to_string(),
+        },
+    };
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    if remaining().is_zero() {
+        return Err(DisconnectCause::HandshakeTimeout);
+    }
+    handshake::start(raw, remaining());
+    if accepting {
+        peer.begin_transport(raw, peer_addr_or(raw), ConnectionState::Handshaking);
+        let hello = F::create_hello(inner.node_id, cfg.protocol_version);
+        ws.send(Message::Binary(hello.encode().into()))
+            .map_err(lost)?;
+    }
+    let hello = loop {
+        let left = remaining();
+        if left.is_zero() {
+            return Err(DisconnectCause::HandshakeTimeout);
+        }
+        let _ = raw.set_read_timeout(Some(left));
+        match ws.read().map_err(lost)? {
+            Message::Binary(b) => match F::decode(&b) {
+                Ok(f) if (accepting && f.is_hello_ack()) || (!accepting && f.is_hello()) => {
+                    match f.get_hello_node_id() {
+                        Some(node_id) => {
+                            break HelloPayload {
+                                node_id,
+                                version: f.get_hello_version().unwrap_or(PROTOCOL_VERSION),
+                            }
+                        }
+                        None => decode_error(
+                            inner,
+                            peer.id,
+                            CodecError::msg("handshake frame without a node id"),
+                        ),
+                    }
+                }
+                Ok(_) => early_frame(inner, peer.id),
+                Err(e) => decode_error(inner, peer.id, e),
+            },
+            Message::Text(_) => early_frame(inner, peer.id),
+            Message::Close(frame) => {
+                return Err(match frame {
+                    Some(f) => from_close(u16::from(f.code), &f.reason),
+                    None => DisconnectCause::Closed {
+                        code: None,
+                        reason: "closed during the handshake".into(),
+                    },
+                })
+            }
+            _ => {}
+        }
+    };
+    peer.set_remote(hello);
+    if hello.version < cfg.min_version {
+        return Err(DisconnectCause::Version {
+            version: hello.version,
+            min: cfg.min_version,
+        });
+    }
+    if hello.node_id == inner.node_id {
+        return Err(DisconnectCause::SelfConnection);
+    }
+    if !accepting {
+        let ack = F::create_hello_ack(inner.node_id, cfg.protocol_version);
+        ws.send(Message::Binary(ack.encode().into()))
+            .map_err(lost)?;
+    }
+    Ok(hello)
+}
+
+fn peer_addr_or(raw: &TcpStream) -> SocketAddr {
+    raw.peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Under `DuplicatePolicy::KeepOne`, decides between this link and the connected ones to the
+/// same node: `Err` refuses this one; `Ok` lists those it replaces. The link dialed by the node
+/// with the lower id is preferred; between links of one direction, the dialer keeps the older
+/// one (the accepting side lets the dialer decide). Both sides reach the same answer.
+fn duplicates<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Arc<Peer>,
+    hello: HelloPayload,
+) -> Result<Vec<Arc<Peer>>, DisconnectCause> {
+    if inner.cfg.duplicates != DuplicatePolicy::KeepOne {
+        return Ok(Vec::new());
+    }
+    let preferred = |d: Direction| {
+        if inner.node_id < hello.node_id {
+            d == Direction::Outbound
+        } else {
+            d == Direction::Inbound
+        }
+    };
+    let others: Vec<Arc<Peer>> = inner
+        .peers
+        .read()
+        .values()
+        .filter(|p| p.id != peer.id)
+        .cloned()
+        .collect();
+    let mut losers = Vec::new();
+    for o in others {
+        if o.state() != ConnectionState::Connected || o.remote() != Some(hello.node_id) {
+            continue;
+        }
+        match (preferred(peer.direction), preferred(o.direction)) {
+            (true, false) => losers.push(o),
+            (false, true) => return Err(DisconnectCause::Duplicate),
+            _ if peer.direction == Direction::Outbound => return Err(DisconnectCause::Duplicate),
+            _ => {}
+        }
+    }
+    Ok(losers)
+}
+
+/// Sends a close frame with `code` on a link that never went live, waits (bounded) for the
+/// peer's reply, and cuts the socket.
+fn close_raw(
+    ws: &mut WebSocket<HalfStream>,
+    raw: &TcpStream,
+    code: u16,
+    cause: &DisconnectCause,
+    close_timeout: Duration,
+) {
+    let deadline = Instant::now() + close_timeout.min(Duration::from_secs(1));
+    let _ = raw.set_write_timeout(Some(close_timeout.min(Duration::from_secs(1))));
+    let reason = match cause {
+        DisconnectCause::HandshakeTimeout => "handshake timeout",
+        DisconnectCause::Version { .. } => "protocol version not supported",
+        DisconnectCause::SelfConnection => "connected to itself",
+        _ => "refused",
+    };
+    let _ = ws.close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    }));
+    let _ = ws.flush();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = raw.set_read_timeout(Some(left));
+        if ws.read().is_err() {
+            break;
+        }
+    }
+    let _ = raw.shutdown(Shutdown::Both);
+}
+
+fn handshake_failed<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Peer,
+    cause: &DisconnectCause,
+    started: Instant,
+) {
+    inner.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+    let outcome = if *cause == DisconnectCause::HandshakeTimeout {
+        Outcome::Timeout
+    } else {
+        Outcome::Failed
+    };
+    telemetry::record_handshake(&inner.core.name, outcome, started.elapsed());
+    log::info!(component = &*inner.core.name, conn_id:% = peer.id, cause:% = cause, code:? = cause.code(); "{}", event::GATEWAY_HANDSHAKE_FAILED);
+}
+
+fn early_frame<F: Framing>(inner: &Inner<F>, conn_id: ConnId) {
+    inner.early_frames.fetch_add(1, Ordering::Relaxed);
+    log::debug!(component = &*inner.core.name, conn_id:% = conn_id; "frame before the handshake completed; dropped");
+}
+
+fn decode_error<F: Framing>(inner: &Inner<F>, conn_id: ConnId, e: CodecError) {
+    inner
+        .core
+        .stats
+        .decode_errors
+        .fetch_add(1, Ordering::Relaxed);
+    log::warn!(component = &*inner.core.name, conn_id:% = conn_id, error:% = e; "{}", event::DECODE_ERROR);
+    inner.core.report(Error::Decode {
+        ctx: Context::new(&inner.core.name, Some(conn_id.to_string())),
+        datatype: std::any::type_name::<F>(),
+        source: e,
+    });
+}
+
+/// One message from a live link: decoded, tracked on its stream, delivered.
+fn on_message<F: Framing>(inner: &Inner<F>, peer: &Peer, msg: Message) {
+    let data = match msg {
+        Message::Binary(b) => b,
+        Message::Text(_) => {
+            return decode_error(
+                inner,
+                peer.id,
+                CodecError::msg("text message: gateway frames are binary"),
+            )
+        }
+        _ => return,
+    };
+    let frame = match F::decode(&data) {
+        Ok(f) => f,
+        Err(e) => return decode_error(inner, peer.id, e),
+    };
+    if frame.is_hello() || frame.is_hello_ack() {
+        log::debug!(component = &*inner.core.name, conn_id:% = peer.id; "handshake frame on a live link; dropped");
+        return;
+    }
+    if let (Some(stream_id), Some(seq)) = (frame.stream_id(), frame.seq()) {
+        track(inner, peer, stream_id, seq);
+    }
+    inner.core.inbound.next(TaggedFrame::new(peer.id, frame));
+}
+
+/// Opens the stream on its first frame and reports missing sequence numbers as a `Gap`.
+fn track<F: Framing>(inner: &Inner<F>, peer: &Peer, stream_id: [u8; 16], seq: u32) {
+    let t = &peer.streams;
+    if t.get(stream_id)
+        .is_none_or(|s| s.state == StreamState::Closed)
+    {
+        let opened = t.open(stream_id).and_then(|_| t.activate(stream_id));
+        if let Err(e) = opened {
+            log::debug!(component = &*inner.core.name, conn_id:% = peer.id, error:% = e; "stream not tracked");
+            return;
+        }
+    }
+    let Ok(missing) = t.validate_seq(stream_id, seq) else {
+        return;
+    };
+    if let Some(first) = missing.first() {
+        inner
+            .core
+            .stats
+            .gaps
+            .fetch_add(u64::from(missing.len()), Ordering::Relaxed);
+        log::info!(component = &*inner.core.name, conn_id:% = peer.id, first, count = missing.len(), seq; "Sequence gap");
+        inner.events.next(GatewayEvent::Gap {
+            conn_id: peer.id,
+            stream_id,
+            first,
+            count: missing.len(),
+            seq,
+        });
+    }
+}
