@@ -63,8 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Six frames in all: wait until each node has received its two.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while nodes.iter().any(|n| n.stats().ws.messages_in < 2)
-        && std::time::Instant::now() < deadline
+    while nodes.iter().any(|n| n.stats().ws.messages_in < 2) && std::time::Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -16,6 +16,7 @@ use crate::peers::RunningServer;
 
 mod broadcast;
 mod echo;
+mod gateway;
 mod idle;
 mod oneway;
 
@@ -27,6 +28,9 @@ pub fn all() -> Vec<&'static dyn Workload> {
         &echo::W3,
         &broadcast::W4,
         &idle::W5,
+        &gateway::G1,
+        &gateway::G2,
+        &gateway::G3,
     ]
 }
 
