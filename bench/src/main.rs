@@ -9,7 +9,9 @@
 //! * w2: 64 KiB binary messages client → server, MB/s;
 //! * w3: echo round trip of 32 B, p50/p99/p99.9 µs (rxplus reactive and blocking callers);
 //! * w4: broadcast to 100 clients on a path, deliveries/s and server peak RSS;
-//! * w5: 1,000 idle connections, server RSS, threads, and `dispose` time.
+//! * w5: 1,000 idle connections, server RSS, threads, and `dispose` time;
+//! * g1–g3: the gateway next to the WebSocket layer alone: one-way 64 B frames/s, echo round
+//!   trip, and a connect storm of 200 dialers (time, threads, RSS).
 //!
 //! Run it with one command (about 3 minutes on 2 cores; `--quick` about 15 s):
 //!

@@ -87,7 +87,9 @@ fn dialing_node(addr: SocketAddr) -> Result<(Node, rxplus::ws::ConnId)> {
     Ok((n, id))
 }
 
-/// Sends one frame, retrying while the link's `drop-new` queue is full.
+/// Sends one frame, retrying while the link's `drop-new` queue is full. A refusal means a
+/// full queue (1,000 frames, hundreds of µs of writing): wait a little before the next try,
+/// as a `block` sender sleeps until its queue is half empty.
 fn send_all_delivered(n: &Node, mut frame: TaggedFrame<DefaultFrame>) -> Result<()> {
     let deadline = Instant::now() + CLIENT_DEADLINE;
     loop {
@@ -96,7 +98,7 @@ fn send_all_delivered(n: &Node, mut frame: TaggedFrame<DefaultFrame>) -> Result<
             Err(e) if matches!(e.error(), Error::Overflow { .. }) => {
                 ensure!(Instant::now() < deadline, "the link never drained");
                 frame = e.into_item().context("refused frame not handed back")?;
-                std::thread::yield_now();
+                std::thread::sleep(Duration::from_micros(100));
             }
             Err(e) => bail!("send: {}", e.into_error()),
         }
