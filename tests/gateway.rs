@@ -4,6 +4,7 @@
 mod support;
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -635,4 +636,133 @@ fn stop_from_an_event_callback_returns_and_emits_each_disconnect_once() {
     assert!(wait_until(WAIT, || disconnects(&eb, id).len() == 1));
     assert_eq!(disconnects(&eb, id), [DisconnectCause::Stopped]);
     assert!(b.connect_to(&url(&a)).is_err());
+}
+
+#[test]
+fn a_peer_trickling_bytes_cannot_stretch_the_handshake_deadline() {
+    let n = node(cfg().handshake_timeout(Duration::from_millis(500)));
+    let events = record(&n);
+    let (mut ws, _hello) = raw_peer(&n);
+    let started = Instant::now();
+    // The header of a masked binary frame of 1,000 bytes, then one byte every 100 ms: each
+    // read makes progress, none completes the frame.
+    ws.get_mut()
+        .write_all(&[0x82, 0x80 | 126, 0x03, 0xe8, 1, 2, 3, 4])
+        .unwrap();
+    let trickle = ws.get_ref().try_clone().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut s = trickle;
+        for _ in 0..40 {
+            if s.write_all(&[0]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    assert!(wait_until(WAIT, || !events.lock().is_empty()));
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert!(matches!(
+        events.lock()[0],
+        GatewayEvent::Disconnected {
+            cause: DisconnectCause::HandshakeTimeout,
+            ..
+        }
+    ));
+    assert_eq!(close_code_of(&mut ws), Some(4001));
+    let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
+    t.join().unwrap();
+}
+
+#[test]
+fn stop_from_an_event_callback_with_other_links_returns() {
+    let a = node(cfg());
+    let b = Node::new(cfg()).unwrap();
+    let h = b.handle();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let c = connected.clone();
+    b.subscribe_events(move |e| {
+        if matches!(e, GatewayEvent::Connected { .. }) && c.fetch_add(1, Ordering::SeqCst) == 2 {
+            h.dispose(); // the third link's thread stops the node; two others are live
+        }
+    });
+    let eb = record(&b);
+    let ids: Vec<ConnId> = (0..3).map(|_| b.connect_to(&url(&a)).unwrap()).collect();
+    assert!(
+        wait_until(WAIT, || b.thread_count() == 0),
+        "stop from a callback did not finish: {} threads",
+        b.thread_count()
+    );
+    for id in ids {
+        assert!(wait_until(WAIT, || disconnects(&eb, id).len() == 1));
+        assert_eq!(disconnects(&eb, id), [DisconnectCause::Stopped]);
+    }
+}
+
+#[test]
+fn an_unread_events_receiver_does_not_hold_stop_up() {
+    let a = node(cfg());
+    let b = Node::new(cfg().ws(quiet().stream_capacity(1))).unwrap();
+    let _unread = b.events();
+    for _ in 0..3 {
+        b.connect_to(&url(&a)).unwrap();
+    }
+    assert!(wait_until(WAIT, || a.get_connected_peers().len() == 3));
+    let started = Instant::now();
+    b.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(b.thread_count(), 0);
+}
+
+#[test]
+fn frames_waiting_through_a_redial_go_first_in_order_within_the_byte_bound() {
+    let b = node(cfg());
+    let port = b.local_addr().unwrap().port();
+    let a = Node::new(
+        cfg().retry(
+            rxplus::ws::RetryPolicy::default()
+                .initial_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_millis(50)),
+        ),
+    )
+    .unwrap();
+    let events = record(&a);
+    let id = a.connect_to(&url(&b)).unwrap();
+    assert!(a.wait_connected(id, WAIT));
+    b.stop();
+    assert!(wait_until(WAIT, || events
+        .lock()
+        .contains(&GatewayEvent::Interrupted { conn_id: id })));
+    // 500 frames of 16 KiB wait: 8 MB, over the 1 MiB bound, so drop-old keeps the newest.
+    let pad = "x".repeat(16 << 10);
+    for i in 0..500 {
+        a.send_to(id, DefaultFrame::data(format!("q{i:04}:{pad}")))
+            .unwrap();
+    }
+    let queued = a.get_connection(id).unwrap().queued;
+    assert!((1..=64).contains(&queued), "{queued}");
+    let b2 = Node::new(cfg().port(port)).unwrap();
+    let rx = b2.stream();
+    b2.start().unwrap();
+    assert!(a.wait_connected(id, WAIT));
+    assert_eq!(a.get_connection(id).unwrap().queued, 0);
+    a.send_to(id, DefaultFrame::data("marker")).unwrap();
+    let mut got = Vec::new();
+    loop {
+        let t = text(&rx.recv_timeout(WAIT).unwrap().into_item().unwrap());
+        if t == "marker" {
+            break;
+        }
+        got.push(t[1..5].parse::<usize>().unwrap());
+    }
+    assert_eq!(got.len(), queued, "every waiting frame before the marker");
+    assert_eq!(*got.last().unwrap(), 499);
+    assert!(
+        got.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order: {got:?}"
+    );
 }

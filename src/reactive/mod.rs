@@ -258,7 +258,7 @@ struct Entry<T> {
 
 /// How long a terminal notification may wait, in all, for full channel receivers nobody reads
 /// (and, once the component is disposed, for gates held by callbacks still running).
-const TERMINAL_SEND_WAIT: Duration = Duration::from_millis(200);
+pub(crate) const TERMINAL_SEND_WAIT: Duration = Duration::from_millis(200);
 /// How often a delivery blocked on another thread's callback rechecks for abort.
 const GATE_RECHECK: Duration = Duration::from_millis(20);
 
@@ -385,6 +385,20 @@ impl<T: Clone + Send + 'static> Subject<T> {
                 self.deliver(e, Notification::Next(item.clone()), version, None);
             }
             self.deliver(last, Notification::Next(item), version, None);
+        }
+    }
+
+    /// Emits one item even once aborted, each delivery waiting at most until `deadline` (a
+    /// node's last `Disconnected` events during its stop: delivered, but never able to hold the
+    /// stop up). Nothing once terminated.
+    pub(crate) fn next_final(&self, item: T, deadline: Instant) {
+        if self.is_terminated() {
+            return;
+        }
+        let version = self.set_current(&item);
+        let subs = self.subs.read().clone();
+        for e in subs.iter() {
+            self.deliver(e, Notification::Next(item.clone()), version, Some(deadline));
         }
     }
 

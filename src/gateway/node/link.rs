@@ -92,7 +92,7 @@ fn serve_inbound<F: Framing>(weak: Weak<Inner<F>>, sock: TcpStream, seq: u64) {
     peer.begin_transport(&raw, addr, ConnectionState::Pending);
     log::info!(component = &*inner.core.name, conn_id:% = peer.id, peer:% = addr; "{}", event::CONNECTION_OPENED);
     let end = match tungstenite::accept_with_config(
-        HalfStream::new(sock),
+        HalfStream::with_deadline(sock, Some(deadline)),
         Some(inner.cfg.ws.tungstenite()),
     ) {
         Ok(ws) => run_link(&inner, &peer, ws, raw, addr, deadline, started),
@@ -144,7 +144,7 @@ pub(super) fn dial_loop<F: Framing>(
             .fetch_add(1, Ordering::Relaxed);
         let mut ws_cfg = inner.cfg.ws.clone();
         ws_cfg.handshake_timeout = inner.cfg.handshake_timeout;
-        let attempt = crate::ws::dial(&conn, &ws_cfg, &inner.core.name, |raw| {
+        let attempt = crate::ws::dial(&conn, &ws_cfg, &inner.core.name, Some(deadline), |raw| {
             if let Ok(addr) = raw.peer_addr() {
                 peer.begin_transport(raw, addr, ConnectionState::Pending);
             }
@@ -241,6 +241,7 @@ fn run_link<F: Framing>(
             return LinkEnd::HandshakeFailed(cause);
         }
     };
+    ws.get_mut().set_deadline(None);
     handshake::finish(&raw);
     let role = if accepting {
         Role::Server
@@ -456,9 +457,11 @@ fn peer_addr_or(raw: &TcpStream) -> SocketAddr {
 }
 
 /// Under `DuplicatePolicy::KeepOne`, decides between this link and the connected ones to the
-/// same node: `Err` refuses this one; `Ok` lists those it replaces. The link dialed by the node
-/// with the lower id is preferred; between links of one direction, the dialer keeps the older
-/// one (the accepting side lets the dialer decide). Both sides reach the same answer.
+/// same node: `Err` refuses this one; `Ok` lists links to close for it. The link dialed by the
+/// node with the lower id wins; between links of one direction the older wins. Each side only
+/// ever closes links it dialed: a losing inbound link is left for its dialer, which reaches the
+/// same verdict and closes it with 4004. So no side drops a link the other still counts on, and
+/// exactly one survives.
 fn duplicates<F: Framing>(
     inner: &Inner<F>,
     peer: &Arc<Peer>,
@@ -486,11 +489,13 @@ fn duplicates<F: Framing>(
         if o.state() != ConnectionState::Connected || o.remote() != Some(hello.node_id) {
             continue;
         }
-        match (preferred(peer.direction), preferred(o.direction)) {
-            (true, false) => losers.push(o),
-            (false, true) => return Err(DisconnectCause::Duplicate),
-            _ if peer.direction == Direction::Outbound => return Err(DisconnectCause::Duplicate),
-            _ => {}
+        let this_wins = preferred(peer.direction) && !preferred(o.direction);
+        if this_wins {
+            if o.direction == Direction::Outbound {
+                losers.push(o);
+            }
+        } else if peer.direction == Direction::Outbound {
+            return Err(DisconnectCause::Duplicate);
         }
     }
     Ok(losers)
@@ -506,7 +511,8 @@ fn close_raw(
     close_timeout: Duration,
 ) {
     let deadline = Instant::now() + close_timeout.min(Duration::from_secs(1));
-    let _ = raw.set_write_timeout(Some(close_timeout.min(Duration::from_secs(1))));
+    // The handshake's deadline has passed (or was not the point): the close has its own.
+    ws.get_mut().set_deadline(Some(deadline));
     let reason = match cause {
         DisconnectCause::HandshakeTimeout => "handshake timeout",
         DisconnectCause::Version { .. } => "protocol version not supported",

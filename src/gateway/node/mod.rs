@@ -488,8 +488,20 @@ impl<F: Framing> Inner<F> {
         Ok(())
     }
 
-    /// Emits `Disconnected` once for `peer` and removes it from the table.
+    /// Emits `Disconnected` once for `peer` and removes it from the table. While the node
+    /// stops, its link threads leave this to `stop`, which reports every connection left after
+    /// the joins (so no link thread can block on a subscriber the stopping thread waits on).
     pub(crate) fn finish(&self, peer: &Arc<Peer>, cause: DisconnectCause) {
+        if self.stopping() {
+            return;
+        }
+        self.finish_now(peer, cause, None);
+    }
+
+    fn finish_now(&self, peer: &Arc<Peer>, cause: DisconnectCause, deadline: Option<Instant>) {
+        // A cause this side set (disconnect, stop, duplicate, overflow) wins over how the
+        // transport happened to end.
+        let cause = peer.cause().unwrap_or(cause);
         if !peer.mark_ended() {
             return;
         }
@@ -497,17 +509,24 @@ impl<F: Framing> Inner<F> {
         let remote = peer.remote();
         log::info!(component = &*self.core.name, conn_id:% = peer.id, remote_node_id:? = remote.map(|r| r.to_string()), cause:% = cause; "{}", event::CONNECTION_CLOSED);
         self.notify_state();
-        self.events.next(GatewayEvent::Disconnected {
+        let event = GatewayEvent::Disconnected {
             conn_id: peer.id,
             remote_node_id: remote,
             cause,
-        });
+        };
+        match deadline {
+            Some(d) => self.events.next_final(event, d),
+            None => self.events.next(event),
+        }
     }
 
     fn stop(&self) {
         if !self.core.begin_dispose() {
             return;
         }
+        // No event delivery may hold the stop up (a subscriber may be the caller, or a full
+        // receiver nobody reads): what stop reports goes out with a deadline below.
+        self.events.abort();
         log::info!(component = &*self.core.name, node_id:% = self.node_id; "{}", event::GATEWAY_STOPPING);
         let peers: Vec<Arc<Peer>> = self.peers.read().values().cloned().collect();
         for p in &peers {
@@ -525,8 +544,9 @@ impl<F: Framing> Inner<F> {
         self.wake_accept();
         self.core.threads.join_all();
         let left: Vec<Arc<Peer>> = self.peers.read().values().cloned().collect();
+        let deadline = Instant::now() + crate::reactive::TERMINAL_SEND_WAIT;
         for p in left {
-            self.finish(&p, DisconnectCause::Stopped);
+            self.finish_now(&p, DisconnectCause::Stopped, Some(deadline));
         }
         self.core.terminate(Notification::Completed);
         self.events.terminate(Notification::Completed);

@@ -44,8 +44,10 @@ struct PeerState {
     peer_addr: Option<SocketAddr>,
     /// An outbound connection that was connected once: frames sent while it redials wait.
     was_connected: bool,
-    /// Frames waiting while interrupted, under the connection's overflow policy.
+    /// Frames waiting while interrupted, under the connection's overflow policy, and their
+    /// bytes (bounded by `ws.outbound_max_bytes` like a live queue).
     pending: Option<Box<dyn OverflowPolicy<Message>>>,
+    pending_bytes: usize,
     /// Set when this side decided the end (disconnect, stop, duplicate, overflow).
     cause: Option<DisconnectCause>,
     link_running: bool,
@@ -86,6 +88,7 @@ impl Peer {
                 peer_addr: None,
                 was_connected: false,
                 pending: None,
+                pending_bytes: 0,
                 cause: None,
                 link_running: true,
             }),
@@ -159,13 +162,12 @@ impl Peer {
         if let Some(c) = &st.cause {
             return Err(c.clone());
         }
+        // Into the write buffer before the link runs and before anyone else can send on it:
+        // the writer sends them first, all of them, in order.
         if let Some(p) = &st.pending {
-            while let Some(msg) = p.pop() {
-                if handle.send(msg).is_err() {
-                    break;
-                }
-            }
+            handle.preload(p.drain());
         }
+        st.pending_bytes = 0;
         st.state = ConnectionState::Connected;
         st.remote = Some(hello.node_id);
         st.remote_version = Some(hello.version);
@@ -195,7 +197,7 @@ impl Peer {
     /// Sends one encoded frame by the connection's state.
     pub(crate) fn send(&self, msg: Message, cfg: &GatewayConfig) -> Sent {
         let mut st = self.st.lock();
-        if st.cause.is_some() {
+        if st.cause.is_some() || st.state == ConnectionState::Disconnected {
             return Sent::NotConnected;
         }
         if st.state == ConnectionState::Connected {
@@ -218,11 +220,34 @@ impl Peer {
                 Err(_) => return Sent::NotConnected,
             }
         }
+        let st = &mut *st;
         let Some(pending) = &st.pending else {
             return Sent::NotConnected;
         };
+        let len = msg.len();
+        // The byte bound, handled as the policy handles a full queue.
+        while st.pending_bytes + len > cfg.ws.outbound_max_bytes && !pending.is_empty() {
+            match cfg.overflow_strategy {
+                crate::overflow::OverflowStrategy::DropOld => {
+                    if let Some(old) = pending.pop() {
+                        st.pending_bytes -= old.len();
+                    }
+                }
+                crate::overflow::OverflowStrategy::DropNew => {
+                    return Sent::Overflow { disconnect: false }
+                }
+                _ => return Sent::Overflow { disconnect: true },
+            }
+        }
         match pending.push(msg) {
-            Ok(Pushed::Queued) | Ok(Pushed::DroppedOld(_)) => Sent::Ok,
+            Ok(Pushed::Queued) => {
+                st.pending_bytes += len;
+                Sent::Ok
+            }
+            Ok(Pushed::DroppedOld(old)) => {
+                st.pending_bytes = st.pending_bytes + len - old.len();
+                Sent::Ok
+            }
             Ok(Pushed::DroppedNew(_)) => Sent::Overflow { disconnect: false },
             Err(Rejected::Disconnect(_)) => Sent::Overflow { disconnect: true },
             Err(Rejected::Closed(_)) => Sent::NotConnected,
@@ -239,20 +264,27 @@ impl Peer {
         let handle = st.handle.clone();
         let raw = st.raw.as_ref().and_then(|r| r.try_clone().ok());
         drop(st);
-        match (handle, cause) {
-            (Some(h), DisconnectCause::Duplicate) => h.close(Some(CloseFrame {
-                code: crate::gateway::close_code::DUPLICATE.into(),
-                reason: "duplicate".into(),
-            })),
-            (Some(h), DisconnectCause::Stopped) => h.close(Some(CloseFrame {
-                code: 1001.into(),
-                reason: "node stopping".into(),
-            })),
-            (Some(h), _) => h.close(Some(CloseFrame {
-                code: 1000.into(),
-                reason: "disconnect".into(),
-            })),
-            (None, _) => {
+        match handle {
+            Some(h) => {
+                let (code, reason) = match cause {
+                    DisconnectCause::Duplicate => {
+                        (crate::gateway::close_code::DUPLICATE, "duplicate")
+                    }
+                    DisconnectCause::Stopped => (1001, "node stopping"),
+                    _ => (1000, "disconnect"),
+                };
+                // Graceful when the writer can take it; a writer with a backlog may be stuck
+                // on a peer that stopped reading, so the link is cut at once then.
+                if h.backlogged()
+                    || !h.close(Some(CloseFrame {
+                        code: code.into(),
+                        reason: reason.into(),
+                    }))
+                {
+                    h.close_now(code, reason);
+                }
+            }
+            None => {
                 if let Some(r) = raw {
                     let _ = r.shutdown(Shutdown::Both);
                 }

@@ -42,7 +42,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
     /// Connects and handshakes, bounded by `handshake_timeout`. A dispose during the
     /// handshake shuts the socket down to end the wait.
     fn connect(&self) -> Result<(WebSocket<HalfStream>, SocketAddr)> {
-        let res = dial(&self.conn, &self.cfg, &self.core.name, |raw| {
+        let res = dial(&self.conn, &self.cfg, &self.core.name, None, |raw| {
             if let Ok(s) = raw.try_clone() {
                 *self.handshaking.lock() = Some(s);
             }
@@ -56,13 +56,15 @@ impl<T: Clone + Send + 'static> Inner<T> {
 }
 
 /// Connects to `conn` and runs the opening handshake, bounded by `cfg.handshake_timeout`;
-/// `on_socket` sees the socket before the handshake (to shut it down from another thread).
+/// `on_socket` sees the socket before the handshake (to shut it down from another thread);
+/// `deadline`, if any, bounds the whole upgrade (and stays set on the returned stream).
 /// Returns the WebSocket, the peer's address and a clone of the socket; read and write
 /// timeouts are cleared.
 pub(crate) fn dial(
     conn: &WSConnectionConfig,
     cfg: &WSConfig,
     name: &str,
+    deadline: Option<Instant>,
     on_socket: impl FnOnce(&TcpStream),
 ) -> Result<(WebSocket<HalfStream>, SocketAddr, TcpStream)> {
     let timeout = cfg.handshake_timeout;
@@ -96,7 +98,7 @@ pub(crate) fn dial(
     let url = conn.url();
     match tungstenite::client::client_with_config(
         url.as_str(),
-        HalfStream::new(sock),
+        HalfStream::with_deadline(sock, deadline),
         Some(cfg.tungstenite()),
     ) {
         Ok((ws, _resp)) => {

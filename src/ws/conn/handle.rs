@@ -97,6 +97,7 @@ impl ConnHandle {
             || w.failed
             || self.queue().is_some_and(|q| !q.is_empty())
             || self.pongs_pending.load(Ordering::Acquire) > 0
+            || self.holding.load(Ordering::Acquire)
         {
             return Some(msg);
         }
@@ -213,16 +214,26 @@ impl ConnHandle {
         if !cfg!(any(target_os = "linux", target_os = "android")) {
             return Err(msg);
         }
-        let Some(mut w) = self.wr.try_lock_for(std::time::Duration::from_millis(1)) else {
-            return Err(msg);
+        let until = Instant::now() + std::time::Duration::from_millis(1);
+        let mut w = loop {
+            let Some(w) = self.wr.try_lock_until(until) else {
+                return Err(msg);
+            };
+            if w.closed || w.failed {
+                return Err(msg);
+            }
+            // A pong owed goes first: wait for the writer to send it, within the same bound.
+            if self.pongs_pending.load(Ordering::Acquire) == 0
+                && !self.holding.load(Ordering::Acquire)
+            {
+                break w;
+            }
+            drop(w);
+            if Instant::now() >= until {
+                return Err(msg);
+            }
+            std::thread::yield_now();
         };
-        if w.closed
-            || w.failed
-            || self.pongs_pending.load(Ordering::Acquire) > 0
-            || self.holding.load(Ordering::Acquire)
-        {
-            return Err(msg);
-        }
         if !w.out.0.is_empty() && !matches!(self.write_direct(&mut w), Ok(true)) {
             return Err(msg);
         }
@@ -332,12 +343,32 @@ impl ConnHandle {
     }
 
     /// Starts a graceful close: queued data is flushed (bounded), then a close frame is sent.
-    pub(crate) fn close(&self, frame: Option<CloseFrame>) {
-        let _ = self.ctrl.try_send(Ctrl::Close(frame));
+    /// Asks the writer for a graceful close; false when it cannot take the request now (its
+    /// control channel is full, or it is stuck writing to a peer that stopped reading).
+    pub(crate) fn close(&self, frame: Option<CloseFrame>) -> bool {
+        self.ctrl.try_send(Ctrl::Close(frame)).is_ok()
+    }
+
+    /// True while frames wait for the writer (queued or half-written).
+    pub(crate) fn backlogged(&self) -> bool {
+        self.queue().is_some_and(|q| !q.is_empty())
     }
 
     /// Ends the connection now: both directions of the socket are shut down, which wakes the
     /// reader and a writer blocked on a full socket.
+    /// Frames `msgs` into the write buffer ahead of anything sent later, before the
+    /// connection runs (a redialed gateway link's waiting frames): nothing can overtake them
+    /// and no queue bound applies, as they were already accepted. The writer sends them first.
+    pub(crate) fn preload(&self, msgs: impl IntoIterator<Item = Message>) {
+        let mut w = self.wr.lock();
+        for msg in msgs {
+            if let Err(e) = w.encode(msg, self.keep_unsent) {
+                log::warn!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "waiting frame not framed");
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// True once the overflow policy disconnected the connection.
     pub(crate) fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Acquire)

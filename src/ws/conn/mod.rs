@@ -57,19 +57,56 @@ pub(super) const CTRL_CAPACITY: usize = 64;
 pub(crate) struct HalfStream {
     sock: TcpStream,
     pub(super) writes: bool,
+    /// A total deadline for every read and write (a gateway handshake): a peer trickling one
+    /// byte per read timeout cannot stretch it.
+    deadline: Option<Instant>,
 }
 
 impl HalfStream {
     pub(crate) fn new(sock: TcpStream) -> Self {
-        HalfStream { sock, writes: true }
+        HalfStream {
+            sock,
+            writes: true,
+            deadline: None,
+        }
+    }
+    pub(crate) fn with_deadline(sock: TcpStream, deadline: Option<Instant>) -> Self {
+        HalfStream {
+            deadline,
+            ..HalfStream::new(sock)
+        }
+    }
+    /// Sets or clears the total deadline (the socket's own timeouts are left as they are).
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
     pub(crate) fn sock(&self) -> &TcpStream {
         &self.sock
+    }
+    /// Bounds the next socket call by what is left of the deadline (`WouldBlock` once passed,
+    /// as a socket timeout reports it).
+    fn bound(&self, read: bool) -> io::Result<()> {
+        let Some(d) = self.deadline else {
+            return Ok(());
+        };
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "handshake deadline passed",
+            ));
+        }
+        if read {
+            self.sock.set_read_timeout(Some(left))
+        } else {
+            self.sock.set_write_timeout(Some(left))
+        }
     }
 }
 
 impl Read for HalfStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.bound(true)?;
         self.sock.read(buf)
     }
 }
@@ -77,6 +114,7 @@ impl Read for HalfStream {
 impl Write for HalfStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.writes {
+            self.bound(false)?;
             self.sock.write(buf)
         } else {
             Ok(buf.len())
