@@ -7,6 +7,7 @@ mod link;
 mod peer;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,27 @@ use crate::ws::{ConnId, WSConnectionConfig};
 use crate::Subscription;
 
 use peer::Peer;
+
+/// The connection table. Connection ids are random UUIDs, so eight of their bytes are already
+/// a good hash: no SipHash on every send.
+pub(crate) type PeerTable = HashMap<ConnId, Arc<Peer>, BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // A UUID hashes as its length, then its 16 bytes: fold everything in.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+}
 
 /// A symmetric peer-to-peer node over WebSocket, generic over its frame type.
 ///
@@ -84,7 +106,7 @@ pub(crate) struct Inner<F: Framing> {
     pub(crate) events: Arc<Subject<GatewayEvent>>,
     pub(crate) cfg: GatewayConfig,
     pub(crate) node_id: NodeId,
-    pub(crate) peers: RwLock<HashMap<ConnId, Arc<Peer>>>,
+    pub(crate) peers: RwLock<PeerTable>,
     /// Held while a completed handshake is checked for duplicates and published, so two links
     /// to one node completing at once see each other.
     pub(crate) publish: Mutex<()>,
@@ -152,7 +174,7 @@ impl<F: Framing> GatewayNode<F> {
                 core,
                 cfg,
                 node_id,
-                peers: RwLock::new(HashMap::new()),
+                peers: RwLock::new(PeerTable::default()),
                 publish: Mutex::new(()),
                 local_addr: Mutex::new(None),
                 state_lock: Mutex::new(()),
@@ -437,16 +459,26 @@ impl<F: Framing> Inner<F> {
     }
 
     fn try_send_frame(&self, conn_id: ConnId, frame: &F) -> Result<()> {
-        let Some(peer) = self.peers.read().get(&conn_id).cloned() else {
+        // The table's read lock is held across the send (no reference count taken per frame);
+        // the send never blocks and calls no user code.
+        let peers = self.peers.read();
+        let Some(peer) = peers.get(&conn_id) else {
+            drop(peers);
             return Err(Error::NoConnection {
                 ctx: Context::new(&self.core.name, Some(conn_id.to_string())),
             });
         };
-        match peer.send(Message::Binary(frame.encode().into()), &self.cfg) {
+        let sent = peer.send(Message::Binary(frame.encode().into()), &self.cfg);
+        let peer = match &sent {
+            peer::Sent::Overflow { disconnect: true } => Some(peer.clone()),
+            _ => None,
+        };
+        drop(peers);
+        match sent {
             peer::Sent::Ok => Ok(()),
             peer::Sent::NotConnected => Err(self.not_connected(conn_id)),
             peer::Sent::Overflow { disconnect } => {
-                if disconnect {
+                if let (true, Some(peer)) = (disconnect, peer) {
                     // Interrupted, over its buffer-k bound: the connection ends (no transport
                     // to send 4005 on); wake its dialer to say so.
                     peer.end_with(DisconnectCause::Overflow);
