@@ -337,3 +337,47 @@ fn a_server_set_up_before_accepting_sees_the_first_message_and_event() {
         assert_eq!(*seen.lock(), vec!["opened", "hello"], "round {round}");
     }
 }
+
+#[test]
+fn items_held_for_a_failed_first_attempt_are_each_reported_once() {
+    // Senders race the first attempt's failure: every item `send` accepted is reported as
+    // undelivered, exactly once; the rest were refused with the item handed back.
+    for round in 0..20 {
+        let group = RxWSClientGroup::<String>::with_config(local(1, "/"), Text, quiet()).unwrap();
+        let undelivered = Arc::new(AtomicUsize::new(0));
+        let u = undelivered.clone();
+        group.subscribe_errors(move |e| {
+            if let Error::Undelivered { count, .. } = e {
+                u.fetch_add(count, Ordering::SeqCst);
+            }
+        });
+        let accepted = AtomicUsize::new(0);
+        let path = format!("/r{round}");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (group, accepted, path) = (&group, &accepted, &path);
+                s.spawn(move || {
+                    for i in 0..50 {
+                        match group.send(TaggedData::new(path.as_str(), format!("{t}-{i}"))) {
+                            Ok(()) => {
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(e) => {
+                                assert!(matches!(e.error(), Error::NotConnected { .. }), "{e}");
+                                assert!(e.into_item().is_some());
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let want = accepted.load(Ordering::SeqCst);
+        assert!(
+            wait_until(WAIT, || undelivered.load(Ordering::SeqCst) == want),
+            "round {round}: accepted {want}, reported {}",
+            undelivered.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(undelivered.load(Ordering::SeqCst), want, "round {round}");
+    }
+}

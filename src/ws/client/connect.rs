@@ -213,19 +213,8 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                 if inner.hold_first.swap(false, Ordering::AcqRel)
                     && !inner.cfg.buffer_while_disconnected
                 {
-                    let n = inner.queue.drain().len();
-                    if n > 0 {
-                        inner
-                            .core
-                            .stats
-                            .dropped
-                            .fetch_add(n as u64, Ordering::Relaxed);
-                        log::debug!(component = &*inner.core.name, path = &*inner.path, reason = "first attempt failed", count = n; "{}", event::MESSAGE_DROPPED);
-                        inner.core.report(Error::Undelivered {
-                            ctx: Context::new(&inner.core.name, None),
-                            count: n,
-                        });
-                    }
+                    inner.first_failed.store(true, Ordering::Release);
+                    inner.drop_undelivered("first attempt failed");
                 }
                 if let Some(max) = inner.cfg.retry.max_retries {
                     if failures > max {

@@ -79,6 +79,8 @@ struct Inner<T: Clone + Send + 'static> {
     /// Items sent before the first attempt resolved are queued, not refused (a group's
     /// children: a path's first item arrives with its client's creation).
     pub(super) hold_first: AtomicBool,
+    /// The first attempt failed while items were held: they were dropped and reported.
+    pub(super) first_failed: AtomicBool,
     // Dropping the sender wakes the connection thread from a retry wait.
     wake_tx: Mutex<Option<Sender<()>>>,
     wake_rx: Receiver<()>,
@@ -198,6 +200,7 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
             connected: AtomicBool::new(false),
             completing: AtomicBool::new(false),
             hold_first: AtomicBool::new(false),
+            first_failed: AtomicBool::new(false),
             wake_tx: Mutex::new(Some(wake_tx)),
             wake_rx,
             ended_tx: Mutex::new(Some(ended_tx)),
@@ -293,10 +296,8 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
             self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::new(self.core.closed(), Some(item)));
         }
-        if !self.connected.load(Ordering::Acquire)
-            && !self.cfg.buffer_while_disconnected
-            && !self.hold_first.load(Ordering::Acquire)
-        {
+        let held = !self.connected.load(Ordering::Acquire) && !self.cfg.buffer_while_disconnected;
+        if held && !self.hold_first.load(Ordering::Acquire) {
             self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::debug!(component = &*self.core.name, path = &*self.path, reason = "not connected", count = 1; "{}", event::MESSAGE_DROPPED);
             let err = Error::NotConnected {
@@ -343,6 +344,11 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
                 }
             },
         );
+        // Held for a first attempt that failed meanwhile: the connection thread has already
+        // dropped and reported what it found; this one is dropped and reported here.
+        if held && pushed.is_ok() && self.first_failed.load(Ordering::Acquire) {
+            self.drop_undelivered("first attempt failed");
+        }
         pushed.map_err(|r| {
             let err = match r {
                 Refused::Overflow => Error::Overflow {
@@ -467,6 +473,22 @@ impl<T: Clone + Send + 'static> Inner<T> {
             {
                 return self.connected.load(Ordering::Acquire);
             }
+        }
+    }
+
+    /// Drops everything queued and reports it as `Undelivered` on the errors stream.
+    pub(super) fn drop_undelivered(&self, why: &str) {
+        let n = self.queue.drain().len();
+        if n > 0 {
+            self.core
+                .stats
+                .dropped
+                .fetch_add(n as u64, Ordering::Relaxed);
+            log::debug!(component = &*self.core.name, path = &*self.path, reason = why, count = n; "{}", event::MESSAGE_DROPPED);
+            self.core.report(Error::Undelivered {
+                ctx: Context::new(&self.core.name, None),
+                count: n,
+            });
         }
     }
 
