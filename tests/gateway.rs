@@ -97,6 +97,28 @@ fn close_code_of(ws: &mut tungstenite::WebSocket<TcpStream>) -> Option<u16> {
     }
 }
 
+/// A node dialing `b` with a quick redial policy, connected, and then interrupted by `b`'s stop:
+/// (the dialer, its events, the connection id, `b`'s port).
+fn interrupted_link(b: Node) -> (Node, Arc<Mutex<Vec<GatewayEvent>>>, ConnId, u16) {
+    let port = b.local_addr().unwrap().port();
+    let a = Node::new(
+        cfg().retry(
+            rxplus::ws::RetryPolicy::default()
+                .initial_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_millis(50)),
+        ),
+    )
+    .unwrap();
+    let events = record(&a);
+    let id = a.connect_to(&url(&b)).unwrap();
+    assert!(a.wait_connected(id, WAIT));
+    b.stop();
+    assert!(wait_until(WAIT, || events
+        .lock()
+        .contains(&GatewayEvent::Interrupted { conn_id: id })));
+    (a, events, id, port)
+}
+
 #[test]
 fn three_nodes_in_a_ring_each_see_two_peers_with_the_right_ids() {
     let nodes: Vec<Node> = (0..3).map(|_| node(cfg())).collect();
@@ -364,23 +386,8 @@ fn simultaneous_dial_under_keep_one_leaves_exactly_one_link() {
 #[test]
 fn a_restarted_peer_is_redialed_under_the_same_id_and_queued_frames_follow() {
     let b = node(cfg());
-    let port = b.local_addr().unwrap().port();
-    let a = Node::new(
-        cfg().retry(
-            rxplus::ws::RetryPolicy::default()
-                .initial_delay(Duration::from_millis(20))
-                .max_delay(Duration::from_millis(100)),
-        ),
-    )
-    .unwrap();
-    let events = record(&a);
-    let id = a.connect_to(&url(&b)).unwrap();
-    assert!(a.wait_connected(id, WAIT));
     let first_remote = b.node_id();
-    b.stop();
-    assert!(wait_until(WAIT, || events
-        .lock()
-        .contains(&GatewayEvent::Interrupted { conn_id: id })));
+    let (a, events, id, port) = interrupted_link(b);
     assert_ne!(
         a.get_connection(id).unwrap().state,
         ConnectionState::Connected
@@ -720,23 +727,7 @@ fn an_unread_events_receiver_does_not_hold_stop_up() {
 
 #[test]
 fn frames_waiting_through_a_redial_go_first_in_order_within_the_byte_bound() {
-    let b = node(cfg());
-    let port = b.local_addr().unwrap().port();
-    let a = Node::new(
-        cfg().retry(
-            rxplus::ws::RetryPolicy::default()
-                .initial_delay(Duration::from_millis(20))
-                .max_delay(Duration::from_millis(50)),
-        ),
-    )
-    .unwrap();
-    let events = record(&a);
-    let id = a.connect_to(&url(&b)).unwrap();
-    assert!(a.wait_connected(id, WAIT));
-    b.stop();
-    assert!(wait_until(WAIT, || events
-        .lock()
-        .contains(&GatewayEvent::Interrupted { conn_id: id })));
+    let (a, _events, id, port) = interrupted_link(node(cfg()));
     // 500 frames of 16 KiB wait: 8 MB, over the 1 MiB bound, so drop-old keeps the newest.
     let pad = "x".repeat(16 << 10);
     for i in 0..500 {

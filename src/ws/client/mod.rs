@@ -478,13 +478,8 @@ impl<T: Clone + Send + 'static> Inner<T> {
 
     /// Drops everything queued and reports it as `Undelivered` on the errors stream.
     pub(super) fn drop_undelivered(&self, why: &str) {
-        let n = self.queue.drain().len();
+        let n = self.drop_queued(why);
         if n > 0 {
-            self.core
-                .stats
-                .dropped
-                .fetch_add(n as u64, Ordering::Relaxed);
-            log::debug!(component = &*self.core.name, path = &*self.path, reason = why, count = n; "{}", event::MESSAGE_DROPPED);
             self.core.report(Error::Undelivered {
                 ctx: Context::new(&self.core.name, None),
                 count: n,
@@ -492,8 +487,8 @@ impl<T: Clone + Send + 'static> Inner<T> {
         }
     }
 
-    /// Drops everything queued, counted and logged (`why`: disconnected, disposed).
-    fn drop_queued(&self, why: &str) {
+    /// Drops everything queued, counted and logged (`why`: disconnected, disposed); how many.
+    fn drop_queued(&self, why: &str) -> usize {
         let n = self.queue.drain().len();
         if n > 0 {
             self.core
@@ -502,6 +497,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 .fetch_add(n as u64, Ordering::Relaxed);
             log::debug!(component = &*self.core.name, path = &*self.path, reason = why, count = n; "{}", event::MESSAGE_DROPPED);
         }
+        n
     }
 
     fn stopping(&self) -> bool {
