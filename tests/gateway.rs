@@ -757,3 +757,41 @@ fn frames_waiting_through_a_redial_go_first_in_order_within_the_byte_bound() {
         "in order: {got:?}"
     );
 }
+
+#[test]
+fn stop_does_not_wait_for_a_connect_that_never_completes() {
+    // A listener that never accepts, with a backlog of one, filled: further SYNs are dropped,
+    // so a connect to it hangs until its timeout.
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    let _fill: Vec<_> = (0..4)
+        .filter_map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.connect_timeout(&addr.into(), Duration::from_millis(200))
+                .ok()
+                .map(|_| s)
+        })
+        .collect();
+    let n = Node::new(cfg().handshake_timeout(Duration::from_secs(30))).unwrap();
+    let events = record(&n);
+    let id = n.connect_to(&format!("ws://{addr}/")).unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // the dialer is inside its connect
+    let started = Instant::now();
+    n.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(n.thread_count(), 0);
+    assert_eq!(disconnects(&events, id), [DisconnectCause::Stopped]);
+}

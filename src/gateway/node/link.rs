@@ -144,11 +144,19 @@ pub(super) fn dial_loop<F: Framing>(
             .fetch_add(1, Ordering::Relaxed);
         let mut ws_cfg = inner.cfg.ws.clone();
         ws_cfg.handshake_timeout = inner.cfg.handshake_timeout;
-        let attempt = crate::ws::dial(&conn, &ws_cfg, &inner.core.name, Some(deadline), |raw| {
-            if let Ok(addr) = raw.peer_addr() {
-                peer.begin_transport(raw, addr, ConnectionState::Pending);
-            }
-        });
+        let ending = || inner.stopping() || peer.cause().is_some();
+        let attempt = crate::ws::dial(
+            &conn,
+            &ws_cfg,
+            &inner.core.name,
+            Some(deadline),
+            &ending,
+            |raw| {
+                if let Ok(addr) = raw.peer_addr() {
+                    peer.begin_transport(raw, addr, ConnectionState::Pending);
+                }
+            },
+        );
         let retry = &inner.cfg.ws.retry;
         let failed = |failures: u32, error: String| -> Result<Duration, DisconnectCause> {
             match retry.max_retries {

@@ -42,14 +42,22 @@ impl<T: Clone + Send + 'static> Inner<T> {
     /// Connects and handshakes, bounded by `handshake_timeout`. A dispose during the
     /// handshake shuts the socket down to end the wait.
     fn connect(&self) -> Result<(WebSocket<HalfStream>, SocketAddr)> {
-        let res = dial(&self.conn, &self.cfg, &self.core.name, None, |raw| {
-            if let Ok(s) = raw.try_clone() {
-                *self.handshaking.lock() = Some(s);
-            }
-            if self.core.threads.is_stopping() {
-                let _ = raw.shutdown(Shutdown::Both);
-            }
-        });
+        let stopping = || self.core.threads.is_stopping();
+        let res = dial(
+            &self.conn,
+            &self.cfg,
+            &self.core.name,
+            None,
+            &stopping,
+            |raw| {
+                if let Ok(s) = raw.try_clone() {
+                    *self.handshaking.lock() = Some(s);
+                }
+                if self.core.threads.is_stopping() {
+                    let _ = raw.shutdown(Shutdown::Both);
+                }
+            },
+        );
         self.handshaking.lock().take();
         res.map(|(ws, peer, _)| (ws, peer))
     }
@@ -57,7 +65,9 @@ impl<T: Clone + Send + 'static> Inner<T> {
 
 /// Connects to `conn` and runs the opening handshake, bounded by `cfg.handshake_timeout`;
 /// `on_socket` sees the socket before the handshake (to shut it down from another thread);
-/// `deadline`, if any, bounds the whole upgrade (and stays set on the returned stream).
+/// `deadline`, if any, bounds the whole upgrade (and stays set on the returned stream);
+/// `abort` is asked while the TCP connection is under way, so a dispose or stop never waits
+/// for an unresponsive host.
 /// Returns the WebSocket, the peer's address and a clone of the socket; read and write
 /// timeouts are cleared.
 pub(crate) fn dial(
@@ -65,6 +75,7 @@ pub(crate) fn dial(
     cfg: &WSConfig,
     name: &str,
     deadline: Option<Instant>,
+    abort: &dyn Fn() -> bool,
     on_socket: impl FnOnce(&TcpStream),
 ) -> Result<(WebSocket<HalfStream>, SocketAddr, TcpStream)> {
     let timeout = cfg.handshake_timeout;
@@ -75,7 +86,7 @@ pub(crate) fn dial(
     let mut last = None;
     let mut sock = None;
     for a in addrs {
-        match TcpStream::connect_timeout(&a, timeout) {
+        match connect_abortable(&a, timeout, abort) {
             Ok(s) => {
                 sock = Some((s, a));
                 break;
@@ -251,4 +262,65 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
     if let Some(inner) = weak.upgrade() {
         inner.ended_tx.lock().take();
     }
+}
+
+/// How often a connection under way is checked for completion and for `abort`.
+const CONNECT_CHECK: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A TCP connection to `addr` within `timeout`, given up as soon as `abort()` is true (checked
+/// every 2 ms; the connect itself runs in the kernel, non-blocking).
+fn connect_abortable(
+    addr: &SocketAddr,
+    timeout: std::time::Duration,
+    abort: &dyn Fn() -> bool,
+) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use std::io::{Error as IoError, ErrorKind};
+    let sock = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    sock.set_nonblocking(true)?;
+    match sock.connect(&SockAddr::from(*addr)) {
+        Ok(()) => {}
+        Err(e)
+            if e.kind() == ErrorKind::WouldBlock
+                || e.raw_os_error() == Some(libc_einprogress()) => {}
+        Err(e) => return Err(e),
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(e) = sock.take_error()? {
+            return Err(e);
+        }
+        match sock.peer_addr() {
+            Ok(_) => break,
+            Err(e) if e.kind() == ErrorKind::NotConnected => {}
+            Err(e) => return Err(e),
+        }
+        if abort() {
+            return Err(IoError::new(
+                ErrorKind::Interrupted,
+                "connect abandoned: stopping",
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(IoError::new(ErrorKind::TimedOut, "connect timed out"));
+        }
+        std::thread::sleep(CONNECT_CHECK);
+    }
+    sock.set_nonblocking(false)?;
+    Ok(sock.into())
+}
+
+#[cfg(unix)]
+fn libc_einprogress() -> i32 {
+    libc::EINPROGRESS
+}
+
+#[cfg(not(unix))]
+fn libc_einprogress() -> i32 {
+    // Windows reports an in-progress connect as WouldBlock (WSAEWOULDBLOCK).
+    -1
 }
