@@ -1,0 +1,119 @@
+//! The gateway's log records (the seed's table: event, level, attributes) and metric points,
+//! captured through the OpenTelemetry bridge as `rxplus::telemetry::install` sets it up.
+
+mod capture;
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use capture::{named, point, Otel, Rec};
+use log::{Level, LevelFilter};
+use rxplus::gateway::{DefaultFrame, Framing, GatewayConfig, GatewayNode, NodeId};
+use rxplus::telemetry::{event, key, metric};
+use rxplus::tungstenite::{self, Message};
+use rxplus::OverflowStrategy;
+use support::*;
+
+type Node = GatewayNode<DefaultFrame>;
+
+fn otel() -> &'static Otel {
+    capture::otel(LevelFilter::Info)
+}
+
+fn one<'a>(records: &'a [Rec], name: &str, attrs: &[(&str, &str)]) -> &'a Rec {
+    let found: Vec<&Rec> = named(records, name)
+        .into_iter()
+        .filter(|r| attrs.iter().all(|(k, v)| r.attr(k) == Some(*v)))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{name} {attrs:?}: {found:#?}\nall: {records:#?}"
+    );
+    found[0]
+}
+
+#[test]
+fn the_seed_log_events_and_the_metrics() {
+    let otel = otel();
+    let node = Node::new(
+        GatewayConfig::default()
+            .host("127.0.0.1")
+            .port(0)
+            .name("gw")
+            .overflow(OverflowStrategy::Disconnect, 0),
+    )
+    .unwrap();
+    node.start().unwrap();
+    let addr = node.local_addr().unwrap();
+    let node_id = node.node_id().to_string();
+
+    // A raw peer: handshake, one good frame, one bad frame.
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/").as_str(), sock).unwrap();
+    let _hello = ws.read().unwrap();
+    let peer_id = NodeId::random();
+    ws.send(Message::Binary(
+        DefaultFrame::create_hello_ack(peer_id, 1).encode().into(),
+    ))
+    .unwrap();
+    ws.send(Message::Binary(DefaultFrame::data("ok").encode().into()))
+        .unwrap();
+    ws.send(Message::Binary(vec![1u8, 42].into())).unwrap();
+    assert!(wait_until(WAIT, || node.stats().ws.decode_errors == 1));
+    let conn = node.get_connected_peers()[0];
+    let conn_s = conn.to_string();
+
+    // The peer stops reading; under `disconnect` the node cuts the link with 4005.
+    let payload = vec![0u8; 64 << 10];
+    assert!(wait_until(WAIT, || {
+        let _ = node.send_to(conn, DefaultFrame::data(payload.clone()));
+        node.get_connection(conn).is_none()
+    }));
+    let _ = ws.get_mut().flush();
+    node.stop();
+
+    let recs = otel.records_of(&["gw"]);
+    let started = one(&recs, event::GATEWAY_STARTED, &[(key::NODE_ID, &node_id)]);
+    assert_eq!(started.level, Level::Info);
+    assert_eq!(started.attr(key::ADDR), Some(addr.to_string().as_str()));
+    assert_eq!(
+        one(&recs, event::CONNECTION_OPENED, &[(key::CONN_ID, &conn_s)]).level,
+        Level::Info
+    );
+    let hs = one(
+        &recs,
+        event::HANDSHAKE_COMPLETED,
+        &[(key::CONN_ID, &conn_s)],
+    );
+    assert_eq!(hs.level, Level::Info);
+    assert_eq!(
+        hs.attr("remote_node_id"),
+        Some(peer_id.to_string().as_str())
+    );
+    let decode = one(&recs, event::DECODE_ERROR, &[(key::CONN_ID, &conn_s)]);
+    assert_eq!(decode.level, Level::Warn);
+    assert!(decode
+        .attr(key::ERROR)
+        .is_some_and(|e| e.contains("unknown kind 42")));
+    let overflow = one(
+        &recs,
+        event::OVERFLOW_DISCONNECT,
+        &[(key::CONN_ID, &conn_s)],
+    );
+    assert_eq!(overflow.level, Level::Warn);
+    let closed = one(&recs, event::CONNECTION_CLOSED, &[(key::CONN_ID, &conn_s)]);
+    assert_eq!(closed.level, Level::Info);
+    assert_eq!(closed.attr("cause"), Some("overflow (4005)"));
+    one(&recs, event::GATEWAY_STOPPED, &[(key::NODE_ID, &node_id)]);
+
+    let points = otel.points_of(&["gw"]);
+    // Messages received: the good frame and the bad one (the HELLO exchange is not counted).
+    assert_eq!(point(&points, metric::MESSAGES_IN, &[]).value, 2.0);
+    assert_eq!(point(&points, metric::DECODE_ERRORS, &[]).value, 1.0);
+    assert_eq!(point(&points, metric::CONNECTIONS_OPEN, &[]).value, 0.0);
+    assert_eq!(point(&points, metric::GATEWAY_GAPS, &[]).value, 0.0);
+    assert!(points.iter().any(|p| p.name == metric::HANDSHAKE_DURATION));
+}
