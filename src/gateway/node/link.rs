@@ -154,6 +154,7 @@ pub(super) fn dial_loop<F: Framing>(
             |raw| {
                 if let Ok(addr) = raw.peer_addr() {
                     peer.begin_transport(raw, addr, ConnectionState::Pending);
+                    log::info!(component = &*inner.core.name, conn_id:% = peer.id, peer:% = addr; "{}", event::CONNECTION_OPENED);
                 }
             },
         );
