@@ -9,6 +9,10 @@
 //! * [`ws::RxWSClient`]: connects in the background, reconnects by a [`ws::RetryPolicy`],
 //!   optionally buffers while disconnected.
 //! * [`ws::RxWSClientGroup`]: one client per path behind one subject.
+//! * [`gateway::GatewayNode`]: a peer-to-peer node on the same connection core: listens and
+//!   dials, a HELLO / HELLO_ACK handshake under a deadline, one overflow policy and stream
+//!   table per connection, links that redial under the same id; any frame type implementing
+//!   [`gateway::Framing`], or the ready [`gateway::DefaultFrame`] (see `docs/gateway.md`).
 //!
 //! ## A tour
 //!
