@@ -69,13 +69,7 @@ fn serve_inbound<F: Framing>(weak: Weak<Inner<F>>, sock: TcpStream, seq: u64) {
     let Ok(addr) = sock.peer_addr() else { return };
     handshake::start(&sock, inner.cfg.handshake_timeout);
     let Ok(raw) = sock.try_clone() else { return };
-    let peer = Arc::new(Peer::new(
-        ConnId::new(),
-        Direction::Inbound,
-        None,
-        seq,
-        &inner.cfg,
-    ));
+    let peer = Arc::new(Peer::new(ConnId::new(), Direction::Inbound, None, seq));
     {
         let mut peers = inner.peers.write();
         if inner.stopping() {

@@ -411,7 +411,6 @@ impl<F: Framing> Inner<F> {
             crate::gateway::Direction::Outbound,
             Some(conn.clone()),
             seq,
-            &self.cfg,
         ));
         {
             let mut peers = self.peers.write();

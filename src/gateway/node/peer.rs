@@ -69,7 +69,6 @@ impl Peer {
         direction: Direction,
         url: Option<WSConnectionConfig>,
         seq: u64,
-        _cfg: &GatewayConfig,
     ) -> Self {
         let (wake_tx, wake_rx) = bounded(1);
         Peer {
