@@ -467,7 +467,12 @@ impl<F: Framing> Inner<F> {
                 ctx: Context::new(&self.core.name, Some(conn_id.to_string())),
             });
         };
-        let sent = peer.send(Message::Binary(frame.encode().into()), &self.cfg);
+        let sent = peer.send(
+            Message::Binary(frame.encode().into()),
+            &self.cfg,
+            &self.core.name,
+            &self.core.stats,
+        );
         let peer = match &sent {
             peer::Sent::Overflow { disconnect: true } => Some(peer.clone()),
             _ => None,
@@ -499,7 +504,7 @@ impl<F: Framing> Inner<F> {
             if p.state() != ConnectionState::Connected {
                 continue;
             }
-            match p.send(msg.clone(), &self.cfg) {
+            match p.send(msg.clone(), &self.cfg, &self.core.name, &self.core.stats) {
                 peer::Sent::Ok => n += 1,
                 _ => {
                     self.send_errors.fetch_add(1, Ordering::Relaxed);

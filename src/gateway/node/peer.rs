@@ -14,8 +14,9 @@ use crate::gateway::{
     Connection, ConnectionState, Direction, DisconnectCause, GatewayConfig, HelloPayload, NodeId,
     StreamTable,
 };
-use crate::overflow::{OverflowPolicy, Pushed, Rejected};
+use crate::stats::Stats;
 use crate::ws::conn::ConnHandle;
+use crate::ws::outbound::{push_outbound, OutQueue, Refused};
 use crate::ws::{ConnId, WSConnectionConfig};
 
 pub(crate) struct Peer {
@@ -44,10 +45,9 @@ struct PeerState {
     peer_addr: Option<SocketAddr>,
     /// An outbound connection that was connected once: frames sent while it redials wait.
     was_connected: bool,
-    /// Frames waiting while interrupted, under the connection's overflow policy, and their
-    /// bytes (bounded by `ws.outbound_max_bytes` like a live queue).
-    pending: Option<Box<dyn OverflowPolicy<Message>>>,
-    pending_bytes: usize,
+    /// Frames waiting while interrupted: the same queue a live link has (the connection's
+    /// policy, bounded by `overflow_size` frames and `ws.outbound_max_bytes`).
+    pending: Option<OutQueue>,
     /// Set when this side decided the end (disconnect, stop, duplicate, overflow).
     cause: Option<DisconnectCause>,
     link_running: bool,
@@ -87,7 +87,6 @@ impl Peer {
                 peer_addr: None,
                 was_connected: false,
                 pending: None,
-                pending_bytes: 0,
                 cause: None,
                 link_running: true,
             }),
@@ -166,7 +165,6 @@ impl Peer {
         if let Some(p) = &st.pending {
             handle.preload(p.drain());
         }
-        st.pending_bytes = 0;
         st.state = ConnectionState::Connected;
         st.remote = Some(hello.node_id);
         st.remote_version = Some(hello.version);
@@ -194,7 +192,13 @@ impl Peer {
     }
 
     /// Sends one encoded frame by the connection's state.
-    pub(crate) fn send(&self, msg: Message, cfg: &GatewayConfig) -> Sent {
+    pub(crate) fn send(
+        &self,
+        msg: Message,
+        cfg: &GatewayConfig,
+        component: &str,
+        stats: &Stats,
+    ) -> Sent {
         let mut st = self.st.lock();
         if st.cause.is_some() || st.state == ConnectionState::Disconnected {
             return Sent::NotConnected;
@@ -206,50 +210,31 @@ impl Peer {
             drop(st);
             return match h.send(msg) {
                 Ok(()) => Sent::Ok,
-                Err(crate::ws::outbound::Refused::Overflow) => Sent::Overflow { disconnect: false },
-                Err(crate::ws::outbound::Refused::Closed) => Sent::NotConnected,
+                Err(Refused::Overflow) => Sent::Overflow { disconnect: false },
+                Err(Refused::Closed) => Sent::NotConnected,
             };
         }
         if !(st.was_connected && self.direction == Direction::Outbound) {
             return Sent::NotConnected;
         }
         if st.pending.is_none() {
-            match cfg.overflow_strategy.build::<Message>(cfg.overflow_size) {
-                Ok(p) => st.pending = Some(p),
+            match OutQueue::new(
+                cfg.overflow_strategy,
+                cfg.overflow_size,
+                cfg.ws.outbound_max_bytes,
+            ) {
+                Ok(q) => st.pending = Some(q),
                 Err(_) => return Sent::NotConnected,
             }
         }
-        let st = &mut *st;
         let Some(pending) = &st.pending else {
             return Sent::NotConnected;
         };
-        let len = msg.len();
-        // The byte bound, handled as the policy handles a full queue.
-        while st.pending_bytes + len > cfg.ws.outbound_max_bytes && !pending.is_empty() {
-            match cfg.overflow_strategy {
-                crate::overflow::OverflowStrategy::DropOld => {
-                    if let Some(old) = pending.pop() {
-                        st.pending_bytes -= old.len();
-                    }
-                }
-                crate::overflow::OverflowStrategy::DropNew => {
-                    return Sent::Overflow { disconnect: false }
-                }
-                _ => return Sent::Overflow { disconnect: true },
-            }
-        }
-        match pending.push(msg) {
-            Ok(Pushed::Queued) => {
-                st.pending_bytes += len;
-                Sent::Ok
-            }
-            Ok(Pushed::DroppedOld(old)) => {
-                st.pending_bytes = st.pending_bytes + len - old.len();
-                Sent::Ok
-            }
-            Ok(Pushed::DroppedNew(_)) => Sent::Overflow { disconnect: false },
-            Err(Rejected::Disconnect(_)) => Sent::Overflow { disconnect: true },
-            Err(Rejected::Closed(_)) => Sent::NotConnected,
+        let mut disconnect = false;
+        match push_outbound(pending, msg, component, None, stats, || disconnect = true) {
+            Ok(()) => Sent::Ok,
+            Err(Refused::Overflow) => Sent::Overflow { disconnect },
+            Err(Refused::Closed) => Sent::NotConnected,
         }
     }
 
