@@ -32,6 +32,19 @@ pub(crate) fn reply_http(sock: &TcpStream, response: &str) {
     let _ = sock.shutdown(Shutdown::Write);
 }
 
+/// Wakes an accept loop blocked on a listener at `addr` (so it sees that its component is
+/// stopping): a throwaway connection, to loopback when the listener is on every address.
+pub(crate) fn wake_listener(mut addr: std::net::SocketAddr) {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(500));
+}
+
 /// Bounds every read and write of the handshake by `timeout`.
 pub(crate) fn start(sock: &TcpStream, timeout: Duration) {
     let _ = sock.set_nodelay(true);

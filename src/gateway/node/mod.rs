@@ -8,7 +8,7 @@ mod peer;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -591,15 +591,8 @@ impl<F: Framing> Inner<F> {
     }
 
     fn wake_accept(&self) {
-        let Some(mut addr) = *self.local_addr.lock() else {
-            return;
-        };
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr.ip() {
-                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+        if let Some(addr) = *self.local_addr.lock() {
+            crate::ws::handshake::wake_listener(addr);
         }
-        let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(500));
     }
 }

@@ -356,14 +356,15 @@ impl ConnHandle {
 
     /// Ends the connection now: both directions of the socket are shut down, which wakes the
     /// reader and a writer blocked on a full socket.
-    /// Frames `msgs` into the write buffer ahead of anything sent later, before the
-    /// connection runs (a redialed gateway link's waiting frames): nothing can overtake them
-    /// and no queue bound applies, as they were already accepted. The writer sends them first.
+    /// Frames `msgs` into the write buffer ahead of anything sent later, before the connection
+    /// runs (a client's unsent batch, a redialed gateway link's waiting frames): nothing can
+    /// overtake them and no queue bound applies, as they were already accepted. The writer
+    /// sends them first.
     pub(crate) fn preload(&self, msgs: impl IntoIterator<Item = Message>) {
         let mut w = self.wr.lock();
         for msg in msgs {
             if let Err(e) = w.encode(msg, self.keep_unsent) {
-                log::warn!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "waiting frame not framed");
+                log::warn!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "message carried over not framed");
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -105,16 +105,7 @@ impl ConnRun {
     /// connection).
     /// Encoded now, before the handle can take a direct write, so nothing overtakes them.
     pub(crate) fn with_pending(self, pending: Vec<Message>) -> Self {
-        let mut w = self.handle.wr.lock();
-        for msg in pending {
-            // Data frames are framed into a Vec (cannot fail); anything else goes through a
-            // fresh context, which refuses only after a close.
-            if let Err(e) = w.encode(msg, self.params.keep_unsent) {
-                log::warn!(component = &*self.handle.component, conn_id:% = self.handle.info.id, error:% = e; "unsent message not resent");
-                self.handle.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        drop(w);
+        self.handle.preload(pending);
         self
     }
 

@@ -2,7 +2,7 @@
 //! `TaggedData(path, item)`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -512,13 +512,6 @@ impl<T: Clone + Send + 'static> Inner<T> {
 
     /// Unblocks the accept thread's `accept()` by connecting to our own listener.
     fn wake_accept(&self) {
-        let mut addr = self.local_addr;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr.ip() {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(500));
+        crate::ws::handshake::wake_listener(self.local_addr);
     }
 }
