@@ -89,7 +89,7 @@ fn serve_inbound<F: Framing>(weak: Weak<Inner<F>>, sock: TcpStream, seq: u64) {
         HalfStream::with_deadline(sock, Some(deadline)),
         Some(inner.cfg.ws.tungstenite()),
     ) {
-        Ok(ws) => run_link(&inner, &peer, ws, raw, addr, deadline, started),
+        Ok(ws) => run_link(&inner, &peer, ws, raw, addr, started),
         Err(e) => {
             let cause = match e {
                 HandshakeError::Interrupted(_) => {
@@ -163,28 +163,26 @@ pub(super) fn dial_loop<F: Framing>(
             }
         };
         let wait = match attempt {
-            Ok((ws, addr, raw)) => {
-                match run_link(&inner, &peer, ws, raw, addr, deadline, started) {
-                    LinkEnd::HandshakeFailed(c) if c.is_final() => break c,
-                    LinkEnd::HandshakeFailed(c) => {
-                        failures += 1;
-                        match failed(failures, c.to_string()) {
-                            Ok(d) => d,
-                            Err(c) => break c,
-                        }
-                    }
-                    LinkEnd::Ended(c) if c.is_final() || inner.stopping() => break c,
-                    LinkEnd::Ended(c) => {
-                        failures = 0;
-                        log::info!(component = &*inner.core.name, conn_id:% = peer.id, reason:% = c; "{}", event::GATEWAY_INTERRUPTED);
-                        inner.notify_state();
-                        inner
-                            .events
-                            .next(GatewayEvent::Interrupted { conn_id: peer.id });
-                        retry.delay(0)
+            Ok((ws, addr, raw)) => match run_link(&inner, &peer, ws, raw, addr, started) {
+                LinkEnd::HandshakeFailed(c) if c.is_final() => break c,
+                LinkEnd::HandshakeFailed(c) => {
+                    failures += 1;
+                    match failed(failures, c.to_string()) {
+                        Ok(d) => d,
+                        Err(c) => break c,
                     }
                 }
-            }
+                LinkEnd::Ended(c) if c.is_final() || inner.stopping() => break c,
+                LinkEnd::Ended(c) => {
+                    failures = 0;
+                    log::info!(component = &*inner.core.name, conn_id:% = peer.id, reason:% = c; "{}", event::GATEWAY_INTERRUPTED);
+                    inner.notify_state();
+                    inner
+                        .events
+                        .next(GatewayEvent::Interrupted { conn_id: peer.id });
+                    retry.delay(0)
+                }
+            },
             Err(e) => {
                 peer.transport_ended();
                 failures += 1;
@@ -215,18 +213,16 @@ pub(super) fn dial_loop<F: Framing>(
 }
 
 /// The HELLO exchange, the duplicate check, publication, then the connection's read loop.
-#[allow(clippy::too_many_arguments)]
 fn run_link<F: Framing>(
     inner: &Arc<Inner<F>>,
     peer: &Arc<Peer>,
     mut ws: WebSocket<HalfStream>,
     raw: TcpStream,
     addr: SocketAddr,
-    deadline: Instant,
     started: Instant,
 ) -> LinkEnd {
     let accepting = peer.direction == Direction::Inbound;
-    let hello = match hello_exchange(inner, peer, &mut ws, &raw, deadline, accepting) {
+    let hello = match hello_exchange(inner, peer, &mut ws, accepting) {
         Ok(h) => h,
         Err(cause) => {
             match cause.code() {
@@ -367,8 +363,6 @@ fn hello_exchange<F: Framing>(
     inner: &Inner<F>,
     peer: &Peer,
     ws: &mut WebSocket<HalfStream>,
-    raw: &TcpStream,
-    deadline: Instant,
     accepting: bool,
 ) -> Result<HelloPayload, DisconnectCause> {
     let cfg = &inner.cfg;
@@ -386,23 +380,14 @@ fn hello_exchange<F: Framing>(
             reason: e.to_string(),
         },
     };
-    let remaining = || deadline.saturating_duration_since(Instant::now());
-    if remaining().is_zero() {
-        return Err(DisconnectCause::HandshakeTimeout);
-    }
-    handshake::start(raw, remaining());
+    // Every read and write below is bounded by the deadline the stream carries.
     if accepting {
-        peer.begin_transport(raw, peer_addr_or(raw), ConnectionState::Handshaking);
+        peer.set_state(ConnectionState::Handshaking);
         let hello = F::create_hello(inner.node_id, cfg.protocol_version);
         ws.send(Message::Binary(hello.encode().into()))
             .map_err(lost)?;
     }
     let hello = loop {
-        let left = remaining();
-        if left.is_zero() {
-            return Err(DisconnectCause::HandshakeTimeout);
-        }
-        let _ = raw.set_read_timeout(Some(left));
         match ws.read().map_err(lost)? {
             Message::Binary(b) => match F::decode(&b) {
                 Ok(f) if (accepting && f.is_hello_ack()) || (!accepting && f.is_hello()) => {
@@ -452,11 +437,6 @@ fn hello_exchange<F: Framing>(
             .map_err(lost)?;
     }
     Ok(hello)
-}
-
-fn peer_addr_or(raw: &TcpStream) -> SocketAddr {
-    raw.peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 /// Under `DuplicatePolicy::KeepOne`, decides between this link and the connected ones to the
@@ -527,16 +507,8 @@ fn close_raw(
         reason: reason.into(),
     }));
     let _ = ws.flush();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let _ = raw.set_read_timeout(Some(left));
-        if ws.read().is_err() {
-            break;
-        }
-    }
+    // Until the peer's close reply, or the deadline (reads fail past it).
+    while ws.read().is_ok() {}
     let _ = raw.shutdown(Shutdown::Both);
 }
 

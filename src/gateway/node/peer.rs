@@ -129,6 +129,10 @@ impl Peer {
         true
     }
 
+    pub(crate) fn set_state(&self, state: ConnectionState) {
+        self.st.lock().state = state;
+    }
+
     /// A new transport: its socket (cut on abort) and the handshake state.
     pub(crate) fn begin_transport(
         &self,
