@@ -111,6 +111,7 @@ fn serve_inbound<F: Framing>(weak: Weak<Inner<F>>, sock: TcpStream, seq: u64) {
         }
     };
     peer.set_link_done();
+    inner.notify_state();
     let (LinkEnd::HandshakeFailed(cause) | LinkEnd::Ended(cause)) = end;
     inner.finish(&peer, cause);
 }
@@ -208,6 +209,7 @@ pub(super) fn dial_loop<F: Framing>(
     };
     peer.set_link_done();
     if let Some(inner) = weak.upgrade() {
+        inner.notify_state();
         inner.finish(&peer, cause);
     }
 }

@@ -571,8 +571,18 @@ impl<F: Framing> Inner<F> {
         // Links close with 1001 and end on their own within the close timeout; then the rest
         // is cut.
         let deadline = Instant::now() + self.cfg.ws.close_timeout.min(Duration::from_secs(1));
-        while Instant::now() < deadline && peers.iter().any(|p| p.link_running()) {
-            std::thread::sleep(Duration::from_millis(5));
+        {
+            // Link threads notify as they end (`notify_state`).
+            let mut guard = self.state_lock.lock();
+            while peers.iter().any(|p| p.link_running()) {
+                if self
+                    .state_changed
+                    .wait_until(&mut guard, deadline)
+                    .timed_out()
+                {
+                    break;
+                }
+            }
         }
         for p in &peers {
             p.abort();

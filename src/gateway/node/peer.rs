@@ -295,9 +295,14 @@ impl Peer {
     }
 
     pub(crate) fn snapshot(&self, cfg: &GatewayConfig) -> Connection {
+        let streams = self
+            .streams
+            .list_streams(None)
+            .into_iter()
+            .filter_map(|s| self.streams.get(s))
+            .collect();
         let st = self.st.lock();
-        let queued = st.pending.as_ref().map_or(0, |p| p.len());
-        let conn = Connection {
+        Connection {
             conn_id: self.id,
             state: st.state,
             remote_node_id: st.remote,
@@ -305,20 +310,10 @@ impl Peer {
             peer_addr: st.peer_addr,
             url: self.url.as_ref().map(|u| u.url()),
             remote_version: st.remote_version,
-            streams: Vec::new(),
+            streams,
             overflow: (cfg.overflow_strategy, cfg.overflow_size),
-            queued,
+            queued: st.pending.as_ref().map_or(0, |p| p.len()),
             created_at: self.created_at,
-        };
-        drop(st);
-        Connection {
-            streams: self
-                .streams
-                .list_streams(None)
-                .into_iter()
-                .filter_map(|s| self.streams.get(s))
-                .collect(),
-            ..conn
         }
     }
 }
