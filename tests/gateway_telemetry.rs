@@ -7,7 +7,7 @@ mod support;
 use std::io::Write;
 use std::net::TcpStream;
 
-use capture::{named, point, Otel, Rec};
+use capture::{one, point, Otel};
 use log::{Level, LevelFilter};
 use rxplus::gateway::{DefaultFrame, Framing, GatewayConfig, GatewayNode, NodeId};
 use rxplus::telemetry::{event, key, metric};
@@ -19,19 +19,6 @@ type Node = GatewayNode<DefaultFrame>;
 
 fn otel() -> &'static Otel {
     capture::otel(LevelFilter::Info)
-}
-
-fn one<'a>(records: &'a [Rec], name: &str, attrs: &[(&str, &str)]) -> &'a Rec {
-    let found: Vec<&Rec> = named(records, name)
-        .into_iter()
-        .filter(|r| attrs.iter().all(|(k, v)| r.attr(k) == Some(*v)))
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "{name} {attrs:?}: {found:#?}\nall: {records:#?}"
-    );
-    found[0]
 }
 
 #[test]

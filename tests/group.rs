@@ -296,14 +296,7 @@ fn a_paths_first_send_is_delivered_not_refused() {
     }
     // A path whose server is down: the sender does not wait; the held item is reported as
     // undelivered once the first attempt fails.
-    let group = RxWSClientGroup::<String>::with_config(local(1, "/"), Text, quiet()).unwrap();
-    let undelivered = Arc::new(AtomicUsize::new(0));
-    let u = undelivered.clone();
-    group.subscribe_errors(move |e| {
-        if let Error::Undelivered { count, .. } = e {
-            u.fetch_add(count, Ordering::SeqCst);
-        }
-    });
+    let (group, undelivered) = group_to_a_dead_port();
     group.send(TaggedData::new("/x", "x".into())).unwrap();
     assert!(wait_until(WAIT, || undelivered.load(Ordering::SeqCst) == 1));
 }
@@ -338,19 +331,25 @@ fn a_server_set_up_before_accepting_sees_the_first_message_and_event() {
     }
 }
 
+/// A group whose host refuses connections, and the items it reports `Undelivered`.
+fn group_to_a_dead_port() -> (RxWSClientGroup<String>, Arc<AtomicUsize>) {
+    let group = RxWSClientGroup::<String>::with_config(local(1, "/"), Text, quiet()).unwrap();
+    let undelivered = Arc::new(AtomicUsize::new(0));
+    let u = undelivered.clone();
+    group.subscribe_errors(move |e| {
+        if let Error::Undelivered { count, .. } = e {
+            u.fetch_add(count, Ordering::SeqCst);
+        }
+    });
+    (group, undelivered)
+}
+
 #[test]
 fn items_held_for_a_failed_first_attempt_are_each_reported_once() {
     // Senders race the first attempt's failure: every item `send` accepted is reported as
     // undelivered, exactly once; the rest were refused with the item handed back.
     for round in 0..20 {
-        let group = RxWSClientGroup::<String>::with_config(local(1, "/"), Text, quiet()).unwrap();
-        let undelivered = Arc::new(AtomicUsize::new(0));
-        let u = undelivered.clone();
-        group.subscribe_errors(move |e| {
-            if let Error::Undelivered { count, .. } = e {
-                u.fetch_add(count, Ordering::SeqCst);
-            }
-        });
+        let (group, undelivered) = group_to_a_dead_port();
         let accepted = AtomicUsize::new(0);
         let path = format!("/r{round}");
         std::thread::scope(|s| {

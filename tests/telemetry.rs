@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use capture::{named, point, Otel, Rec};
+use capture::{named, one, point, Otel, Rec};
 use log::{Level, LevelFilter};
 use parking_lot::Mutex;
 use rxplus::telemetry::{event, key, metric};
@@ -25,20 +25,6 @@ use support::*;
 
 fn otel() -> &'static Otel {
     capture::otel(LevelFilter::Debug)
-}
-
-/// The one record named `name` whose attributes include `attrs`.
-fn one<'a>(records: &'a [Rec], name: &str, attrs: &[(&str, &str)]) -> &'a Rec {
-    let found: Vec<&Rec> = named(records, name)
-        .into_iter()
-        .filter(|r| attrs.iter().all(|(k, v)| r.attr(k) == Some(*v)))
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "{name} {attrs:?}: {found:#?}\nall: {records:#?}"
-    );
-    found[0]
 }
 
 /// A duration logged in milliseconds and recorded in seconds are the same measurement.

@@ -247,3 +247,17 @@ pub fn point<'a>(points: &'a [Point], name: &str, attrs: &[(&str, &str)]) -> &'a
 pub fn named<'a>(records: &'a [Rec], name: &str) -> Vec<&'a Rec> {
     records.iter().filter(|r| r.name == name).collect()
 }
+
+/// The one record named `name` whose attributes include `attrs`.
+pub fn one<'a>(records: &'a [Rec], name: &str, attrs: &[(&str, &str)]) -> &'a Rec {
+    let found: Vec<&Rec> = named(records, name)
+        .into_iter()
+        .filter(|r| attrs.iter().all(|(k, v)| r.attr(k) == Some(*v)))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{name} {attrs:?}: {found:#?}\nall: {records:#?}"
+    );
+    found[0]
+}

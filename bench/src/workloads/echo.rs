@@ -30,11 +30,23 @@ pub static W3: Echo = Echo;
 
 const PATH: &str = "/echo";
 
+/// Sizes of an echo workload (w3 here, g2 in `gateway.rs`).
 #[derive(Debug, Serialize, Deserialize)]
-struct Params {
-    warmup: usize,
-    iterations: usize,
-    size: usize,
+pub(super) struct Params {
+    pub(super) warmup: usize,
+    pub(super) iterations: usize,
+    pub(super) size: usize,
+}
+
+impl Params {
+    pub(super) fn json(quick: bool) -> Value {
+        let (warmup, iterations) = if quick { (500, 5_000) } else { (1_000, 20_000) };
+        serde_json::json!(Params {
+            warmup,
+            iterations,
+            size: 32,
+        })
+    }
 }
 
 static VARIANTS: [Variant; 4] = [
@@ -135,12 +147,7 @@ impl Workload for Echo {
     }
 
     fn params(&self, quick: bool) -> Value {
-        let (warmup, iterations) = if quick { (500, 5_000) } else { (1_000, 20_000) };
-        serde_json::json!(Params {
-            warmup,
-            iterations,
-            size: 32,
-        })
+        Params::json(quick)
     }
 
     fn server(&self, variant: &str, _params: &Value) -> Result<Box<dyn RunningServer>> {
@@ -218,7 +225,7 @@ impl Workload for Echo {
 }
 
 /// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
+pub(super) fn percentile(sorted: &[Duration], q: f64) -> Duration {
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }

@@ -22,6 +22,7 @@ use rxplus::{Error, Notification, OverflowStrategy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::echo::{percentile, Params as EchoParams};
 use super::{
     start_client, start_server, Cmp, Ctx, Metric, Sample, Target, Variant, Workload,
     CLIENT_DEADLINE, EXIT_TIMEOUT,
@@ -241,13 +242,6 @@ impl Workload for GatewayOneWay {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct EchoParams {
-    warmup: usize,
-    iterations: usize,
-    size: usize,
-}
-
 pub struct GatewayEcho;
 pub static G2: GatewayEcho = GatewayEcho;
 
@@ -307,12 +301,7 @@ impl Workload for GatewayEcho {
     }
 
     fn params(&self, quick: bool) -> Value {
-        let (warmup, iterations) = if quick { (500, 5_000) } else { (1_000, 20_000) };
-        serde_json::json!(EchoParams {
-            warmup,
-            iterations,
-            size: 32,
-        })
+        EchoParams::json(quick)
     }
 
     fn server(&self, variant: &str, _params: &Value) -> Result<Box<dyn RunningServer>> {
@@ -373,10 +362,7 @@ impl Workload for GatewayEcho {
             other => bail!("g2 has no variant {other:?}"),
         }
         samples.sort_unstable();
-        let us = |q: f64| {
-            let rank = (q * samples.len() as f64).ceil() as usize;
-            samples[rank.clamp(1, samples.len()) - 1].as_secs_f64() * 1e6
-        };
+        let us = |q: f64| percentile(&samples, q).as_secs_f64() * 1e6;
         Ok(Sample::from([
             ("p50_us".into(), us(0.50)),
             ("p99_us".into(), us(0.99)),
