@@ -93,12 +93,7 @@ impl ConnHandle {
         let Some(mut w) = self.wr.try_lock() else {
             return Some(msg);
         };
-        if w.closed
-            || w.failed
-            || self.queue().is_some_and(|q| !q.is_empty())
-            || self.pongs_pending.load(Ordering::Acquire) > 0
-            || self.holding.load(Ordering::Acquire)
-        {
+        if !self.data_may_go(&w) || self.queue().is_some_and(|q| !q.is_empty()) {
             return Some(msg);
         }
         // Frames already waiting in the buffer: a burst too. (Reading the clock only when the
@@ -205,7 +200,15 @@ impl ConnHandle {
         queued
     }
 
-    /// The overflow error for a message this connection's policy refused.
+    /// Whether a data message may be written now by whoever holds the write lock `w`: the
+    /// link is open, and no pong (nor a message the writer holds back for one) must go first.
+    fn data_may_go(&self, w: &WriteState) -> bool {
+        !w.closed
+            && !w.failed
+            && self.pongs_pending.load(Ordering::Acquire) == 0
+            && !self.holding.load(Ordering::Acquire)
+    }
+
     /// `disconnect` holds nothing, so it must not fire because the writer thread was busy for
     /// a moment: wait briefly (1 ms at most) for the write lock and hand the message to the
     /// socket; give it back only when the socket's own buffer is full (the peer is slow) or
@@ -223,9 +226,7 @@ impl ConnHandle {
                 return Err(msg);
             }
             // A pong owed goes first: wait for the writer to send it, within the same bound.
-            if self.pongs_pending.load(Ordering::Acquire) == 0
-                && !self.holding.load(Ordering::Acquire)
-            {
+            if self.data_may_go(&w) {
                 break w;
             }
             drop(w);
@@ -237,7 +238,6 @@ impl ConnHandle {
         if !w.out.0.is_empty() && !matches!(self.write_direct(&mut w), Ok(true)) {
             return Err(msg);
         }
-        let first = w.out.0.is_empty();
         if w.encode(msg, self.keep_unsent).is_err() {
             drop(w);
             self.abort();
@@ -247,10 +247,10 @@ impl ConnHandle {
         drop(w);
         match res {
             Ok(true) => {}
-            Ok(false) if first => {
+            // The rest waits in the buffer, which was empty: the writer finishes it.
+            Ok(false) => {
                 let _ = self.wake_tx.try_send(());
             }
-            Ok(false) => {}
             Err(_) => self.abort(),
         }
         Ok(())
@@ -268,11 +268,7 @@ impl ConnHandle {
         let Some(mut w) = self.wr.try_lock() else {
             return;
         };
-        if w.closed
-            || w.failed
-            || self.pongs_pending.load(Ordering::Acquire) > 0
-            || self.holding.load(Ordering::Acquire)
-        {
+        if !self.data_may_go(&w) {
             return;
         }
         loop {
@@ -312,6 +308,7 @@ impl ConnHandle {
         }
     }
 
+    /// The overflow error for a message this connection's policy refused.
     pub(crate) fn overflow_error(&self) -> Error {
         let policy = match (self.queue(), self.make_queue) {
             (Some(q), _) => q.name(),
@@ -343,8 +340,8 @@ impl ConnHandle {
     }
 
     /// Starts a graceful close: queued data is flushed (bounded), then a close frame is sent.
-    /// Asks the writer for a graceful close; false when it cannot take the request now (its
-    /// control channel is full, or it is stuck writing to a peer that stopped reading).
+    /// False when the writer cannot take the request now (its control channel is full, or it
+    /// is stuck writing to a peer that stopped reading).
     pub(crate) fn close(&self, frame: Option<CloseFrame>) -> bool {
         self.ctrl.try_send(Ctrl::Close(frame)).is_ok()
     }
@@ -354,8 +351,6 @@ impl ConnHandle {
         self.queue().is_some_and(|q| !q.is_empty())
     }
 
-    /// Ends the connection now: both directions of the socket are shut down, which wakes the
-    /// reader and a writer blocked on a full socket.
     /// Frames `msgs` into the write buffer ahead of anything sent later, before the connection
     /// runs (a client's unsent batch, a redialed gateway link's waiting frames): nothing can
     /// overtake them and no queue bound applies, as they were already accepted. The writer
@@ -398,6 +393,8 @@ impl ConnHandle {
         self.abort();
     }
 
+    /// Ends the connection now: both directions of the socket are shut down, which wakes the
+    /// reader and a writer blocked on a full socket.
     pub(crate) fn abort(&self) {
         self.aborted.store(true, Ordering::Release);
         self.ended.store(true, Ordering::Release);
