@@ -17,7 +17,7 @@ use super::Inner;
 use crate::error::{CodecError, Context, Error};
 use crate::gateway::{
     close_code, ConnectionState, Direction, DisconnectCause, DuplicatePolicy, Framing,
-    GatewayEvent, HelloPayload, StreamState, TaggedFrame, PROTOCOL_VERSION,
+    GatewayEvent, HelloPayload, TaggedFrame, PROTOCOL_VERSION,
 };
 use crate::telemetry::{self, event, Outcome};
 use crate::ws::conn::{ConnEnd, ConnInfo, ConnRun, EndReason, HalfStream, Outbound};
@@ -579,17 +579,20 @@ fn on_message<F: Framing>(inner: &Inner<F>, peer: &Peer, msg: Message) {
 /// Opens the stream on its first frame and reports missing sequence numbers as a `Gap`.
 fn track<F: Framing>(inner: &Inner<F>, peer: &Peer, stream_id: [u8; 16], seq: u32) {
     let t = &peer.streams;
-    if t.get(stream_id)
-        .is_none_or(|s| s.state == StreamState::Closed)
-    {
-        let opened = t.open(stream_id).and_then(|_| t.activate(stream_id));
-        if let Err(e) = opened {
-            log::debug!(component = &*inner.core.name, conn_id:% = peer.id, error:% = e; "stream not tracked");
-            return;
-        }
-    }
-    let Ok(missing) = t.validate_seq(stream_id, seq) else {
-        return;
+    // One lock per frame on a known stream; a new (or closed) one is opened first.
+    let missing = match t.validate_seq(stream_id, seq) {
+        Ok(m) => m,
+        Err(_) => match t
+            .open(stream_id)
+            .and_then(|_| t.activate(stream_id))
+            .and_then(|_| t.validate_seq(stream_id, seq))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                log::debug!(component = &*inner.core.name, conn_id:% = peer.id, error:% = e; "stream not tracked");
+                return;
+            }
+        },
     };
     if let Some(first) = missing.first() {
         inner

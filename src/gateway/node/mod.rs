@@ -497,10 +497,10 @@ impl<F: Framing> Inner<F> {
     }
 
     fn broadcast(&self, frame: &F) -> usize {
-        let peers: Vec<Arc<Peer>> = self.peers.read().values().cloned().collect();
         let msg = Message::Binary(frame.encode().into());
         let mut n = 0;
-        for p in peers {
+        // Under the read lock, as a single send: no copy of the table per broadcast.
+        for p in self.peers.read().values() {
             if p.state() != ConnectionState::Connected {
                 continue;
             }
