@@ -20,6 +20,7 @@ pub(crate) struct Stats {
     pub(crate) direct_writes: AtomicU64,
     /// Gateway nodes: missing sequence numbers reported as gaps.
     pub(crate) gaps: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
 }
 
 impl Stats {
@@ -52,6 +53,7 @@ impl Stats {
             connections_closed: g(&self.connections_closed),
             connect_attempts: g(&self.connect_attempts),
             direct_writes: g(&self.direct_writes),
+            write_timeouts: g(&self.write_timeouts),
         }
     }
 }
@@ -86,6 +88,8 @@ pub struct StatsSnapshot {
     /// Data messages the sending thread wrote to the socket itself (the direct-write fast
     /// path of an idle connection), instead of queueing them for the writer thread.
     pub direct_writes: u64,
+    /// Connections closed because the peer stopped taking data for `write_timeout`.
+    pub write_timeouts: u64,
 }
 
 impl std::ops::AddAssign for StatsSnapshot {
@@ -102,5 +106,6 @@ impl std::ops::AddAssign for StatsSnapshot {
         self.connections_closed += o.connections_closed;
         self.connect_attempts += o.connect_attempts;
         self.direct_writes += o.direct_writes;
+        self.write_timeouts += o.write_timeouts;
     }
 }

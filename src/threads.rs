@@ -1,13 +1,18 @@
 //! Thread ownership for components: named spawns, a registry of live threads, and a join that
 //! never waits for the calling thread itself (dispose may run inside a callback on one of them).
+//! Each component may also run one timer thread ([`Threads::schedule`]): heartbeats of all its
+//! connections run on it, and it joins the component's threads as soon as they exit, so an
+//! ended connection's stack is released at once, not when the next one arrives.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle, ThreadId};
+use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
@@ -33,6 +38,46 @@ pub(crate) struct Threads {
     // Disconnected when stopping begins: wakes threads blocked in `select!`.
     stop_tx: Mutex<Option<Sender<()>>>,
     stop_rx: Receiver<()>,
+    timer: Mutex<TimerState>,
+    /// Wakes the timer thread: a new earliest deadline, or a thread to join.
+    timer_tx: Sender<()>,
+    timer_rx: Receiver<()>,
+}
+
+/// Something the component's timer thread calls at a deadline (a connection's heartbeat).
+pub(crate) trait Tick: Send + Sync {
+    /// Called at or after its deadline; returns the next one, or `None` to be forgotten.
+    fn tick(&self, now: Instant) -> Option<Instant>;
+}
+
+#[derive(Default)]
+struct TimerState {
+    heap: BinaryHeap<Reverse<Due>>,
+    seq: u64,
+    started: bool,
+}
+
+struct Due {
+    at: Instant,
+    seq: u64,
+    what: Weak<dyn Tick>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
 }
 
 impl Threads {
@@ -48,6 +93,7 @@ impl Threads {
         chain.push(id);
         let (done_tx, done_rx) = bounded(0);
         let (stop_tx, stop_rx) = bounded(0);
+        let (timer_tx, timer_rx) = bounded(1);
         Arc::new(Threads {
             id,
             chain,
@@ -60,7 +106,86 @@ impl Threads {
             done_rx,
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx,
+            timer: Mutex::new(TimerState::default()),
+            timer_tx,
+            timer_rx,
         })
+    }
+
+    /// Has the timer thread call `what` at `at` (and at each deadline it returns after that).
+    /// The timer holds it weakly: once dropped it is forgotten.
+    pub(crate) fn schedule(self: &Arc<Self>, at: Instant, what: Weak<dyn Tick>) -> Result<()> {
+        let mut t = self.timer.lock();
+        t.seq += 1;
+        let seq = t.seq;
+        t.heap.push(Reverse(Due { at, seq, what }));
+        drop(t);
+        self.start_timer()?;
+        let _ = self.timer_tx.try_send(());
+        Ok(())
+    }
+
+    /// Starts the timer thread if it is not running: it also joins threads as they exit.
+    pub(crate) fn start_timer(self: &Arc<Self>) -> Result<()> {
+        let mut t = self.timer.lock();
+        if t.started {
+            return Ok(());
+        }
+        t.started = true;
+        drop(t);
+        let me = self.clone();
+        let res = self.spawn("rxws-timer".into(), move || me.run_timer());
+        if res.is_err() {
+            self.timer.lock().started = false;
+        }
+        res
+    }
+
+    fn run_timer(&self) {
+        let me = thread::current().id();
+        loop {
+            // Threads that exited since the last round: join them now, releasing their stacks.
+            let done: Vec<_> = std::mem::take(&mut *self.finished.lock());
+            for h in done {
+                if h.thread().id() == me {
+                    self.finished.lock().push(h);
+                } else {
+                    let _ = h.join();
+                }
+            }
+            let now = Instant::now();
+            let mut due = Vec::new();
+            {
+                let mut t = self.timer.lock();
+                while t.heap.peek().is_some_and(|Reverse(d)| d.at <= now) {
+                    if let Some(Reverse(d)) = t.heap.pop() {
+                        due.push(d);
+                    }
+                }
+            }
+            // Called outside the lock: a tick may schedule again.
+            for d in due {
+                if let Some(at) = d.what.upgrade().and_then(|what| what.tick(now)) {
+                    self.timer.lock().heap.push(Reverse(Due { at, ..d }));
+                }
+            }
+            let next = self.timer.lock().heap.peek().map(|Reverse(d)| d.at);
+            match next {
+                Some(at) if at <= Instant::now() => {}
+                Some(at) => select! {
+                    recv(self.timer_rx) -> _ => {},
+                    recv(self.stop_rx) -> _ => return,
+                    default(at.saturating_duration_since(Instant::now())) => {},
+                },
+                None => select! {
+                    recv(self.timer_rx) -> _ => {},
+                    recv(self.stop_rx) -> _ => return,
+                },
+            }
+            if self.is_stopping() {
+                return;
+            }
+        }
     }
 
     /// Starts a named thread owned by this component. Refused once stopping.
@@ -163,8 +288,12 @@ impl Drop for ExitGuard {
         let id = thread::current().id();
         let mut live = self.0.live.lock();
         if let Some(h) = live.remove(&id) {
-            // Joined by the next spawn or by join_all; the thread is exiting now.
+            // Joined by the timer thread (at once), the next spawn or join_all.
             self.0.finished.lock().push(h);
+            drop(live);
+            if self.0.timer.lock().started {
+                let _ = self.0.timer_tx.try_send(());
+            }
         }
     }
 }

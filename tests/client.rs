@@ -305,8 +305,8 @@ fn client_on_completed_stops_loop_and_threads() {
     .unwrap();
     assert!(client.wait_connected(WAIT));
     assert!(
-        wait_until(WAIT, || client.thread_count() == 2),
-        "connection thread + writer"
+        wait_until(WAIT, || client.thread_count() == 1),
+        "the connection thread only: no heartbeat timer (quiet), no writer while idle"
     );
     client.on_completed();
     assert_eq!(client.thread_count(), 0);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 
 use parking_lot::Mutex;
 use rxplus::ws::{RxWSClient, RxWSServer, TaggedData, Text};
-use rxplus::Notification;
+use rxplus::{Notification, OverflowStrategy};
 use support::*;
 
 const THREADS: usize = 16;
@@ -117,7 +117,10 @@ fn many_threads_into_one_client() {
 
 #[test]
 fn many_threads_into_one_server_path() {
-    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
+    // Every message must reach every stable client: the producers wait for the slowest one
+    // (`block`) instead of the server's default, which cuts a reader that falls behind.
+    let cfg = quiet().outbound(1024, OverflowStrategy::Block);
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, cfg).unwrap();
     let port = server.local_addr().port();
     let stable: Vec<_> = (0..3)
         .map(|_| RxWSClient::<String>::with_config(local(port, "/room"), Text, quiet()).unwrap())

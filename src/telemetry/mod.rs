@@ -92,6 +92,14 @@ pub mod event {
     /// WARN. No pong within `ping_timeout`: the connection is closed. Keys: `component`,
     /// `conn_id`, `peer`, `timeout_ms`.
     pub const HEARTBEAT_TIMEOUT: &str = "Heartbeat timeout";
+    /// WARN. A peer took fewer than 64 KiB of what waited for it within `write_timeout`: the
+    /// connection is cut (with a 1008 close frame if the socket still takes one). Keys:
+    /// `component`, `conn_id`, `peer`, `timeout_ms`.
+    pub const WRITE_TIMEOUT: &str = "Write timeout";
+    /// WARN. A server's inbound budget is spent: connections with partial messages stop
+    /// reading until others complete. Logged when the first reader starts waiting. Keys:
+    /// `component`, `used`, `budget`.
+    pub const INBOUND_BUDGET_SPENT: &str = "Inbound budget spent";
     /// WARN. A server at `max_connections` answered 503. Keys: `component`, `peer`, `limit`.
     pub const CONNECTION_REFUSED: &str = "Connection refused";
     /// WARN. A server's `accept` failed (e.g. out of file descriptors); it backs off and goes

@@ -65,6 +65,7 @@ pub(crate) fn params(cfg: &WSConfig, role: Role, keep_unsent: bool) -> ConnParam
         ping_interval: cfg.ping_interval,
         ping_timeout: cfg.ping_timeout,
         close_timeout: cfg.close_timeout,
+        write_timeout: cfg.write_timeout,
         keep_unsent,
         ws: cfg.tungstenite(),
     }

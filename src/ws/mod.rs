@@ -40,7 +40,7 @@ mod types;
 pub use crate::stats::StatsSnapshot;
 pub(crate) use client::dial;
 pub use client::{ClientHandle, RxWSClient};
-pub use config::{RetryPolicy, WSConfig, WSConnectionConfig};
+pub use config::{default_max_connections, RetryPolicy, WSConfig, WSConnectionConfig};
 pub use datatype::{Binary, Datatype, Datatypes, Json, Raw, Text, WSMessage};
 pub use group::{GroupHandle, RxWSClientGroup};
 pub use server::{RxWSServer, ServerHandle};

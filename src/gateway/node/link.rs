@@ -68,7 +68,7 @@ fn serve_inbound<F: Framing>(weak: Weak<Inner<F>>, sock: TcpStream, seq: u64) {
     let deadline = started + inner.cfg.handshake_timeout;
     let Ok(addr) = sock.peer_addr() else { return };
     handshake::start(&sock, inner.cfg.handshake_timeout);
-    let Ok(raw) = sock.try_clone() else { return };
+    let raw = Arc::new(sock);
     let peer = Arc::new(Peer::new(ConnId::new(), Direction::Inbound, None, seq));
     {
         let mut peers = inner.peers.write();
@@ -86,7 +86,7 @@ fn serve_inbound<F: Framing>(weak: Weak<Inner<F>>, sock: TcpStream, seq: u64) {
     peer.begin_transport(&raw, addr, ConnectionState::Pending);
     log::info!(component = &*inner.core.name, conn_id:% = peer.id, peer:% = addr; "{}", event::CONNECTION_OPENED);
     let end = match tungstenite::accept_with_config(
-        HalfStream::with_deadline(sock, Some(deadline)),
+        HalfStream::with_deadline(raw.clone(), Some(deadline)),
         Some(inner.cfg.ws.tungstenite()),
     ) {
         Ok(ws) => run_link(&inner, &peer, ws, raw, addr, started),
@@ -219,7 +219,7 @@ fn run_link<F: Framing>(
     inner: &Arc<Inner<F>>,
     peer: &Arc<Peer>,
     mut ws: WebSocket<HalfStream>,
-    raw: TcpStream,
+    raw: Arc<TcpStream>,
     addr: SocketAddr,
     started: Instant,
 ) -> LinkEnd {
@@ -266,6 +266,8 @@ fn run_link<F: Framing>(
         },
         params,
         inner.core.stats.clone(),
+        &inner.core.threads,
+        None,
     ) {
         Ok(x) => x,
         Err(e) => {
@@ -314,7 +316,7 @@ fn run_link<F: Framing>(
         remote_node_id: hello.node_id,
         direction: peer.direction,
     });
-    let end = run.run(&inner.core.threads, |msg| on_message(inner, peer, msg));
+    let end = run.run(|msg| on_message(inner, peer, msg));
     handle.abort();
     inner
         .core

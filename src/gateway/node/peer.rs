@@ -41,7 +41,7 @@ struct PeerState {
     remote_version: Option<u16>,
     handle: Option<Arc<ConnHandle>>,
     /// The current socket, to cut it from another thread (handshake included).
-    raw: Option<TcpStream>,
+    raw: Option<Arc<TcpStream>>,
     peer_addr: Option<SocketAddr>,
     /// An outbound connection that was connected once: frames sent while it redials wait.
     was_connected: bool,
@@ -136,12 +136,12 @@ impl Peer {
     /// A new transport: its socket (cut on abort) and the handshake state.
     pub(crate) fn begin_transport(
         &self,
-        raw: &TcpStream,
+        raw: &Arc<TcpStream>,
         addr: SocketAddr,
         state: ConnectionState,
     ) {
         let mut st = self.st.lock();
-        st.raw = raw.try_clone().ok();
+        st.raw = Some(raw.clone());
         st.peer_addr = Some(addr);
         st.state = state;
         // A stop or disconnect that raced the connect must still end this transport.
@@ -250,7 +250,7 @@ impl Peer {
             st.cause = Some(cause.clone());
         }
         let handle = st.handle.clone();
-        let raw = st.raw.as_ref().and_then(|r| r.try_clone().ok());
+        let raw = st.raw.clone();
         drop(st);
         match handle {
             Some(h) => {

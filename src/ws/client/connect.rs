@@ -35,6 +35,8 @@ impl<T: Clone + Send + 'static> Inner<T> {
             Outbound::Shared(self.queue.clone()),
             params,
             self.core.stats.clone(),
+            &self.core.threads,
+            None,
         )?;
         Ok((run, handle, info))
     }
@@ -50,9 +52,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             None,
             &stopping,
             |raw| {
-                if let Ok(s) = raw.try_clone() {
-                    *self.handshaking.lock() = Some(s);
-                }
+                *self.handshaking.lock() = Some(raw.clone());
                 if self.core.threads.is_stopping() {
                     let _ = raw.shutdown(Shutdown::Both);
                 }
@@ -76,8 +76,8 @@ pub(crate) fn dial(
     name: &str,
     deadline: Option<Instant>,
     abort: &dyn Fn() -> bool,
-    on_socket: impl FnOnce(&TcpStream),
-) -> Result<(WebSocket<HalfStream>, SocketAddr, TcpStream)> {
+    on_socket: impl FnOnce(&Arc<TcpStream>),
+) -> Result<(WebSocket<HalfStream>, SocketAddr, Arc<TcpStream>)> {
     let timeout = cfg.handshake_timeout;
     let addrs: Vec<SocketAddr> = (conn.host(), conn.port())
         .to_socket_addrs()
@@ -102,14 +102,12 @@ pub(crate) fn dial(
         }
     };
     handshake::start(&sock, timeout);
-    let raw = sock
-        .try_clone()
-        .map_err(|e| Error::io(name, Some(peer.to_string()), e))?;
+    let raw = Arc::new(sock);
     on_socket(&raw);
     let url = conn.url();
     match tungstenite::client::client_with_config(
         url.as_str(),
-        HalfStream::with_deadline(sock, deadline),
+        HalfStream::with_deadline(raw.clone(), deadline),
         Some(cfg.tungstenite()),
     ) {
         Ok((ws, _resp)) => {
@@ -185,9 +183,8 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                     conn_id: info.id,
                     path: inner.path.clone(),
                 };
-                let threads = inner.core.threads.clone();
                 drop(inner);
-                let end = run.run(&threads, |msg| inbound.deliver(msg, |item| item));
+                let end = run.run(|msg| inbound.deliver(msg, |item| item));
                 handle.abort();
                 let Some(inner) = weak.upgrade() else { return };
                 inner.connected.store(false, Ordering::Release);

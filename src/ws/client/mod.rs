@@ -73,7 +73,7 @@ struct Inner<T: Clone + Send + 'static> {
     queue: Arc<OutQueue>,
     current: Mutex<Option<Arc<ConnHandle>>>,
     // The socket of a handshake under way, so dispose can end it.
-    handshaking: Mutex<Option<TcpStream>>,
+    handshaking: Mutex<Option<Arc<TcpStream>>>,
     connected: AtomicBool,
     completing: AtomicBool,
     /// Items sent before the first attempt resolved are queued, not refused (a group's
@@ -162,7 +162,7 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
             .unwrap_or_else(|| format!("RxWSClient:{}", conn.url()))
             .into();
         let queue = Arc::new(OutQueue::new(
-            cfg.outbound_overflow,
+            cfg.overflow_for(false),
             cfg.outbound_capacity,
             cfg.outbound_max_bytes,
         )?);
@@ -180,7 +180,7 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
             Kind::Client,
             &name,
             Some(&path),
-            cfg.outbound_overflow.name(),
+            cfg.overflow_for(false).name(),
         );
         let inner = Arc::new(Inner {
             core,

@@ -166,6 +166,11 @@ pub struct RetryPolicy {
     pub jitter: f64,
     /// Give up after this many failed attempts in a row; `None` retries forever. Default `None`.
     pub max_retries: Option<u32>,
+    /// A connection counts as healthy, and the backoff starts over from `initial_delay`, only
+    /// after it stayed open this long: a server that completes the handshake and then drops
+    /// the connection at once is retried with growing delays, not ten times a second. A
+    /// connection that ends sooner counts as a failed attempt. Default 5 s.
+    pub reset_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -176,6 +181,7 @@ impl Default for RetryPolicy {
             factor: 2.0,
             jitter: 0.1,
             max_retries: None,
+            reset_after: Duration::from_secs(5),
         }
     }
 }
@@ -204,6 +210,11 @@ impl RetryPolicy {
     /// Sets [`Self::max_retries`].
     pub fn max_retries(mut self, n: Option<u32>) -> Self {
         self.max_retries = n;
+        self
+    }
+    /// Sets [`Self::reset_after`].
+    pub fn reset_after(mut self, d: Duration) -> Self {
+        self.reset_after = d;
         self
     }
 
@@ -270,8 +281,18 @@ pub struct WSConfig {
     pub max_message_size: usize,
     /// Largest incoming frame payload. Default 16 MiB.
     pub max_frame_size: usize,
-    /// Time allowed for the opening handshake (TCP connect included for clients). Default 10 s.
+    /// Total time allowed for the opening handshake, from accept (server) or from the start of
+    /// the TCP connect (client) to a completed upgrade: a peer trickling bytes cannot stretch
+    /// it. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Server only: connections still in the opening handshake at once; more are answered
+    /// `503` before any upgrade. They count against [`Self::max_connections`] too. Default 256.
+    pub max_handshakes: usize,
+    /// Close a connection whose peer takes fewer than 64 KiB of what waits for it (or all of
+    /// it, when less waits) in this long: a total deadline on a stalled write, however the
+    /// peer trickles. The close is logged at WARN (`write timeout`) and carries code 1008
+    /// when the socket can still take it. Default 10 s.
+    pub write_timeout: Duration,
     /// Send a ping this often; `None` disables heartbeats. Default 20 s.
     pub ping_interval: Option<Duration>,
     /// Close a connection whose pong has not arrived this long after a ping; `None` never
@@ -282,17 +303,36 @@ pub struct WSConfig {
     pub close_timeout: Duration,
     /// Outbound messages queued per connection (per client, across reconnects). Default 1024.
     pub outbound_capacity: usize,
-    /// What a full outbound queue does. Default [`OverflowStrategy::Block`]: the sender waits
-    /// (backpressure) until the writer makes room or the connection ends.
-    pub outbound_overflow: OverflowStrategy,
+    /// What a full outbound queue does. `None` (the default) takes the component's own:
+    /// [`OverflowStrategy::BufferK`] for a server (a connection that falls `outbound_capacity`
+    /// messages or `outbound_max_bytes` behind is closed with code 1008, so one slow reader
+    /// never holds up a broadcast or the others on its path), [`OverflowStrategy::Block`] for a
+    /// client or group (the sender waits until the writer makes room: backpressure on the one
+    /// producer that feeds the connection). See [`Self::overflow_for`].
+    pub outbound_overflow: Option<OverflowStrategy>,
     /// Payload bytes queued per connection (per client, across reconnects). Going over it is an
     /// overflow like a full queue, handled by `outbound_overflow`; one message larger than this
     /// is still accepted when nothing is queued. Default 1 MiB.
     pub outbound_max_bytes: usize,
     /// Capacity of each `stream()` receiver. Default 1024.
     pub stream_capacity: usize,
-    /// Most connections a server holds at once; more are refused with HTTP 503. Default 10,000.
+    /// Most connections a server holds at once, counting those still in the handshake; more
+    /// are refused with HTTP 503 before any upgrade. Default: derived from the process's
+    /// descriptor limit when the config is made (soft `RLIMIT_NOFILE`, less 64 for the rest of
+    /// the process, three quarters of that: 720 at the common 1,024; each connection holds
+    /// one descriptor); 10,000 where the limit cannot be read. See
+    /// [`default_max_connections`].
     pub max_connections: usize,
+    /// Server only: the listen backlog (connections the kernel queues before `accept`; Linux
+    /// caps it at `net.core.somaxconn`). Default 1,024.
+    pub listen_backlog: u32,
+    /// Server only: bytes of partial inbound messages all connections may hold together.
+    /// Each connection reads its first 64 KiB towards a message freely; beyond that it draws
+    /// on this budget, and when it is spent the connection stops reading (TCP pushes back on
+    /// the peer) until other messages complete. One connection at a time may go over it by up
+    /// to one message, so the largest message always fits. Completed messages keep flowing.
+    /// Default 256 MiB.
+    pub inbound_budget: usize,
     /// Per-connection read buffer. Default 16 KiB (small, so many idle connections stay cheap).
     pub read_buffer_size: usize,
     /// Stack size of connection threads. Default 256 KiB.
@@ -311,14 +351,18 @@ impl Default for WSConfig {
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
             handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
+            write_timeout: Duration::from_secs(10),
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Some(Duration::from_secs(20)),
             close_timeout: Duration::from_secs(2),
             outbound_capacity: 1024,
-            outbound_overflow: OverflowStrategy::Block,
+            outbound_overflow: None,
             outbound_max_bytes: 1 << 20,
             stream_capacity: 1024,
-            max_connections: 10_000,
+            max_connections: default_max_connections(),
+            listen_backlog: 1024,
+            inbound_budget: 256 << 20,
             read_buffer_size: 16 << 10,
             thread_stack_size: 256 << 10,
             retry: RetryPolicy::default(),
@@ -374,7 +418,7 @@ impl WSConfig {
     /// Sets [`Self::outbound_capacity`] and [`Self::outbound_overflow`].
     pub fn outbound(mut self, capacity: usize, overflow: OverflowStrategy) -> Self {
         self.outbound_capacity = capacity;
-        self.outbound_overflow = overflow;
+        self.outbound_overflow = Some(overflow);
         self
     }
     /// Sets [`Self::outbound_max_bytes`].
@@ -386,6 +430,35 @@ impl WSConfig {
     pub fn stream_capacity(mut self, n: usize) -> Self {
         self.stream_capacity = n;
         self
+    }
+    /// Sets [`Self::max_handshakes`].
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n;
+        self
+    }
+    /// Sets [`Self::write_timeout`].
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.write_timeout = d;
+        self
+    }
+    /// Sets [`Self::listen_backlog`].
+    pub fn listen_backlog(mut self, n: u32) -> Self {
+        self.listen_backlog = n;
+        self
+    }
+    /// Sets [`Self::inbound_budget`].
+    pub fn inbound_budget(mut self, bytes: usize) -> Self {
+        self.inbound_budget = bytes;
+        self
+    }
+    /// The overflow policy a component uses: [`Self::outbound_overflow`] if set, otherwise
+    /// `buffer-k` for a server and `block` for a client or group.
+    pub fn overflow_for(&self, server: bool) -> OverflowStrategy {
+        self.outbound_overflow.unwrap_or(if server {
+            OverflowStrategy::BufferK
+        } else {
+            OverflowStrategy::Block
+        })
     }
     /// Sets [`Self::max_connections`].
     pub fn max_connections(mut self, n: usize) -> Self {
@@ -457,7 +530,9 @@ impl WSConfig {
         if self.close_timeout.is_zero() {
             return Err(Error::config("close_timeout", "must be above zero"));
         }
-        if self.outbound_capacity == 0 && self.outbound_overflow != OverflowStrategy::Disconnect {
+        if self.outbound_capacity == 0
+            && self.outbound_overflow != Some(OverflowStrategy::Disconnect)
+        {
             return Err(Error::config("outbound_capacity", "must be above zero"));
         }
         if self.outbound_max_bytes == 0 {
@@ -468,6 +543,18 @@ impl WSConfig {
         }
         if self.max_connections == 0 {
             return Err(Error::config("max_connections", "must be above zero"));
+        }
+        if self.max_handshakes == 0 {
+            return Err(Error::config("max_handshakes", "must be above zero"));
+        }
+        if self.write_timeout.is_zero() {
+            return Err(Error::config("write_timeout", "must be above zero"));
+        }
+        if self.listen_backlog == 0 {
+            return Err(Error::config("listen_backlog", "must be above zero"));
+        }
+        if self.inbound_budget < 1 << 20 {
+            return Err(Error::config("inbound_budget", "must be at least 1 MiB"));
         }
         if self.read_buffer_size < 1024 {
             return Err(Error::config("read_buffer_size", "must be at least 1024"));
@@ -488,6 +575,32 @@ impl WSConfig {
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_frame_size))
     }
+}
+
+/// The default [`WSConfig::max_connections`]: from the soft `RLIMIT_NOFILE`, 64 descriptors
+/// left for the rest of the process and three quarters of the remainder for connections (one
+/// descriptor each), so accepting never runs the process out of descriptors; 10,000 where the
+/// limit cannot be read.
+/// ```
+/// let n = rxplus::ws::default_max_connections();
+/// assert!(n >= 1);
+/// ```
+pub fn default_max_connections() -> usize {
+    match nofile_limit() {
+        Some(limit) => (limit.saturating_sub(64) / 4 * 3).max(1),
+        None => 10_000,
+    }
+}
+
+/// The soft descriptor limit, from `/proc/self/limits` (Linux; no `unsafe` for `getrlimit`).
+fn nofile_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -3,13 +3,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{Role, WebSocketContext};
 use tungstenite::Message;
 
-use super::KEEP_OUT_CAPACITY;
+use super::{KEEP_OUT_CAPACITY, STALL_PROGRESS};
 use crate::stats::Stats;
 
 /// The write half of a connection, behind the handle's lock: whoever holds the lock is the
@@ -120,11 +121,23 @@ impl WriteState {
         self.ctx.flush(&mut self.out)
     }
 
-    /// Writes all of `out`, blocking; from here on its messages count as written.
-    pub(super) fn write_out(&mut self, mut sock: &TcpStream, stats: &Stats) -> io::Result<()> {
+    /// Writes all of `out`, blocking while the peer keeps up: `TimedOut` when it takes fewer
+    /// than [`STALL_PROGRESS`] bytes (or all that waits) within `stall`. From here on its
+    /// messages count as written. After a timeout, `out` holds what the peer did not take.
+    pub(super) fn write_out(
+        &mut self,
+        sock: &TcpStream,
+        stats: &Stats,
+        stall: Duration,
+    ) -> io::Result<()> {
         if !self.out.0.is_empty() {
-            if let Err(e) = sock.write_all(&self.out.0) {
-                self.failed = true;
+            let (sent, res) = write_bounded(sock, &self.out.0, stall);
+            if let Err(e) = res {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    self.out.0.drain(..sent);
+                } else {
+                    self.failed = true;
+                }
                 return Err(e);
             }
             self.out.0.clear();
@@ -175,6 +188,83 @@ impl WriteState {
         }
         self.unsent.clear();
     }
+}
+
+/// Writes `buf`: without blocking while the socket takes it, then blocking in bounded waits.
+/// Fails with `TimedOut` once the peer has taken fewer than [`STALL_PROGRESS`] bytes within
+/// `stall` of falling behind. Returns how much went, with the outcome.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn write_bounded(sock: &TcpStream, buf: &[u8], stall: Duration) -> (usize, io::Result<()>) {
+    let nb = socket2::SockRef::from(sock);
+    let mut sent = 0;
+    // When the peer last fell behind, and bytes it has taken since.
+    let mut behind: Option<(Instant, usize)> = None;
+    while sent < buf.len() {
+        let res = match nb.send_with_flags(&buf[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let (at, _) = *behind.get_or_insert((Instant::now(), 0));
+                let left = stall.saturating_sub(at.elapsed());
+                if left.is_zero() {
+                    return (sent, Err(stalled()));
+                }
+                // Wait for room, at most what is left of the deadline.
+                if let Err(e) = sock.set_write_timeout(Some(left)) {
+                    return (sent, Err(e));
+                }
+                let mut s = sock;
+                s.write(&buf[sent..])
+            }
+            other => other,
+        };
+        match res {
+            Ok(n) => {
+                sent += n;
+                if let Some((_, since)) = &mut behind {
+                    *since += n;
+                    if *since >= STALL_PROGRESS {
+                        behind = None;
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return (sent, Err(e)),
+        }
+    }
+    (sent, Ok(()))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn write_bounded(mut sock: &TcpStream, buf: &[u8], stall: Duration) -> (usize, io::Result<()>) {
+    // Without MSG_DONTWAIT: a socket timeout per write call.
+    let _ = Instant::now();
+    if let Err(e) = sock.set_write_timeout(Some(stall)) {
+        return (0, Err(e));
+    }
+    match sock.write_all(buf) {
+        Ok(()) => (buf.len(), Ok(())),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            (0, Err(stalled()))
+        }
+        Err(e) => (0, Err(e)),
+    }
+}
+
+fn stalled() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "write timeout: the peer stopped taking data",
+    )
 }
 
 #[cfg(test)]

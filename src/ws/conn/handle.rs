@@ -1,10 +1,11 @@
-//! [`ConnHandle`]: what other threads use to send to, close or abort a connection, and the
-//! direct-write fast path (an idle connection is written on the sender's thread).
+//! [`ConnHandle`]: what other threads use to send to, close or abort a connection, the
+//! direct-write fast path (an idle connection is written on the sender's thread), starting the
+//! writer thread when something cannot go that way, and the heartbeat the timer thread ticks.
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -12,26 +13,44 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
 use super::frame::WriteState;
-use super::{ConnInfo, Ctrl, Queue, MAX_BATCH, MAX_BATCH_BYTES};
+use super::writer::Writer;
+use super::{ConnInfo, ConnParams, Ctrl, InboundBudget, Queue, MAX_BATCH, MAX_BATCH_BYTES};
 use crate::error::Error;
 use crate::overflow::OverflowStrategy;
 use crate::stats::Stats;
+use crate::telemetry::event;
+use crate::threads::{Threads, Tick};
 use crate::ws::outbound::{push_outbound, OutQueue, Refused};
 
 /// The handle other threads use to send to, close or abort a connection.
 pub(crate) struct ConnHandle {
     pub(crate) info: ConnInfo,
     pub(super) component: Arc<str>,
+    pub(super) me: Weak<ConnHandle>,
+    pub(super) threads: Arc<Threads>,
+    pub(super) params: ConnParams,
     pub(super) ctrl: Sender<Ctrl>,
+    pub(super) ctrl_rx: Receiver<Ctrl>,
     /// None inside once the connection ended: no queue may be built after that.
     pub(super) queue: OnceLock<Option<Queue>>,
     /// How to build the queue on first use (per-connection queues only).
     pub(super) make_queue: Option<(OverflowStrategy, usize, usize)>,
     pub(super) queue_capacity: usize,
-    pub(super) sock: TcpStream,
+    pub(super) sock: Arc<TcpStream>,
     pub(super) ended: AtomicBool,
-    /// Set by [`abort`](Self::abort): the reader delivers nothing more.
-    pub(super) aborted: AtomicBool,
+    /// Set by [`abort`](Self::abort): the reader delivers nothing more (shared with the read
+    /// half, which stops waiting for the inbound budget).
+    pub(super) aborted: Arc<AtomicBool>,
+    pub(super) budget: Option<Arc<InboundBudget>>,
+    /// A writer thread is running (see [`ensure_writer`](Self::ensure_writer)).
+    pub(super) writer_running: AtomicBool,
+    /// Guards starting and retiring the writer; `true` once the reader has ended (no writer
+    /// may start after that).
+    pub(super) slot: parking_lot::Mutex<bool>,
+    pub(super) slot_cv: parking_lot::Condvar,
+    /// Heartbeat: the last pong's time (nanoseconds since `epoch`), and the timer's state.
+    pub(super) last_pong: AtomicU64,
+    pub(super) hb: parking_lot::Mutex<Heartbeat>,
     pub(super) stats: Arc<Stats>,
     // Dropping the sender wakes the writer even when the reader is busy in a callback
     // (e.g. the callback that is disposing the component).
@@ -108,9 +127,7 @@ impl ConnHandle {
             let res = w.encode(msg, self.keep_unsent);
             drop(w);
             match res {
-                Ok(()) if first => {
-                    let _ = self.wake_tx.try_send(());
-                }
+                Ok(()) if first => self.kick(),
                 Ok(()) => {}
                 Err(e) => {
                     log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "frame not encoded; connection lost");
@@ -127,9 +144,7 @@ impl ConnHandle {
         self.stats.direct_writes.fetch_add(1, Ordering::Relaxed);
         match res {
             Ok(true) => {}
-            Ok(false) => {
-                let _ = self.wake_tx.try_send(());
-            }
+            Ok(false) => self.kick(),
             Err(e) => {
                 log::debug!(component = &*self.component, conn_id:% = self.info.id, peer:% = self.info.peer, error:% = e; "direct write failed; connection lost");
                 self.abort();
@@ -193,9 +208,10 @@ impl ConnHandle {
                 }
             },
         );
-        if !existed {
-            // The writer waits on the queue only once it knows it exists.
-            let _ = self.wake_tx.try_send(());
+        // Whatever was queued is the writer's to send. (A new queue: the writer waits on it
+        // only once it knows it exists.)
+        if !existed || queued.is_ok() {
+            self.kick();
         }
         queued
     }
@@ -248,9 +264,7 @@ impl ConnHandle {
         match res {
             Ok(true) => {}
             // The rest waits in the buffer, which was empty: the writer finishes it.
-            Ok(false) => {
-                let _ = self.wake_tx.try_send(());
-            }
+            Ok(false) => self.kick(),
             Err(_) => self.abort(),
         }
         Ok(())
@@ -304,7 +318,7 @@ impl ConnHandle {
         let rest = !w.out.0.is_empty();
         drop(w);
         if rest {
-            let _ = self.wake_tx.try_send(());
+            self.kick();
         }
     }
 
@@ -343,7 +357,11 @@ impl ConnHandle {
     /// False when the writer cannot take the request now (its control channel is full, or it
     /// is stuck writing to a peer that stopped reading).
     pub(crate) fn close(&self, frame: Option<CloseFrame>) -> bool {
-        self.ctrl.try_send(Ctrl::Close(frame)).is_ok()
+        let ok = self.ctrl.try_send(Ctrl::Close(frame)).is_ok();
+        if ok {
+            self.ensure_writer();
+        }
+        ok
     }
 
     /// True while frames wait for the writer (queued or half-written).
@@ -362,6 +380,11 @@ impl ConnHandle {
                 log::warn!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "message carried over not framed");
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        let any = !w.out.0.is_empty();
+        drop(w);
+        if any {
+            self.kick();
         }
     }
 
@@ -406,5 +429,163 @@ impl ConnHandle {
         }
         self.kill_tx.lock().take();
         let _ = self.sock.shutdown(Shutdown::Both);
+        if let Some(b) = &self.budget {
+            b.wake();
+        }
+    }
+
+    /// Hands what waits in the write buffer to the writer thread (started if needed).
+    pub(super) fn kick(&self) {
+        let _ = self.wake_tx.try_send(());
+        self.ensure_writer();
+    }
+
+    /// Starts the writer thread unless one runs or the connection has ended. Callers first
+    /// make the work visible (queue, buffer, control channel), then call this: either the
+    /// running writer sees the work before it retires, or this sees that it retired (both
+    /// sides order a store and a load with `SeqCst`; see `Writer::retire`).
+    pub(crate) fn ensure_writer(&self) {
+        fence(Ordering::SeqCst);
+        if self.writer_running.load(Ordering::SeqCst) {
+            return;
+        }
+        let reader_done = self.slot.lock();
+        if *reader_done
+            || self.writer_running.load(Ordering::SeqCst)
+            || self.ended.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        self.writer_running.store(true, Ordering::SeqCst);
+        let name = format!("rxws-conn-{}-write", self.info.seq);
+        if let Err(e) = self.threads.spawn(name, move || Writer::new(me).run()) {
+            self.writer_running.store(false, Ordering::SeqCst);
+            drop(reader_done);
+            log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "writer not started; connection lost");
+            self.abort();
+        }
+    }
+
+    /// Writes a ping or pong now when the socket takes it (`Ok(true)`, or `Ok(false)` with
+    /// the rest handed to the writer); `Err(msg)` when the write half is busy or a queued
+    /// pong must go first, for the caller to hand it to the writer.
+    fn control_direct(&self, msg: Message) -> Result<bool, Message> {
+        if !cfg!(any(target_os = "linux", target_os = "android"))
+            || self.pongs_pending.load(Ordering::Acquire) > 0
+        {
+            return Err(msg);
+        }
+        let Some(mut w) = self.wr.try_lock() else {
+            return Err(msg);
+        };
+        if w.closed || w.failed {
+            return Ok(true);
+        }
+        let res = w
+            .encode_control(msg)
+            .map_err(io::Error::other)
+            .and_then(|()| self.write_direct(&mut w));
+        drop(w);
+        match res {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                self.kick();
+                Ok(false)
+            }
+            Err(e) => {
+                log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "control frame not written; connection lost");
+                self.abort();
+                Ok(true)
+            }
+        }
+    }
+
+    /// Answers a ping (reader thread): at once when the socket takes it, otherwise through
+    /// the writer. Data sent after this call goes after the pong either way. False when the
+    /// writer cannot take it.
+    pub(super) fn pong(&self, data: tungstenite::Bytes) -> bool {
+        match self.control_direct(Message::Pong(data)) {
+            Ok(_) => true,
+            Err(Message::Pong(data)) => {
+                self.pongs_pending.fetch_add(1, Ordering::AcqRel);
+                let ok = self.ctrl.send(Ctrl::Pong(data)).is_ok();
+                self.ensure_writer();
+                ok
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// The heartbeat's ping (timer thread).
+    fn ping(&self) {
+        if self
+            .control_direct(Message::Ping(tungstenite::Bytes::new()))
+            .is_err()
+            && self.ctrl.try_send(Ctrl::Ping).is_ok()
+        {
+            self.ensure_writer();
+        }
+    }
+
+    /// Registers the heartbeat with the component's timer.
+    pub(super) fn start_heartbeat(&self) {
+        let Some(interval) = self.params.ping_interval else {
+            return;
+        };
+        let first = Instant::now() + interval;
+        self.hb.lock().next_ping = first;
+        let me: Weak<dyn Tick> = self.me.clone();
+        if let Err(e) = self.threads.schedule(first, me) {
+            log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "heartbeat not scheduled");
+        }
+    }
+}
+
+/// A connection's heartbeat, as the timer thread keeps it.
+pub(crate) struct Heartbeat {
+    pub(super) next_ping: Instant,
+    /// The unanswered ping: when it was sent, and the same in nanoseconds since `epoch`.
+    pub(super) ping_sent: Option<(Instant, u64)>,
+}
+
+impl Tick for ConnHandle {
+    fn tick(&self, now: Instant) -> Option<Instant> {
+        if self.ended.load(Ordering::Acquire) {
+            return None;
+        }
+        let interval = self.params.ping_interval?;
+        let timeout = self.params.ping_timeout;
+        let mut hb = self.hb.lock();
+        if let Some((_, nanos)) = hb.ping_sent {
+            if self.last_pong.load(Ordering::Acquire) >= nanos {
+                hb.ping_sent = None;
+            }
+        }
+        if let (Some((at, _)), Some(t)) = (hb.ping_sent, timeout) {
+            if now >= at + t {
+                drop(hb);
+                log::warn!(component = &*self.component, conn_id:% = self.info.id, peer:% = self.info.peer, timeout_ms = t.as_millis() as u64; "{}", event::HEARTBEAT_TIMEOUT);
+                self.abort();
+                return None;
+            }
+        }
+        let mut ping = false;
+        if now >= hb.next_ping {
+            if hb.ping_sent.is_none() {
+                hb.ping_sent = Some((now, self.nanos().max(1)));
+            }
+            hb.next_ping = now + interval;
+            ping = true;
+        }
+        let next = match (hb.ping_sent, timeout) {
+            (Some((at, _)), Some(t)) => hb.next_ping.min(at + t),
+            _ => hb.next_ping,
+        };
+        drop(hb);
+        if ping {
+            self.ping();
+        }
+        Some(next)
     }
 }

@@ -1,22 +1,27 @@
-//! The connection core shared by server and client: one full-duplex WebSocket over a blocking
-//! `TcpStream`, driven by two threads (see `ADR/2026-11-21-full-duplex-connection-threads.md`).
+//! The connection core shared by server, client and gateway: one full-duplex WebSocket over a
+//! blocking `TcpStream` (one descriptor), driven by one thread, plus a writer thread only while
+//! the connection has a backlog (see `ADR/2026-11-21-full-duplex-connection-threads.md` and
+//! `ADR/2026-12-04-one-thread-per-connection.md`).
 //!
 //! * The **reader** (the thread that calls [`ConnRun::run`]) owns tungstenite's read state. Its
 //!   stream has writes switched off after the handshake, so tungstenite's automatic pong and
-//!   close replies go nowhere; the reader hands them to the writer instead.
-//! * The **writer** thread is the socket's only writer. It takes protocol replies from a small
-//!   control channel (checked first) and data from the connection's outbound queue, writes a
-//!   batch and flushes once. After it writes a close frame it takes no more data. It also sends
-//!   heartbeat pings on its own deadline, and it always shuts the socket down when it exits,
-//!   which ends the reader's blocking read.
+//!   close replies go nowhere; the reader writes pongs itself when the socket takes them at
+//!   once, and hands them (and close replies) to the writer otherwise.
+//! * Senders write on their own thread while the socket takes the bytes at once (the direct
+//!   path). Whatever cannot go that way (a queue, a remainder, a close) starts the **writer**
+//!   thread, the only one that blocks on the socket: it drains, closes, and ends when it has
+//!   been idle for [`WRITER_IDLE`]. A peer that takes too little for `write_timeout` is cut.
+//! * Heartbeats run on the component's timer thread ([`crate::threads::Tick`]).
 //!
-//! Neither thread polls: the reader blocks in `read`, the writer blocks in `select`.
-
+//! Nothing polls: the reader blocks in `read`, the writer in `select`, the timer on its next
+//! deadline.
 //!
-//! Files by thread role: `handle.rs` (what other threads call: send, enqueue, close, abort, and
-//! the direct-write fast path), `reader.rs` (the reader thread's loop), `writer.rs` (the writer
-//! thread's loop), `frame.rs` (the write half: framing into one buffer, masking, writing).
+//! Files by thread role: `handle.rs` (what other threads call: send, enqueue, close, abort, the
+//! direct-write fast path, the heartbeat tick), `reader.rs` (the reader thread's loop),
+//! `writer.rs` (the writer thread's loop), `frame.rs` (the write half: framing into one buffer,
+//! masking, bounded writing), `budget.rs` (the server-wide inbound budget).
 
+mod budget;
 mod frame;
 mod handle;
 mod reader;
@@ -35,8 +40,11 @@ use crate::overflow::OverflowStrategy;
 use crate::ws::outbound::OutQueue;
 use crate::ws::ConnId;
 
+pub(crate) use budget::InboundBudget;
 pub(crate) use handle::ConnHandle;
 pub(crate) use reader::ConnRun;
+
+use budget::{Account, FREE_INBOUND};
 
 /// Messages written per batch before the writer checks control replies and flushes.
 pub(super) const MAX_BATCH: usize = 256;
@@ -51,26 +59,37 @@ pub(super) const MAX_BATCH_BYTES: usize = 64 << 10;
 pub(super) const KEEP_OUT_CAPACITY: usize = 128 << 10;
 /// Control replies waiting for the writer; a full channel pushes back on the reader.
 pub(super) const CTRL_CAPACITY: usize = 64;
+/// How long a writer thread with nothing to write waits for more before it ends.
+pub(super) const WRITER_IDLE: Duration = Duration::from_millis(200);
+/// Bytes a peer must take within `write_timeout` (or all that waits, if less) to count as
+/// reading: a trickle below it is a stall.
+pub(super) const STALL_PROGRESS: usize = 64 << 10;
+/// Largest single read counted against the inbound budget.
+const BUDGET_CHUNK: usize = 64 << 10;
 
 /// A `TcpStream` whose writes can be switched off: tungstenite's reader needs `Read + Write`, but
 /// after the handshake every byte must leave through the writer thread.
 pub(crate) struct HalfStream {
-    sock: TcpStream,
+    /// Shared with the connection's handle: one descriptor per connection.
+    sock: Arc<TcpStream>,
     pub(super) writes: bool,
-    /// A total deadline for every read and write (a gateway handshake): a peer trickling one
-    /// byte per read timeout cannot stretch it.
+    /// A total deadline for every read and write (a handshake): a peer trickling one byte per
+    /// read timeout cannot stretch it.
     deadline: Option<Instant>,
+    /// The server-wide inbound budget, once the connection runs.
+    account: Option<Account>,
 }
 
 impl HalfStream {
-    pub(crate) fn new(sock: TcpStream) -> Self {
+    pub(crate) fn new(sock: Arc<TcpStream>) -> Self {
         HalfStream {
             sock,
             writes: true,
             deadline: None,
+            account: None,
         }
     }
-    pub(crate) fn with_deadline(sock: TcpStream, deadline: Option<Instant>) -> Self {
+    pub(crate) fn with_deadline(sock: Arc<TcpStream>, deadline: Option<Instant>) -> Self {
         HalfStream {
             deadline,
             ..HalfStream::new(sock)
@@ -80,7 +99,7 @@ impl HalfStream {
     pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
     }
-    pub(crate) fn sock(&self) -> &TcpStream {
+    pub(crate) fn sock(&self) -> &Arc<TcpStream> {
         &self.sock
     }
     /// Bounds the next socket call by what is left of the deadline (`WouldBlock` once passed,
@@ -104,10 +123,60 @@ impl HalfStream {
     }
 }
 
+impl HalfStream {
+    /// Draws on `budget` from here on (see `budget.rs`).
+    pub(super) fn attach_budget(
+        &mut self,
+        budget: Arc<InboundBudget>,
+        who: u64,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        self.account = Some(Account {
+            budget,
+            who,
+            stop,
+            since_msg: 0,
+            held: 0,
+        });
+    }
+
+    /// A message (or control frame) completed: its budget goes back.
+    pub(super) fn message_done(&mut self) {
+        if let Some(a) = &mut self.account {
+            a.message_done();
+        }
+    }
+}
+
 impl Read for HalfStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.bound(true)?;
-        self.sock.read(buf)
+        let Some(a) = &mut self.account else {
+            return (&*self.sock).read(buf);
+        };
+        if a.since_msg + buf.len() <= FREE_INBOUND {
+            let n = (&*self.sock).read(buf)?;
+            a.since_msg += n;
+            return Ok(n);
+        }
+        // Beyond the free part of a message: reserve before reading (waiting while the
+        // server-wide budget is spent), keep what the bytes read used.
+        let want = buf.len().min(BUDGET_CHUNK);
+        let free = FREE_INBOUND.saturating_sub(a.since_msg);
+        let charge = want.saturating_sub(free);
+        if !a.budget.acquire(a.who, charge, &a.stop) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection aborted",
+            ));
+        }
+        let res = (&*self.sock).read(&mut buf[..want]);
+        let n = *res.as_ref().unwrap_or(&0);
+        let used = (a.since_msg + n).saturating_sub(FREE_INBOUND.max(a.since_msg));
+        a.budget.release(a.who, charge - used, false);
+        a.held += used;
+        a.since_msg += n;
+        res
     }
 }
 
@@ -115,14 +184,14 @@ impl Write for HalfStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.writes {
             self.bound(false)?;
-            self.sock.write(buf)
+            (&*self.sock).write(buf)
         } else {
             Ok(buf.len())
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         if self.writes {
-            self.sock.flush()
+            (&*self.sock).flush()
         } else {
             Ok(())
         }
@@ -131,6 +200,8 @@ impl Write for HalfStream {
 
 /// What the reader asks of the writer, and the graceful close request.
 pub(super) enum Ctrl {
+    /// A heartbeat ping the timer could not write at once.
+    Ping,
     Pong(tungstenite::Bytes),
     /// The peer sent a close frame; reply with this one (or acknowledge ours).
     PeerClosed(Option<CloseFrame>),
@@ -156,6 +227,8 @@ pub(crate) struct ConnParams {
     pub(crate) ping_interval: Option<Duration>,
     pub(crate) ping_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
+    /// See [`crate::ws::WSConfig::write_timeout`].
+    pub(crate) write_timeout: Duration,
     /// Keep messages written since the last successful flush, to resend after a reconnect.
     pub(crate) keep_unsent: bool,
     pub(crate) ws: tungstenite::protocol::WebSocketConfig,
@@ -197,10 +270,4 @@ pub(crate) struct ConnEnd {
     pub(crate) unsent: Vec<Message>,
     /// The close frame the peer sent, if it sent one (code, reason).
     pub(crate) peer_close: Option<(u16, String)>,
-}
-
-pub(super) fn elapsed_nanos(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }

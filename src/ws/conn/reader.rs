@@ -1,26 +1,25 @@
-//! [`ConnRun`]: a handshaken connection, run on the reader thread: it spawns the writer, reads
-//! and hands protocol replies (pongs, close replies) to the writer, and calls back for each
-//! data message.
+//! [`ConnRun`]: a handshaken connection, run on the reader thread: it reads, answers pings,
+//! hands close replies to the writer, and calls back for each data message; at the end it
+//! waits for a running writer to finish.
 
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::bounded;
 use tungstenite::error::{CapacityError, ProtocolError};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocket};
 use tungstenite::Message;
 
 use super::frame::WriteState;
-use super::handle::ConnHandle;
-use super::writer::Writer;
+use super::handle::{ConnHandle, Heartbeat};
 use super::{
-    elapsed_nanos, ConnEnd, ConnInfo, ConnParams, Ctrl, EndReason, HalfStream, Outbound,
+    ConnEnd, ConnInfo, ConnParams, Ctrl, EndReason, HalfStream, InboundBudget, Outbound,
     CTRL_CAPACITY,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::stats::Stats;
 use crate::threads::Threads;
 
@@ -28,12 +27,12 @@ use crate::threads::Threads;
 pub(crate) struct ConnRun {
     ws: WebSocket<HalfStream>,
     handle: Arc<ConnHandle>,
-    ctrl_rx: Receiver<Ctrl>,
-    params: ConnParams,
 }
 
 impl ConnRun {
-    /// Wraps a socket whose handshake is done.
+    /// Wraps a socket whose handshake is done. Its writer (when needed) and its heartbeat run
+    /// on `threads`; a server passes its inbound `budget`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         mut ws: WebSocket<HalfStream>,
         info: ConnInfo,
@@ -41,13 +40,16 @@ impl ConnRun {
         outbound: Outbound,
         params: ConnParams,
         stats: Arc<Stats>,
+        threads: &Arc<Threads>,
+        budget: Option<Arc<InboundBudget>>,
     ) -> Result<(Self, Arc<ConnHandle>)> {
-        let sock = ws
-            .get_ref()
-            .sock()
-            .try_clone()
-            .map_err(|e| Error::io(&component, Some(info.peer.to_string()), e))?;
+        let sock = ws.get_ref().sock().clone();
         ws.get_mut().writes = false;
+        let aborted = Arc::new(AtomicBool::new(false));
+        if let Some(b) = &budget {
+            ws.get_mut()
+                .attach_budget(b.clone(), info.seq, aborted.clone());
+        }
         let (ctrl_tx, ctrl_rx) = bounded(CTRL_CAPACITY);
         let (kill_tx, kill_rx) = bounded(0);
         let (wake_tx, wake_rx) = bounded(1);
@@ -66,16 +68,29 @@ impl ConnRun {
                 capacity,
             ),
         };
-        let handle = Arc::new(ConnHandle {
+        let now = Instant::now();
+        let handle = Arc::new_cyclic(|me| ConnHandle {
             info,
             component,
+            me: me.clone(),
+            threads: threads.clone(),
             ctrl: ctrl_tx,
+            ctrl_rx,
             queue,
             make_queue,
             queue_capacity,
             sock,
             ended: AtomicBool::new(false),
-            aborted: AtomicBool::new(false),
+            aborted,
+            budget,
+            writer_running: AtomicBool::new(false),
+            slot: parking_lot::Mutex::new(false),
+            slot_cv: parking_lot::Condvar::new(),
+            last_pong: AtomicU64::new(0),
+            hb: parking_lot::Mutex::new(Heartbeat {
+                next_ping: now,
+                ping_sent: None,
+            }),
             stats,
             kill_tx: parking_lot::Mutex::new(Some(kill_tx)),
             kill_rx,
@@ -83,7 +98,8 @@ impl ConnRun {
             wake_tx,
             wake_rx,
             keep_unsent: params.keep_unsent,
-            epoch: Instant::now(),
+            params,
+            epoch: now,
             direct_after: AtomicU64::new(0),
             pongs_pending: AtomicUsize::new(0),
             overflow_close: OnceLock::new(),
@@ -94,8 +110,6 @@ impl ConnRun {
             ConnRun {
                 ws,
                 handle: handle.clone(),
-                ctrl_rx,
-                params,
             },
             handle,
         ))
@@ -109,66 +123,20 @@ impl ConnRun {
         self
     }
 
-    /// Runs the connection: spawns the writer on `threads`, reads on this thread, calls
-    /// `on_message` for each data message, and returns when both directions are done.
-    pub(crate) fn run(
-        self,
-        threads: &Arc<Threads>,
-        mut on_message: impl FnMut(Message),
-    ) -> ConnEnd {
-        let ConnRun {
-            mut ws,
-            handle,
-            ctrl_rx,
-            params,
-        } = self;
+    /// Runs the connection: reads on this thread and calls `on_message` for each data
+    /// message; returns when both directions are done (a writer thread, if one runs, has
+    /// ended).
+    pub(crate) fn run(self, mut on_message: impl FnMut(Message)) -> ConnEnd {
+        let ConnRun { mut ws, handle } = self;
         let component = handle.component.clone();
         let peer = handle.info.peer.to_string();
         let conn_id = handle.info.id.to_string();
-        let start = Instant::now();
-        let last_pong = Arc::new(AtomicU64::new(0));
-        let (done_tx, done_rx) = bounded::<Vec<Message>>(1);
-
-        let writer_sock = match handle.sock.try_clone() {
-            Ok(s) => s,
-            Err(e) => {
-                handle.abort();
-                return ConnEnd {
-                    reason: EndReason::Lost(e.to_string()),
-                    unsent: Vec::new(),
-                    peer_close: None,
-                };
-            }
-        };
-        // A write that makes no progress for a whole heartbeat cycle means the peer stopped
-        // reading: fail it rather than block forever (the heartbeat cannot run meanwhile).
-        if let (Some(i), Some(t)) = (params.ping_interval, params.ping_timeout) {
-            let _ = writer_sock.set_write_timeout(Some(i + t));
-        }
-        let writer = Writer {
-            sock: writer_sock,
-            ctrl_rx,
-            handle: handle.clone(),
-            params: params.clone(),
-            start,
-            last_pong: last_pong.clone(),
-            held: None,
-        };
-        let name = format!("rxws-conn-{}-write", handle.info.seq);
-        if let Err(e) = threads.spawn(name, move || {
-            let unsent = writer.run();
-            let _ = done_tx.send(unsent);
-        }) {
-            log::debug!(component = &*component, conn_id = conn_id.as_str(), error:% = e; "writer not started");
-            handle.abort();
-            return ConnEnd {
-                reason: EndReason::Lost(e.to_string()),
-                unsent: Vec::new(),
-                peer_close: None,
-            };
+        handle.start_heartbeat();
+        // A client's queue may hold what was sent while it was disconnected.
+        if handle.backlogged() {
+            handle.ensure_writer();
         }
 
-        let ctrl = handle.ctrl.clone();
         let mut peer_close = None;
         let reason = loop {
             let read = ws.read();
@@ -177,19 +145,23 @@ impl ConnRun {
             if handle.aborted.load(Ordering::Acquire) {
                 break EndReason::Aborted;
             }
+            if read.is_ok() {
+                ws.get_mut().message_done();
+            }
             match read {
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
                     handle.stats.record_in(msg.len());
                     on_message(msg);
                 }
                 Ok(Message::Ping(data)) => {
-                    handle.pongs_pending.fetch_add(1, Ordering::AcqRel);
-                    if ctrl.send(Ctrl::Pong(data)).is_err() {
+                    if !handle.pong(data) {
                         break EndReason::Lost("writer ended".into());
                     }
                 }
                 Ok(Message::Pong(_)) => {
-                    last_pong.store(elapsed_nanos(start), Ordering::Release);
+                    handle
+                        .last_pong
+                        .store(handle.nanos().max(1), Ordering::Release);
                 }
                 Ok(Message::Close(frame)) => {
                     peer_close = Some(
@@ -198,7 +170,8 @@ impl ConnRun {
                             .map(|f| (u16::from(f.code), f.reason.to_string()))
                             .unwrap_or((1005, String::new())),
                     );
-                    let _ = ctrl.send(Ctrl::PeerClosed(frame));
+                    let _ = handle.ctrl.send(Ctrl::PeerClosed(frame));
+                    handle.ensure_writer();
                 }
                 Ok(Message::Frame(_)) => {}
                 Err(tungstenite::Error::ConnectionClosed)
@@ -211,10 +184,11 @@ impl ConnRun {
                 Err(e) => {
                     if let Some((code, why)) = fail_code(&e) {
                         log::debug!(component = &*component, conn_id = conn_id.as_str(), peer = peer.as_str(), code = u16::from(code), error:% = e; "protocol error from peer; failing the connection");
-                        let _ = ctrl.send(Ctrl::Fail(CloseFrame {
+                        let _ = handle.ctrl.send(Ctrl::Fail(CloseFrame {
                             code,
                             reason: why.into(),
                         }));
+                        handle.ensure_writer();
                         break EndReason::ProtocolError(u16::from(code), e.to_string());
                     }
                     break EndReason::Lost(e.to_string());
@@ -227,19 +201,32 @@ impl ConnRun {
             let _ = handle.sock.shutdown(Shutdown::Both);
         }
         // The writer's own close steps take up to one close timeout each.
-        let deadline = Instant::now() + params.close_timeout * 2;
-        if ctrl.send_deadline(Ctrl::ReaderDone, deadline).is_err() {
+        let deadline = Instant::now() + handle.params.close_timeout * 2;
+        if handle.writer_running.load(Ordering::SeqCst)
+            && handle
+                .ctrl
+                .send_deadline(Ctrl::ReaderDone, deadline)
+                .is_err()
+        {
             let _ = handle.sock.shutdown(Shutdown::Both);
         }
-        drop(ctrl);
-        let unsent = match done_rx.recv_deadline(deadline) {
-            Ok(unsent) => unsent,
-            Err(_) => {
-                let _ = handle.sock.shutdown(Shutdown::Both);
-                done_rx.recv().unwrap_or_default()
+        {
+            // No writer starts after this; wait for a running one to end.
+            let mut reader_done = handle.slot.lock();
+            *reader_done = true;
+            while handle.writer_running.load(Ordering::SeqCst) {
+                if handle
+                    .slot_cv
+                    .wait_until(&mut reader_done, deadline)
+                    .timed_out()
+                {
+                    let _ = handle.sock.shutdown(Shutdown::Both);
+                    handle.slot_cv.wait(&mut reader_done);
+                }
             }
-        };
+        }
         handle.ended.store(true, Ordering::Release);
+        let unsent = std::mem::take(&mut handle.wr.lock().unsent);
         ConnEnd {
             reason,
             unsent,

@@ -1,9 +1,11 @@
-//! The writer thread: the socket's only writer. Protocol replies first, then data in batches of
-//! one `send`, heartbeat pings on its own deadline, the close frame last.
+//! The writer thread, started only while a connection has a backlog: the one thread that
+//! blocks on the socket. Protocol replies first, then data in batches of one `send`, the close
+//! frame last. It ends after [`WRITER_IDLE`] with nothing to write, when the connection ends,
+//! or when the peer stalls past `write_timeout`.
 
 use std::io;
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::Shutdown;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,71 +14,68 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
 use super::handle::ConnHandle;
-use super::{elapsed_nanos, ConnParams, Ctrl, BURST_LINGER, GATHER, MAX_BATCH, MAX_BATCH_BYTES};
+use super::{Ctrl, BURST_LINGER, GATHER, MAX_BATCH, MAX_BATCH_BYTES, WRITER_IDLE};
 use crate::telemetry::event;
 
 pub(super) struct Writer {
-    pub(super) sock: TcpStream,
-    pub(super) ctrl_rx: Receiver<Ctrl>,
-    pub(super) handle: Arc<ConnHandle>,
-    pub(super) params: ConnParams,
-    pub(super) start: Instant,
-    pub(super) last_pong: Arc<AtomicU64>,
+    handle: Arc<ConnHandle>,
     /// Taken from the queue but waiting for a pong to go first.
-    pub(super) held: Option<Message>,
+    held: Option<Message>,
 }
 
 /// What the writer does after handling an event.
 enum Step {
     Continue,
+    /// Nothing to write for a while: the thread ends, the connection goes on.
+    Idle,
     /// Wait (bounded) for the reader to finish, then end.
     Linger,
     End,
 }
 
 impl Writer {
-    pub(super) fn run(mut self) -> Vec<Message> {
-        // A client's unsent batch from the last connection goes first.
-        let step = match self.drain(None) {
-            Ok(_) => self.serve(),
-            Err(e) => {
-                self.lost(&e);
-                Step::End
-            }
-        };
+    pub(super) fn new(handle: Arc<ConnHandle>) -> Self {
+        Writer { handle, held: None }
+    }
+
+    pub(super) fn run(mut self) {
+        let step = self.serve();
         if matches!(step, Step::Linger) {
             self.linger();
         }
-        let _ = self.sock.shutdown(Shutdown::Both);
-        self.handle.ended.store(true, Ordering::Release);
-        let mut unsent = std::mem::take(&mut self.handle.wr.lock().unsent);
-        if let Some(msg) = self.held.take() {
-            if self.params.keep_unsent {
-                unsent.push(msg);
-            } else {
-                self.handle.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if !matches!(step, Step::Idle) {
+            // The connection is over: this ends the reader's blocking read.
+            let _ = self.handle.sock.shutdown(Shutdown::Both);
+            self.handle.ended.store(true, Ordering::Release);
+            if let Some(msg) = self.held.take() {
+                if self.handle.keep_unsent {
+                    self.handle.wr.lock().unsent.push(msg);
+                } else {
+                    self.handle.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            let _slot = self.handle.slot.lock();
+            self.handle.writer_running.store(false, Ordering::SeqCst);
+            self.handle.slot_cv.notify_all();
         }
-        unsent
     }
 
     fn serve(&mut self) -> Step {
-        let ctrl_rx = self.ctrl_rx.clone();
-        let kill_rx = self.handle.kill_rx.clone();
-        let wake_rx = self.handle.wake_rx.clone();
+        let handle = self.handle.clone();
+        let ctrl_rx = &handle.ctrl_rx;
+        let kill_rx = &handle.kill_rx;
+        let wake_rx = &handle.wake_rx;
         let mut queue_rx: Option<Receiver<Message>> = None;
-        let mut next_ping = self.params.ping_interval.map(|i| Instant::now() + i);
-        let mut ping_sent: Option<(Instant, u64)> = None;
         // Rebuilt once, when a per-connection queue is first built.
         'select: loop {
             if queue_rx.is_none() {
-                queue_rx = self.handle.queue().map(|q| q.receiver().clone());
+                queue_rx = handle.queue().map(|q| q.receiver().clone());
             }
             // Readiness only: data leaves the queue under the write lock (see `try_direct`).
             let mut sel = Select::new();
-            sel.recv(&ctrl_rx);
-            sel.recv(&kill_rx);
-            sel.recv(&wake_rx);
+            sel.recv(ctrl_rx);
+            sel.recv(kill_rx);
+            sel.recv(wake_rx);
             if let Some(q) = &queue_rx {
                 sel.recv(q);
             }
@@ -97,71 +96,62 @@ impl Writer {
                 let written = match self.drain(None) {
                     Ok(n) => n,
                     Err(e) => {
-                        self.lost(&e);
+                        self.failed(&e);
                         return Step::End;
                     }
                 };
                 if !ctrl_rx.is_empty() || (written > 0 && self.more_soon()) {
                     continue;
                 }
-                if queue_rx.is_none() && self.handle.queue().is_some() {
+                if queue_rx.is_none() && handle.queue().is_some() {
                     continue 'select;
                 }
-                let pong_deadline = match (ping_sent, self.params.ping_timeout) {
-                    (Some((at, _)), Some(t)) => Some(at + t),
-                    _ => None,
-                };
-                let deadline = match (next_ping, pong_deadline) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let ready = match deadline {
-                    Some(d) => sel.ready_deadline(d).is_ok(),
-                    None => {
-                        sel.ready();
-                        true
-                    }
-                };
-                if ready {
+                if sel.ready_deadline(Instant::now() + WRITER_IDLE).is_ok() {
                     continue;
                 }
-                // Heartbeat deadline.
-                let now = Instant::now();
-                if let Some((_, sent_nanos)) = ping_sent {
-                    if self.last_pong.load(Ordering::Acquire) >= sent_nanos {
-                        ping_sent = None;
-                    }
-                }
-                if let (Some((at, _)), Some(t)) = (ping_sent, self.params.ping_timeout) {
-                    if now >= at + t {
-                        log::warn!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, timeout_ms = t.as_millis() as u64; "{}", event::HEARTBEAT_TIMEOUT);
-                        return Step::End;
-                    }
-                }
-                if let (Some(np), Some(i)) = (next_ping, self.params.ping_interval) {
-                    if now >= np {
-                        if ping_sent.is_none() {
-                            ping_sent = Some((now, elapsed_nanos(self.start)));
-                        }
-                        next_ping = Some(now + i);
-                        if let Err(e) = self.write_control(Message::Ping(tungstenite::Bytes::new()))
-                        {
-                            self.lost(&e);
-                            return Step::End;
-                        }
-                    }
+                if self.retire() {
+                    return Step::Idle;
                 }
             }
         }
     }
 
+    /// Ends the thread if there is still nothing to write. Pairs with
+    /// [`ConnHandle::ensure_writer`]: the flag is cleared before looking for work, and a
+    /// sender makes its work visible before looking at the flag, both with `SeqCst`, so one
+    /// of the two always sees the other.
+    fn retire(&mut self) -> bool {
+        let h = &self.handle;
+        let _slot = h.slot.lock();
+        h.writer_running.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let work = self.held.is_some()
+            || !h.ctrl_rx.is_empty()
+            || !h.wake_rx.is_empty()
+            || h.queue().is_some_and(|q| !q.is_empty())
+            || matches!(h.kill_rx.try_recv(), Err(TryRecvError::Disconnected));
+        if work {
+            h.writer_running.store(true, Ordering::SeqCst);
+            return false;
+        }
+        h.slot_cv.notify_all();
+        true
+    }
+
     fn control(&mut self, c: Ctrl) -> Step {
         match c {
+            Ctrl::Ping => match self.write_control(Message::Ping(tungstenite::Bytes::new())) {
+                Ok(()) => Step::Continue,
+                Err(e) => {
+                    self.failed(&e);
+                    Step::End
+                }
+            },
             Ctrl::Pong(data) => {
                 let res = self.write_control(Message::Pong(data));
                 self.handle.pongs_pending.fetch_sub(1, Ordering::AcqRel);
                 if let Err(e) = res {
-                    self.lost(&e);
+                    self.failed(&e);
                     return Step::End;
                 }
                 Step::Continue
@@ -187,12 +177,13 @@ impl Writer {
 
     /// Writes a ping or pong (none after a close frame).
     fn write_control(&mut self, msg: Message) -> tungstenite::Result<()> {
-        let mut w = self.handle.wr.lock();
+        let h = &self.handle;
+        let mut w = h.wr.lock();
         if w.closed || w.failed {
             return Ok(());
         }
         w.encode_control(msg)?;
-        w.write_out(&self.sock, &self.handle.stats)?;
+        w.write_out(&h.sock, &h.stats, h.params.write_timeout)?;
         Ok(())
     }
 
@@ -202,11 +193,12 @@ impl Writer {
         let mut written = 0;
         let handle = self.handle.clone();
         let stats = &handle.stats;
+        let stall = handle.params.write_timeout;
         let mut w = handle.wr.lock();
         if w.failed {
             return Err(io::Error::from(io::ErrorKind::BrokenPipe).into());
         }
-        w.write_out(&self.sock, stats)?;
+        w.write_out(&handle.sock, stats, stall)?;
         // While closing, pongs no longer matter: everything queued goes before the close frame.
         let closing = deadline.is_some();
         while !w.closed && deadline.is_none_or(|d| Instant::now() < d) {
@@ -224,16 +216,16 @@ impl Writer {
                     self.held = Some(msg);
                     break;
                 }
-                w.encode(msg, self.params.keep_unsent)?;
+                w.encode(msg, handle.params.keep_unsent)?;
                 n += 1;
             }
             handle.holding.store(self.held.is_some(), Ordering::Release);
             if n == 0 {
                 break;
             }
-            w.write_out(&self.sock, stats)?;
+            w.write_out(&handle.sock, stats, stall)?;
             written += n;
-            if !closing && (self.held.is_some() || !self.ctrl_rx.is_empty()) {
+            if !closing && (self.held.is_some() || !handle.ctrl_rx.is_empty()) {
                 break;
             }
         }
@@ -244,7 +236,7 @@ impl Writer {
     /// more, so they leave in one syscall.
     fn gather(&self) {
         let until = Instant::now() + GATHER;
-        while Instant::now() < until && self.ctrl_rx.is_empty() {
+        while Instant::now() < until && self.handle.ctrl_rx.is_empty() {
             std::thread::yield_now();
         }
     }
@@ -255,7 +247,7 @@ impl Writer {
         let until = Instant::now() + BURST_LINGER;
         loop {
             if self.handle.queue().is_some_and(|q| !q.is_empty())
-                || !self.ctrl_rx.is_empty()
+                || !self.handle.ctrl_rx.is_empty()
                 || !self.handle.wake_rx.is_empty()
             {
                 return true;
@@ -272,40 +264,53 @@ impl Writer {
         if self.handle.wr.lock().closed {
             return;
         }
-        if let Err(e) = self.drain(Some(Instant::now() + self.params.close_timeout)) {
-            self.lost(&e);
+        if let Err(e) = self.drain(Some(Instant::now() + self.handle.params.close_timeout)) {
+            self.failed(&e);
             return;
         }
-        let mut guard = self.handle.wr.lock();
+        let h = self.handle.clone();
+        let mut guard = h.wr.lock();
         let w = &mut *guard;
         w.closed = true;
         let res = w
             .ctx
             .close(&mut w.out, frame)
             .map_err(|e| io::Error::other(e.to_string()))
-            .and_then(|()| w.write_out(&self.sock, &self.handle.stats));
+            .and_then(|()| w.write_out(&h.sock, &h.stats, h.params.close_timeout));
         if let Err(e) = res {
-            log::debug!(component = &*self.handle.component, conn_id:% = self.handle.info.id, error:% = e; "close frame not written");
+            log::debug!(component = &*h.component, conn_id:% = h.info.id, error:% = e; "close frame not written");
         }
     }
 
     /// After a close frame: wait (bounded) for the reader to see the end of the stream.
     fn linger(&mut self) {
-        let deadline = Instant::now() + self.params.close_timeout;
-        let kill_rx = self.handle.kill_rx.clone();
+        let deadline = Instant::now() + self.handle.params.close_timeout;
+        let h = self.handle.clone();
         loop {
             crossbeam_channel::select! {
-                recv(self.ctrl_rx) -> c => match c {
+                recv(h.ctrl_rx) -> c => match c {
                     Ok(Ctrl::ReaderDone) | Err(_) => return,
                     Ok(_) => {}
                 },
-                recv(kill_rx) -> _ => return,
+                recv(h.kill_rx) -> _ => return,
                 default(deadline.saturating_duration_since(Instant::now())) => return,
             }
         }
     }
 
-    fn lost(&self, e: &tungstenite::Error) {
-        log::debug!(component = &*self.handle.component, conn_id:% = self.handle.info.id, peer:% = self.handle.info.peer, error:% = e; "write failed; connection lost");
+    /// A write failed. A peer that stopped taking data is cut with a WARN (and a 1008 close
+    /// frame if the socket still takes one); anything else is an ordinary loss.
+    fn failed(&self, e: &tungstenite::Error) {
+        let h = &self.handle;
+        match e {
+            tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
+                log::warn!(component = &*h.component, conn_id:% = h.info.id, peer:% = h.info.peer, timeout_ms = h.params.write_timeout.as_millis() as u64; "{}", event::WRITE_TIMEOUT);
+                h.stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
+                h.close_now(1008, "write timeout");
+            }
+            _ => {
+                log::debug!(component = &*h.component, conn_id:% = h.info.id, peer:% = h.info.peer, error:% = e; "write failed; connection lost");
+            }
+        }
     }
 }

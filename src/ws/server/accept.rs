@@ -57,7 +57,8 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         Err(_) => return,
     };
     handshake::start(&sock, inner.cfg.handshake_timeout);
-    let Ok(raw) = sock.try_clone() else { return };
+    // One descriptor per connection: the handshake, the reader and the handle share it.
+    let raw = Arc::new(sock);
     if inner.registry.read().by_id.len() >= inner.cfg.max_connections {
         log::warn!(component = &*name, peer:% = peer, limit = inner.cfg.max_connections; "{}", event::CONNECTION_REFUSED);
         reply_http(&raw, UNAVAILABLE);
@@ -72,7 +73,7 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         Ok(resp)
     };
     let ws = match tungstenite::accept_hdr_with_config(
-        HalfStream::new(sock),
+        HalfStream::new(raw.clone()),
         callback,
         Some(inner.cfg.tungstenite()),
     ) {
@@ -127,12 +128,14 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         info.clone(),
         name.clone(),
         Outbound::PerConnection {
-            strategy: inner.cfg.outbound_overflow,
+            strategy: inner.cfg.overflow_for(true),
             capacity: inner.cfg.outbound_capacity,
             max_bytes: inner.cfg.outbound_max_bytes,
         },
         params,
         counters.stats.clone(),
+        &inner.core.threads,
+        Some(inner.budget.clone()),
     ) {
         Ok(x) => x,
         Err(e) => {
@@ -157,7 +160,6 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         path: path.clone(),
         peer,
     });
-    let threads = inner.core.threads.clone();
     let stats = counters.stats;
     let id = info.id;
     let inbound = handshake::Inbound {
@@ -171,7 +173,7 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
     };
     // Hold only a weak reference while running, so dropping the server is never blocked by us.
     drop(inner);
-    let end = run.run(&threads, |msg| {
+    let end = run.run(|msg| {
         inbound.deliver(msg, |data| TaggedData {
             tag: tag.clone(),
             data,

@@ -17,7 +17,7 @@ use crate::error::{Context, Error, Result, SendError};
 use crate::reactive::{Notification, Subject, Subscription};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::telemetry::{self, event, Kind, Tracked};
-use crate::ws::conn::ConnHandle;
+use crate::ws::conn::{ConnHandle, InboundBudget};
 use crate::ws::datatype::{Datatype, Datatypes};
 use crate::ws::outbound::Refused;
 use crate::ws::{ConnId, ConnectionEvent, TaggedData, WSConfig};
@@ -100,6 +100,8 @@ struct Inner<T: Clone + Send + 'static> {
     /// Counters per path, kept for the server's life (cumulative across connections); their
     /// sum is `stats()`. See [`MAX_METRIC_PATHS`].
     path_counters: Mutex<HashMap<Arc<str>, Tracked>>,
+    /// Shared by every connection: see [`WSConfig::inbound_budget`].
+    budget: Arc<InboundBudget>,
 }
 
 impl<T: Clone + Send + 'static> RxWSServer<T> {
@@ -169,6 +171,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
         }
         .into();
         let (conn_done_tx, conn_done_rx) = bounded(cfg.max_connections);
+        let cfg_budget = cfg.inbound_budget;
         let inner = Arc::new(Inner {
             core: Core::new(
                 name.clone(),
@@ -188,8 +191,11 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             conn_done_rx,
             completing: AtomicBool::new(false),
             path_counters: Mutex::new(HashMap::new()),
+            budget: InboundBudget::new(name.clone(), cfg_budget),
         });
         let server = RxWSServer { inner };
+        // Joins connection threads as they end (and runs heartbeats).
+        server.inner.core.threads.start_timer()?;
         setup(&server);
         let weak = Arc::downgrade(&server.inner);
         server
@@ -238,6 +244,12 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             s += t.stats.snapshot();
         }
         s
+    }
+
+    /// Bytes of partial inbound messages held against the server's
+    /// [`inbound_budget`](WSConfig::inbound_budget) now, and the most held at once so far.
+    pub fn inbound_buffered(&self) -> (usize, usize) {
+        self.inner.budget.usage()
     }
 
     /// Threads the server is running now (accept, and reader + writer per connection).
@@ -345,14 +357,16 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
                     only.send(msg)
                         .map_err(|r| SendError::new(self.refused(only, r), None))
                 }
-                // Fan-out is queued: each connection's writer thread writes in parallel. A
+                // Fan-out: written on this thread to each connection that takes it at once
+                // (no thread wakes for an idle connection); queued for the others, by their
+                // policy, never waiting on one connection under the server's default. A
                 // connection that refuses is counted and logged; the others still get it.
                 Some((last, rest)) => {
                     log::debug!(component = &*self.core.name, path = &*tag, recipients = conns.len(), bytes = msg.len(); "{}", event::MESSAGE_SENT);
                     for c in rest {
-                        let _refused_is_counted = c.enqueue(msg.clone());
+                        let _refused_is_counted = c.send(msg.clone());
                     }
-                    let _refused_is_counted = last.enqueue(msg);
+                    let _refused_is_counted = last.send(msg);
                     Ok(())
                 }
                 None => Ok(()),
@@ -442,7 +456,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             Kind::Server,
             &self.core.name,
             Some(key),
-            self.cfg.outbound_overflow.name(),
+            self.cfg.overflow_for(true).name(),
         );
         map.insert(Arc::from(key), t.clone());
         t
