@@ -116,6 +116,18 @@ pub enum Error {
         /// Why it failed.
         source: Box<Error>,
     },
+    /// A connection ended sooner than `RetryPolicy::reset_after` after its handshake (the
+    /// server closed it, sent garbage, or an oversized frame): a failed attempt, reported as
+    /// the source of [`Error::ConnectFailed`].
+    #[error("{ctx}: connection ended {after_ms} ms after its handshake: {reason}")]
+    ConnectionDropped {
+        /// The client, with the peer.
+        ctx: Box<Context>,
+        /// How long it stayed open.
+        after_ms: u64,
+        /// How it ended.
+        reason: String,
+    },
     /// The client gave up reconnecting after its `RetryPolicy::max_retries`.
     #[error("{ctx}: gave up after {attempts} connection attempts")]
     RetriesExhausted {
@@ -340,6 +352,7 @@ impl Error {
             | Error::NotConnected { ctx }
             | Error::NoConnection { ctx }
             | Error::ConnectFailed { ctx, .. }
+            | Error::ConnectionDropped { ctx, .. }
             | Error::RetriesExhausted { ctx, .. }
             | Error::Undelivered { ctx, .. }
             | Error::AlreadyClosed { ctx } => Some(ctx),

@@ -297,3 +297,58 @@ impl Drop for ExitGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_timer_thread_joins_an_exited_thread_without_another_spawn() {
+        let t = Threads::new("reap".into(), 64 << 10, None);
+        t.start_timer().unwrap();
+        for _ in 0..50 {
+            t.spawn("short".into(), || {}).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // Joined (not only exited): its handle has left both lists.
+            while !(t.finished.lock().is_empty() && t.live_count() == 1) {
+                assert!(Instant::now() < deadline, "exited thread not joined");
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        t.begin_stop();
+        t.join_all();
+        assert_eq!(t.live_count(), 0);
+    }
+
+    struct Count(AtomicU64, u64);
+    impl Tick for Count {
+        fn tick(&self, now: Instant) -> Option<Instant> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            (n < self.1).then(|| now + Duration::from_millis(1))
+        }
+    }
+
+    #[test]
+    fn ticks_run_until_they_stop_asking_and_dropped_ones_are_forgotten() {
+        let t = Threads::new("tick".into(), 64 << 10, None);
+        let a = Arc::new(Count(AtomicU64::new(0), 5));
+        let b = Arc::new(Count(AtomicU64::new(0), u64::MAX));
+        let now = Instant::now();
+        let wa: Weak<dyn Tick> = Arc::downgrade(&a) as Weak<dyn Tick>;
+        let wb: Weak<dyn Tick> = Arc::downgrade(&b) as Weak<dyn Tick>;
+        t.schedule(now, wa).unwrap();
+        t.schedule(now, wb).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.0.load(Ordering::SeqCst) < 5 || b.0.load(Ordering::SeqCst) < 5 {
+            assert!(Instant::now() < deadline);
+            thread::sleep(Duration::from_millis(1));
+        }
+        drop(b);
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(a.0.load(Ordering::SeqCst), 5, "a asked for no more");
+        assert!(t.timer.lock().heap.is_empty(), "b forgotten once dropped");
+        t.begin_stop();
+        t.join_all();
+    }
+}

@@ -273,8 +273,10 @@ fn a_message_over_the_size_limit_closes_with_1009_and_the_server_keeps_serving()
 #[test]
 fn nothing_is_written_after_a_close_frame() {
     // The peer closes; the server keeps broadcasting. After the close reply, no data frame
-    // may follow on the wire.
-    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
+    // may follow on the wire. (`block`: the broadcast waits for the peer rather than cutting
+    // it when it falls behind, as the server's default would.)
+    let cfg = quiet().outbound(1024, rxplus::OverflowStrategy::Block);
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, cfg).unwrap();
     let mut peer = raw_ws_peer(server.local_addr().port(), "/c");
     assert!(wait_until(WAIT, || server.connection_count() == 1));
     let h = server.handle();

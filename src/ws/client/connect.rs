@@ -63,9 +63,11 @@ impl<T: Clone + Send + 'static> Inner<T> {
     }
 }
 
-/// Connects to `conn` and runs the opening handshake, bounded by `cfg.handshake_timeout`;
-/// `on_socket` sees the socket before the handshake (to shut it down from another thread);
-/// `deadline`, if any, bounds the whole upgrade (and stays set on the returned stream);
+/// Connects to `conn` and runs the opening handshake, all within one total deadline: `deadline`
+/// if given, otherwise `cfg.handshake_timeout` from now (a server trickling its response cannot
+/// stretch it); `on_socket` sees the socket before the handshake (to shut it down from another
+/// thread); a given deadline stays set on the returned stream (the gateway's HELLO exchange
+/// runs under it), the default one is cleared;
 /// `abort` is asked while the TCP connection is under way, so a dispose or stop never waits
 /// for an unresponsive host.
 /// Returns the WebSocket, the peer's address and a clone of the socket; read and write
@@ -78,7 +80,8 @@ pub(crate) fn dial(
     abort: &dyn Fn() -> bool,
     on_socket: impl FnOnce(&Arc<TcpStream>),
 ) -> Result<(WebSocket<HalfStream>, SocketAddr, Arc<TcpStream>)> {
-    let timeout = cfg.handshake_timeout;
+    let keep_deadline = deadline.is_some();
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + cfg.handshake_timeout);
     let addrs: Vec<SocketAddr> = (conn.host(), conn.port())
         .to_socket_addrs()
         .map_err(|e| Error::io(name, Some(conn.authority()), e))?
@@ -86,7 +89,8 @@ pub(crate) fn dial(
     let mut last = None;
     let mut sock = None;
     for a in addrs {
-        match connect_abortable(&a, timeout, abort) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match connect_abortable(&a, left, abort) {
             Ok(s) => {
                 sock = Some((s, a));
                 break;
@@ -101,16 +105,19 @@ pub(crate) fn dial(
             return Err(Error::io(name, Some(conn.authority()), e));
         }
     };
-    handshake::start(&sock, timeout);
+    handshake::start(&sock, deadline.saturating_duration_since(Instant::now()));
     let raw = Arc::new(sock);
     on_socket(&raw);
     let url = conn.url();
     match tungstenite::client::client_with_config(
         url.as_str(),
-        HalfStream::with_deadline(raw.clone(), deadline),
+        HalfStream::with_deadline(raw.clone(), Some(deadline)),
         Some(cfg.tungstenite()),
     ) {
-        Ok((ws, _resp)) => {
+        Ok((mut ws, _resp)) => {
+            if !keep_deadline {
+                ws.get_mut().set_deadline(None);
+            }
             handshake::finish(&raw);
             Ok((ws, peer, raw))
         }
@@ -150,7 +157,6 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
         let wait = match inner.open(seq) {
             Ok((run, handle, info)) => {
                 let handshake = started.elapsed();
-                failures = 0;
                 let buffering = inner.cfg.buffer_while_disconnected;
                 // What was held for the first attempt goes out now.
                 let held = inner.hold_first.swap(false, Ordering::AcqRel);
@@ -184,7 +190,9 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                     path: inner.path.clone(),
                 };
                 drop(inner);
-                let end = run.run(|msg| inbound.deliver(msg, |item| item));
+                let opened = Instant::now();
+                let mut end = run.run(|msg| inbound.deliver(msg, |item| item));
+                let lasted = opened.elapsed();
                 handle.abort();
                 let Some(inner) = weak.upgrade() else { return };
                 inner.connected.store(false, Ordering::Release);
@@ -198,7 +206,7 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                 // Buffering off: what was queued for this connection is dropped (the writer
                 // keeps no unsent batch without buffering).
                 if buffering {
-                    pending = end.unsent;
+                    pending = std::mem::take(&mut end.unsent);
                 } else {
                     inner.drop_queued("disconnected");
                 }
@@ -206,7 +214,22 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                     break;
                 }
                 inner.set_state(ConnectionState::Disconnected);
-                inner.cfg.retry.delay(0)
+                // Healthy long enough: the backoff starts over. Ended sooner (a server that
+                // accepts and drops at once): a failed attempt, and the backoff keeps growing.
+                if lasted >= inner.cfg.retry.reset_after {
+                    failures = 0;
+                    inner.cfg.retry.delay(0)
+                } else {
+                    let e = Error::ConnectionDropped {
+                        ctx: Context::new(&inner.core.name, Some(peer.to_string())),
+                        after_ms: lasted.as_millis() as u64,
+                        reason: end_cause(&end),
+                    };
+                    match failed_attempt(&inner, &mut failures, e) {
+                        Some(delay) => delay,
+                        None => break,
+                    }
+                }
             }
             Err(e) => {
                 let outcome = match &e {
@@ -216,7 +239,6 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                     _ => Outcome::Failed,
                 };
                 inner.metrics.record_handshake(outcome, started.elapsed());
-                failures += 1;
                 // Held for a first attempt that failed: not sent, and said so.
                 if inner.hold_first.swap(false, Ordering::AcqRel)
                     && !inner.cfg.buffer_while_disconnected
@@ -224,28 +246,10 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                     inner.first_failed.store(true, Ordering::Release);
                     inner.drop_undelivered("first attempt failed");
                 }
-                if let Some(max) = inner.cfg.retry.max_retries {
-                    if failures > max {
-                        log::warn!(component = &*inner.core.name, path = &*inner.path, attempt = failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);
-                        let err = Error::RetriesExhausted {
-                            ctx: Context::new(&inner.core.name, None),
-                            attempts: failures,
-                            source: Box::new(e),
-                        };
-                        inner.completing.store(true, Ordering::Release);
-                        inner.core.terminate(Notification::Error(err));
-                        inner.set_state(ConnectionState::Closed);
-                        break;
-                    }
+                match failed_attempt(&inner, &mut failures, e) {
+                    Some(delay) => delay,
+                    None => break,
                 }
-                let delay = inner.cfg.retry.delay(failures - 1);
-                log::info!(component = &*inner.core.name, path = &*inner.path, attempt = failures, delay_ms = delay.as_millis() as u64, error:% = e; "{}", event::CONNECT_RETRY);
-                inner.core.report(Error::ConnectFailed {
-                    ctx: Context::new(&inner.core.name, None),
-                    attempt: failures,
-                    source: Box::new(e),
-                });
-                delay
             }
         };
         let Some(inner) = weak.upgrade() else { return };
@@ -258,6 +262,51 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
     }
     if let Some(inner) = weak.upgrade() {
         inner.ended_tx.lock().take();
+    }
+}
+
+/// Counts a failed attempt and reports it on the errors stream: the delay before the next
+/// one, or `None` when the retry policy gives up (the client then ends with an error).
+fn failed_attempt<T: Clone + Send + 'static>(
+    inner: &Inner<T>,
+    failures: &mut u32,
+    e: Error,
+) -> Option<std::time::Duration> {
+    *failures += 1;
+    if let Some(max) = inner.cfg.retry.max_retries {
+        if *failures > max {
+            log::warn!(component = &*inner.core.name, path = &*inner.path, attempt = *failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);
+            let err = Error::RetriesExhausted {
+                ctx: Context::new(&inner.core.name, None),
+                attempts: *failures,
+                source: Box::new(e),
+            };
+            inner.completing.store(true, Ordering::Release);
+            inner.core.terminate(Notification::Error(err));
+            inner.set_state(ConnectionState::Closed);
+            return None;
+        }
+    }
+    let delay = inner.cfg.retry.delay(*failures - 1);
+    log::info!(component = &*inner.core.name, path = &*inner.path, attempt = *failures, delay_ms = delay.as_millis() as u64, error:% = e; "{}", event::CONNECT_RETRY);
+    inner.core.report(Error::ConnectFailed {
+        ctx: Context::new(&inner.core.name, None),
+        attempt: *failures,
+        source: Box::new(e),
+    });
+    Some(delay)
+}
+
+/// How a connection ended, in words, for the error a short-lived one reports.
+fn end_cause(end: &crate::ws::conn::ConnEnd) -> String {
+    use crate::ws::conn::EndReason;
+    match (&end.reason, &end.peer_close) {
+        (_, Some((code, reason))) if reason.is_empty() => format!("peer closed with code {code}"),
+        (_, Some((code, reason))) => format!("peer closed with code {code}: {reason}"),
+        (EndReason::Closed, None) => "closed".into(),
+        (EndReason::ProtocolError(code, e), None) => format!("protocol error ({code}): {e}"),
+        (EndReason::Lost(e), None) => format!("lost: {e}"),
+        (EndReason::Aborted, None) => "aborted".into(),
     }
 }
 

@@ -143,6 +143,8 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
             return;
         }
     };
+    // A reader cut for falling behind is told why when its socket still takes a frame.
+    handle.set_overflow_close(1008);
     // Shared by every inbound item of this connection (a reference count, not an allocation).
     let tag: Arc<str> = Arc::from(path.as_str());
     let Some(datatype) = inner.register(&path, handle.clone()) else {
