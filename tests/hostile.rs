@@ -122,7 +122,7 @@ fn a_peer_that_stops_reading_is_cut_after_write_timeout_however_it_trickles() {
             .outbound_max_bytes(256 << 20);
         let server = RxWSServer::<Vec<u8>>::bind_with_config(any_port(), Binary, cfg).unwrap();
         let addr = server.local_addr();
-        let mut peer = stalled_peer(addr, "/w");
+        let peer = stalled_peer(addr, "/w");
         assert!(wait_until(WAIT, || server.connection_count() == 1));
         let stop = Arc::new(AtomicBool::new(false));
         let trickler = trickle.then(|| {
