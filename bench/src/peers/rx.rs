@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use rxplus::ws::{Datatype, Datatypes, RxWSClient, RxWSServer, WSConnectionConfig};
+use rxplus::ws::{Datatype, Datatypes, RxWSClient, RxWSServer, WSConfig, WSConnectionConfig};
 
 use super::RunningServer;
 
@@ -15,6 +15,14 @@ pub fn server<T: Clone + Send + 'static>(
     datatype: impl Into<Datatypes<T>>,
 ) -> Result<RxWSServer<T>> {
     Ok(RxWSServer::bind("127.0.0.1:0", datatype)?)
+}
+
+/// A server on a free loopback port with `cfg`.
+pub fn server_with<T: Clone + Send + 'static>(
+    datatype: impl Into<Datatypes<T>>,
+    cfg: WSConfig,
+) -> Result<RxWSServer<T>> {
+    Ok(RxWSServer::bind_with_config("127.0.0.1:0", datatype, cfg)?)
 }
 
 /// A client of `path` on `addr`, connected (or an error after 10 s).

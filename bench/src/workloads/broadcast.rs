@@ -7,7 +7,7 @@
 //! 100 tokio tasks), so the figure is the whole stack's.
 //!
 //! Servers: rxplus `server.on_next(TaggedData::new(path, item))` (no connection id = the
-//! path). Raw: per connection a reader thread and a writer thread fed by a bounded channel
+//! path), with the `block` outbound policy like the others' bounded channels. Raw: per connection a reader thread and a writer thread fed by a bounded channel
 //! (1024, as rxplus' default outbound queue) that drains the channel, writes all, flushes once.
 //! tokio: per connection a reader task and a writer task with the same channel and
 //! drain-then-flush logic (`feed` each, `flush` once).
@@ -170,7 +170,11 @@ fn is_go(msg: &Message) -> bool {
 }
 
 fn rx_server(p: Params) -> Result<Box<dyn RunningServer>> {
-    let server = Arc::new(rx::server(Text)?);
+    // `block`, as the raw and tokio servers' bounded channels: the broadcaster waits for the
+    // slowest client, and every client gets all N (the server's default would cut a client
+    // that falls 1,024 messages behind).
+    let cfg = rxplus::ws::WSConfig::default().outbound(QUEUE, rxplus::OverflowStrategy::Block);
+    let server = Arc::new(rx::server_with(Text, cfg)?);
     let (go_tx, go) = mpsc::sync_channel::<()>(1);
     server.subscribe(move |m: TaggedData<String>| {
         if m.data == "go" {
