@@ -299,7 +299,7 @@ impl Report {
         out.push_str(
             "\nRatio = implementation ÷ baseline, computed per run pair (run i of each, the \
              runs interleaved), then median, min and max over the pairs. Lower is better for \
-             µs, MiB, threads and ms.\n\n### Targets (medians)\n\n| workload | target | \
+             µs, MiB, KiB, threads, fds and ms.\n\n### Targets (medians)\n\n| workload | target | \
              measured | met |\n|---|---|---|---|\n",
         );
         for w in &self.workloads {
