@@ -6,7 +6,8 @@
 //!   the open WebSocket connections), `DISPOSE` (answers `DISPOSED <ms>` and exits), `EXIT`
 //!   or end of input (exits at once).
 //! * client child prints workload-specific progress lines and finally `RESULT <json>`; it
-//!   exits on `EXIT`, and with an error when its stdin closes without one.
+//!   exits on `EXIT`, and with an error when its stdin closes without one. Any other line is a
+//!   command its workload may wait for ([`wait_command`], e.g. w6's `GO`).
 //!
 //! Every wait has a deadline, and a [`Child`] kills and reaps its process when dropped, so an
 //! error anywhere in the orchestrator leaves no orphan behind; a server child also exits when
@@ -16,6 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -145,19 +147,44 @@ pub fn announce(line: &str) {
     let _ = out.flush();
 }
 
+/// The client child's commands from the orchestrator other than `EXIT`, in order.
+static COMMANDS: OnceLock<Mutex<Receiver<String>>> = OnceLock::new();
+
 /// Watches a client child's stdin: `EXIT` ends the process cleanly, end of input (the
-/// orchestrator is gone) ends it with status 1, so no client outlives its orchestrator.
+/// orchestrator is gone) ends it with status 1, so no client outlives its orchestrator. Other
+/// lines go to [`wait_command`].
 fn watch_orchestrator() {
-    std::thread::spawn(|| {
+    let (tx, rx) = mpsc::channel();
+    let _ = COMMANDS.set(Mutex::new(rx));
+    std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
             match line {
                 Ok(l) if l.trim() == "EXIT" => std::process::exit(0),
-                Ok(_) => {}
+                Ok(l) => {
+                    let _ = tx.send(l.trim().to_string());
+                }
                 Err(_) => break,
             }
         }
         std::process::exit(1)
     });
+}
+
+/// In a client child: waits up to `timeout` for the orchestrator's next command, which must
+/// start with `word`. Returns the rest of the line.
+pub fn wait_command(word: &str, timeout: Duration) -> Result<String> {
+    let commands = COMMANDS.get().context("no orchestrator to wait for")?;
+    let commands = commands.lock().unwrap_or_else(PoisonError::into_inner);
+    match commands.recv_timeout(timeout) {
+        Ok(line) => match line.strip_prefix(word) {
+            Some(rest) => Ok(rest.trim().to_string()),
+            None => bail!("expected the command `{word} …`, got `{line}`"),
+        },
+        Err(_) => bail!(
+            "no `{word}` from the orchestrator within {:.0} s",
+            timeout.as_secs_f64()
+        ),
+    }
 }
 
 /// For clients that hold their connections until the orchestrator says `EXIT`.

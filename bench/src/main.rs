@@ -10,6 +10,8 @@
 //! * w3: echo round trip of 32 B, p50/p99/p99.9 µs (rxplus reactive and blocking callers);
 //! * w4: broadcast to 100 clients on a path, deliveries/s and server peak RSS;
 //! * w5: 1,000 idle connections, server RSS, threads, and `dispose` time;
+//! * w6: 10,000 connections, idle then one broadcast to all: threads, descriptors and RSS per
+//!   connection, broadcast time and `dispose` time;
 //! * g1–g3: the gateway next to the WebSocket layer alone: one-way 64 B frames/s, echo round
 //!   trip, and a connect storm of 200 dialers (time, threads, RSS).
 //!
@@ -34,7 +36,8 @@ mod report;
 mod workloads;
 
 fn main() {
-    // 1,000 connections (plus their clones in the raw server) exceed a default limit of 1024.
+    // w5's 1,000 connections exceed a default limit of 1024; w6 asks for more where it needs
+    // it (`procfs::ensure_nofile`).
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("rxplus-bench: warning: cannot raise RLIMIT_NOFILE: {e}");
     }

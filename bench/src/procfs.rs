@@ -27,6 +27,30 @@ pub fn status(pid: u32) -> Result<ProcStatus> {
     })
 }
 
+/// Open descriptors of a process: the entries of `/proc/<pid>/fd`.
+pub fn fd_count(pid: u32) -> Result<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("read /proc/{pid}/fd"))?;
+    Ok(dir.count() as u64)
+}
+
+/// Makes sure this process may open `want` descriptors: raises the soft RLIMIT_NOFILE, and the
+/// hard one too when it is lower (allowed with CAP_SYS_RESOURCE, e.g. as root). `main` has
+/// already raised the soft limit to the hard one; this is for workloads that need more.
+pub fn ensure_nofile(want: u64) -> Result<()> {
+    use rlimit::Resource;
+    let (soft, hard) = Resource::NOFILE.get().context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft >= want {
+        return Ok(());
+    }
+    Resource::NOFILE.set(want, hard.max(want)).with_context(|| {
+        format!(
+            "RLIMIT_NOFILE is {soft} (hard {hard}) and {want} are needed; \
+             raising the hard limit needs CAP_SYS_RESOURCE"
+        )
+    })
+}
+
 /// One line per fact: CPU, cores, memory, kernel, rustc.
 pub fn machine() -> Vec<(&'static str, String)> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

@@ -299,7 +299,7 @@ impl Report {
         out.push_str(
             "\nRatio = implementation ÷ baseline, computed per run pair (run i of each, the \
              runs interleaved), then median, min and max over the pairs. Lower is better for \
-             µs, MiB, threads and ms.\n\n### Targets (medians)\n\n| workload | target | \
+             µs, MiB, KiB, threads, fds and ms.\n\n### Targets (medians)\n\n| workload | target | \
              measured | met |\n|---|---|---|---|\n",
         );
         for w in &self.workloads {
@@ -605,7 +605,7 @@ fn check(t: &Target, rows: &[Row]) -> TargetResult {
                     label(variant),
                     metric_label(metric),
                     symbol(cmp),
-                    fmt_value(bound, 0)
+                    fmt_bound(bound)
                 ),
                 measured: s.map_or("no data".into(), |s| {
                     format!("{} {unit}", fmt_value(s.median, dec))
@@ -668,6 +668,15 @@ pub fn fmt_value(x: f64, decimals: usize) -> String {
         format!("{sign}{grouped}")
     } else {
         format!("{sign}{grouped}.{frac}")
+    }
+}
+
+/// A target's bound as written in the issue: grouped when whole (2,000), as is otherwise (1.2).
+fn fmt_bound(x: f64) -> String {
+    if x.fract() == 0.0 {
+        fmt_value(x, 0)
+    } else {
+        x.to_string()
     }
 }
 

@@ -45,11 +45,12 @@ const QUEUE: usize = 1024;
 /// How long the server waits, after `go`, for every client to be registered.
 const REGISTER_WAIT: Duration = Duration::from_secs(10);
 
+/// Sizes of a broadcast (w4 here; w6 in `scale.rs` broadcasts one message).
 #[derive(Debug, Serialize, Deserialize)]
-struct Params {
-    clients: usize,
-    messages: usize,
-    size: usize,
+pub(super) struct Params {
+    pub(super) clients: usize,
+    pub(super) messages: usize,
+    pub(super) size: usize,
 }
 
 static METRICS: [Metric; 2] = [
@@ -141,7 +142,14 @@ impl Workload for Broadcast {
     fn server(&self, variant: &str, params: &Value) -> Result<Box<dyn RunningServer>> {
         let p: Params = serde_json::from_value(params.clone())?;
         match Stack::of(variant)? {
-            Stack::Rxplus => rx_server(p),
+            // `block`, as the raw and tokio servers' bounded channels: the broadcaster waits
+            // for the slowest client, and every client gets all N (the server's default would
+            // cut a client that falls 1,024 messages behind).
+            Stack::Rxplus => rx_server(
+                PATH,
+                p,
+                rxplus::ws::WSConfig::default().outbound(QUEUE, rxplus::OverflowStrategy::Block),
+            ),
             Stack::Raw => raw_server(p),
             Stack::Tokio => tokio_server(p),
         }
@@ -165,34 +173,47 @@ impl Workload for Broadcast {
     }
 }
 
+/// The message a client process sends on one connection to start the broadcast.
 fn is_go(msg: &Message) -> bool {
     matches!(msg, Message::Text(t) if t.as_str() == "go")
 }
 
-fn rx_server(p: Params) -> Result<Box<dyn RunningServer>> {
-    // `block`, as the raw and tokio servers' bounded channels: the broadcaster waits for the
-    // slowest client, and every client gets all N (the server's default would cut a client
-    // that falls 1,024 messages behind).
-    let cfg = rxplus::ws::WSConfig::default().outbound(QUEUE, rxplus::OverflowStrategy::Block);
+/// How many clients a `go` message asks the broadcast to wait for: all for `go`, `n` for
+/// `go <n>` (w6: the connections the server holds, fewer when it refused some); `None` when
+/// the text is no `go`.
+pub(super) fn go_for(text: &str, all: usize) -> Option<usize> {
+    match text.strip_prefix("go")? {
+        "" => Some(all),
+        rest => rest.strip_prefix(' ')?.parse().ok(),
+    }
+}
+
+/// rxplus with `cfg`: on `go`, `p.messages` items of `p.size` B to `path` once `p.clients`
+/// are there.
+pub(super) fn rx_server(
+    path: &'static str,
+    p: Params,
+    cfg: rxplus::ws::WSConfig,
+) -> Result<Box<dyn RunningServer>> {
     let server = Arc::new(rx::server_with(Text, cfg)?);
-    let (go_tx, go) = mpsc::sync_channel::<()>(1);
+    let (go_tx, go) = mpsc::sync_channel::<usize>(1);
     server.subscribe(move |m: TaggedData<String>| {
-        if m.data == "go" {
-            let _ = go_tx.try_send(());
+        if let Some(clients) = go_for(&m.data, p.clients) {
+            let _ = go_tx.try_send(clients);
         }
     });
     let s = server.clone();
     // The application's thread that broadcasts (not the reader thread that got `go`).
     std::thread::spawn(move || {
-        if go.recv().is_err() {
+        let Ok(clients) = go.recv() else {
             return;
-        }
-        if let Err(e) = wait_until(p.clients, REGISTER_WAIT, || s.connections(PATH).len()) {
-            eprintln!("w4 rxplus server: {e}");
+        };
+        if let Err(e) = wait_until(clients, REGISTER_WAIT, || s.connections(path).len()) {
+            eprintln!("rxplus broadcast server: {e}");
             return;
         }
         let payload = "x".repeat(p.size);
-        let path: Arc<str> = PATH.into();
+        let path: Arc<str> = path.into();
         for _ in 0..p.messages {
             s.on_next(TaggedData::new(path.clone(), payload.clone()));
         }
@@ -202,7 +223,7 @@ fn rx_server(p: Params) -> Result<Box<dyn RunningServer>> {
 
 type Senders<T> = Arc<Mutex<Vec<T>>>;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

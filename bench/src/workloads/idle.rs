@@ -10,14 +10,14 @@
 //! The server's figures include the benchmark harness' main thread (the same for all).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    start_client, start_server, Cmp, Ctx, Metric, Sample, Target, Variant, Workload, EXIT_TIMEOUT,
+    dispose_server, start_client, start_server, wait_server_count, Cmp, Ctx, Metric, Sample,
+    Target, Variant, Workload, CONNECT_TIMEOUT, EXIT_TIMEOUT,
 };
 use crate::child::{announce, hold_until_exit};
 use crate::peers::{raw, RunningServer, Stack};
@@ -27,9 +27,6 @@ pub struct Idle;
 pub static W5: Idle = Idle;
 
 const PATH: &str = "/idle";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
-const COUNT_TIMEOUT: Duration = Duration::from_secs(30);
-const DISPOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Params {
@@ -116,23 +113,9 @@ impl Workload for Idle {
         let (mut server, addr) = start_server(ctx, self.id(), variant, &params)?;
         let mut client = start_client(ctx, self.id(), variant, &addr, &params)?;
         client.expect("CONNECTED", CONNECT_TIMEOUT)?;
-        let until = Instant::now() + COUNT_TIMEOUT;
-        loop {
-            server.send("COUNT")?;
-            let n: usize = server.expect("COUNT", COUNT_TIMEOUT)?.parse()?;
-            if n >= p.connections {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < until,
-                "server sees only {n} of {} connections",
-                p.connections
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_server_count(&mut server, p.connections)?;
         let status = procfs::status(server.pid())?;
-        server.send("DISPOSE")?;
-        let dispose_ms: f64 = server.expect("DISPOSED", DISPOSE_TIMEOUT)?.parse()?;
+        let dispose_ms = dispose_server(&mut server)?;
         server.finish(EXIT_TIMEOUT)?;
         client.finish(EXIT_TIMEOUT)?;
         Ok(Sample::from([
@@ -150,9 +133,7 @@ impl Workload for Idle {
     /// process ends there; there is no `RESULT`).
     fn client(&self, _variant: &str, addr: SocketAddr, params: &Value) -> Result<Sample> {
         let p: Params = serde_json::from_value(params.clone())?;
-        let conns = (0..p.connections)
-            .map(|i| raw::connect(addr, PATH).with_context(|| format!("connection {i}")))
-            .collect::<Result<Vec<_>>>()?;
+        let conns = raw::connect_many(addr, PATH, p.connections)?;
         announce(&format!("CONNECTED {}", conns.len()));
         hold_until_exit()
     }

@@ -1,7 +1,7 @@
 //! The workloads. Each is a [`Workload`]: it names its variants, metrics and targets, sizes
 //! itself (full or `--quick`), and implements both child roles (server and client) for every
-//! variant. The orchestrator only iterates [`all`]; adding a workload (e.g. w6, the gateway)
-//! is one module here plus one line in [`all`].
+//! variant. The orchestrator only iterates [`all`]; adding a workload is one module here plus
+//! one line in [`all`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ mod echo;
 mod gateway;
 mod idle;
 mod oneway;
+mod scale;
 
 /// Every workload, in run order.
 pub fn all() -> Vec<&'static dyn Workload> {
@@ -28,6 +29,7 @@ pub fn all() -> Vec<&'static dyn Workload> {
         &echo::W3,
         &broadcast::W4,
         &idle::W5,
+        &scale::W6,
         &gateway::G1,
         &gateway::G2,
         &gateway::G3,
@@ -150,6 +152,11 @@ pub const RESULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Clients give up after this; it is below [`RESULT_TIMEOUT`] so a client's own message wins.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(90);
+/// A client child that holds many connections (w5, w6) says `CONNECTED` within this.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// A server child answers `COUNT` within this, and counts every connection within this.
+pub const COUNT_TIMEOUT: Duration = Duration::from_secs(30);
+const DISPOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts the server child for `variant`, waits for `READY`.
 pub fn start_server(
@@ -217,4 +224,32 @@ pub fn wait_until(n: usize, deadline: Duration, count: impl Fn() -> usize) -> Re
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Asks the server child for its connection count (`COUNT`) until it reaches `n`: connections
+/// a client has completed can take a moment to be registered on the server side.
+pub fn wait_server_count(server: &mut Child, n: usize) -> Result<()> {
+    let until = std::time::Instant::now() + COUNT_TIMEOUT;
+    loop {
+        let c = server_count(server)?;
+        if c >= n {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= until {
+            bail!("server sees only {c} of {n} connections");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The server child's open WebSocket connections (`COUNT`).
+pub fn server_count(server: &mut Child) -> Result<usize> {
+    server.send("COUNT")?;
+    Ok(server.expect("COUNT", COUNT_TIMEOUT)?.parse()?)
+}
+
+/// Tells the server child to dispose (`DISPOSE`); returns how long its dispose took, in ms.
+pub fn dispose_server(server: &mut Child) -> Result<f64> {
+    server.send("DISPOSE")?;
+    Ok(server.expect("DISPOSED", DISPOSE_TIMEOUT)?.parse()?)
 }
