@@ -60,8 +60,9 @@ fn closed_events(server: &RxWSServer<String>) -> Arc<AtomicUsize> {
 fn one_stalled_reader_never_stalls_a_path_under_the_default_policy() {
     let otel = capture::otel(LevelFilter::Warn);
     let name = "stall-default";
-    let server =
-        RxWSServer::<String>::bind_with_config(any_port(), Text, quiet().name(name)).unwrap();
+    // The default policy (drop-old); a short write timeout so the stalled peer is cut soon.
+    let cfg = quiet().name(name).write_timeout(Duration::from_secs(1));
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, cfg).unwrap();
     let closed = closed_events(&server);
     let addr = server.local_addr();
     let fast: Vec<_> = (0..3)
@@ -72,9 +73,12 @@ fn one_stalled_reader_never_stalls_a_path_under_the_default_policy() {
     let _stalled = stalled_peer(addr, "/room");
     assert!(wait_until(WAIT, || server.connections("/room").len() == 4));
     const N: usize = 5_000;
+    let counts: Arc<Vec<AtomicUsize>> = Arc::new((0..3).map(|_| AtomicUsize::new(0)).collect());
     let readers: Vec<_> = rxs
         .into_iter()
-        .map(|rx| {
+        .enumerate()
+        .map(|(k, rx)| {
+            let counts = counts.clone();
             std::thread::spawn(move || {
                 let mut got = Vec::with_capacity(N);
                 while got.len() < N {
@@ -82,14 +86,22 @@ fn one_stalled_reader_never_stalls_a_path_under_the_default_policy() {
                         Ok(Notification::Next(m)) => got.push(m),
                         other => panic!("after {}: {other:?}", got.len()),
                     }
+                    counts[k].store(got.len(), Ordering::SeqCst);
                 }
                 got
             })
         })
         .collect();
-    // 1 KiB each: 5 MB to the stalled peer, far beyond its socket and its 1 MiB queue.
+    // 1 KiB each: 5 MB to the stalled peer, far beyond its socket and its 1 MiB queue. The
+    // producer keeps within 500 messages of the slowest fast reader (its own flow control):
+    // it never waits on the stalled one.
     let pad = "x".repeat(1024);
+    let start = Instant::now();
     for i in 0..N {
+        while i >= 500 && counts.iter().any(|c| c.load(Ordering::SeqCst) + 500 < i) {
+            std::thread::yield_now();
+            assert!(start.elapsed() < WAIT, "the fast readers stalled at {i}");
+        }
         server.on_next(TaggedData::new("/room", format!("{i} {pad}")));
     }
     for r in readers {
@@ -99,14 +111,21 @@ fn one_stalled_reader_never_stalls_a_path_under_the_default_policy() {
             assert!(m.starts_with(&format!("{i} ")), "out of order at {i}");
         }
     }
-    // The stalled one was cut (buffer-k), with a WARN, and only it.
+    // The stalled one fell behind (WARN once, oldest dropped), then was cut by the write
+    // timeout (WARN); only it.
     assert!(wait_until(WAIT, || closed.load(Ordering::SeqCst) == 1));
     assert_eq!(server.connections("/room").len(), 3);
     let recs = otel.records_of(&[name]);
-    let cut = capture::named(&recs, rxplus::telemetry::event::OVERFLOW_DISCONNECT);
-    assert_eq!(cut.len(), 1, "{recs:#?}");
-    assert_eq!(cut[0].attr("policy"), Some("buffer-k"));
-    assert!(server.stats().overflow_dropped >= 1);
+    let slow = capture::named(&recs, rxplus::telemetry::event::SLOW_READER);
+    assert_eq!(slow.len(), 1, "{recs:#?}");
+    assert_eq!(slow[0].attr("policy"), Some("drop-old"));
+    assert_eq!(
+        capture::named(&recs, rxplus::telemetry::event::WRITE_TIMEOUT).len(),
+        1
+    );
+    let stats = server.stats();
+    assert!(stats.overflow_dropped >= 1);
+    assert_eq!(stats.write_timeouts, 1);
 }
 
 #[test]

@@ -100,6 +100,11 @@ pub mod event {
     /// reading until others complete. Logged when the first reader starts waiting. Keys:
     /// `component`, `used`, `budget`.
     pub const INBOUND_BUDGET_SPENT: &str = "Inbound budget spent";
+    /// WARN, once per connection. Its outbound queue overflowed and the policy (`drop-old`,
+    /// the server's default, or `drop-new`) started dropping: the reader falls behind. Further
+    /// drops are counted (`overflow_dropped`) and logged at DEBUG. Keys: `component`,
+    /// `conn_id`, `policy`, `capacity`.
+    pub const SLOW_READER: &str = "Slow reader";
     /// WARN. A server at `max_connections` answered 503. Keys: `component`, `peer`, `limit`.
     pub const CONNECTION_REFUSED: &str = "Connection refused";
     /// WARN. A server's `accept` failed (e.g. out of file descriptors); it backs off and goes

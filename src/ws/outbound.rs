@@ -8,7 +8,7 @@
 //! `buffer-k` and `disconnect` ask for a disconnect. A single message larger than the whole
 //! budget is still accepted when nothing is queued.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::Mutex;
@@ -231,28 +231,37 @@ pub(crate) enum Refused {
     Closed,
 }
 
-/// Applies an outbound queue's policy to one message, counting and logging what it drops.
-/// `disconnect` is called when the policy asks for one. `Err` when the message was not queued.
+/// Applies an outbound queue's policy to one message, counting and logging what it drops
+/// (the first drop on a connection at WARN when `first_drop` is given: a reader falling
+/// behind). `disconnect` is called when the policy asks for one. `Err` when the message was
+/// not queued.
 pub(crate) fn push_outbound(
     queue: &OutQueue,
     msg: Message,
     component: &str,
     conn: Option<&ConnInfo>,
     stats: &Stats,
+    first_drop: Option<&AtomicBool>,
     disconnect: impl FnOnce(),
 ) -> Result<(), Refused> {
     // Only the drop branches format the id: nothing is allocated on the accepted path.
     let conn_id = || conn.map(|c| c.id.to_string()).unwrap_or_default();
+    let dropped = |n: usize| {
+        stats.record_overflow_drop(n as u64);
+        if first_drop.is_some_and(|f| !f.swap(true, Ordering::Relaxed)) {
+            log::warn!(component, conn_id = conn_id().as_str(), policy = queue.name(), capacity = queue.capacity(); "{}", event::SLOW_READER);
+        } else {
+            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = n; "{}", event::OVERFLOW_DROP);
+        }
+    };
     match queue.push(msg) {
         PushOutcome::Queued => Ok(()),
         PushOutcome::Evicted(n) => {
-            stats.record_overflow_drop(n as u64);
-            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = n; "{}", event::OVERFLOW_DROP);
+            dropped(n);
             Ok(())
         }
         PushOutcome::DroppedNew => {
-            stats.record_overflow_drop(1);
-            log::debug!(component, conn_id = conn_id().as_str(), policy = queue.name(), count = 1; "{}", event::OVERFLOW_DROP);
+            dropped(1);
             Err(Refused::Overflow)
         }
         PushOutcome::Disconnect => {

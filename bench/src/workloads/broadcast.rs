@@ -159,7 +159,7 @@ impl Workload for Broadcast {
         let p: Params = serde_json::from_value(params.clone())?;
         let elapsed = match Stack::of(variant)? {
             Stack::Rxplus => rx_clients(addr, &p)?,
-            Stack::Raw => raw_clients(addr, &p)?,
+            Stack::Raw => raw_clients(addr, PATH, &p, "go")?,
             Stack::Tokio => tokio_clients(addr, &p)?,
         };
         let secs = elapsed.as_secs_f64();
@@ -389,9 +389,11 @@ fn wait_all(done: &mpsc::Receiver<Result<(), String>>, clients: usize, t: Instan
     Ok(())
 }
 
-fn raw_clients(addr: SocketAddr, p: &Params) -> Result<Duration> {
+/// `p.clients` raw clients of `path`, each a reader thread counting to `p.messages`; `go`
+/// sent on the first starts the broadcast. The time until all have them.
+pub(super) fn raw_clients(addr: SocketAddr, path: &str, p: &Params, go: &str) -> Result<Duration> {
     let mut conns = (0..p.clients)
-        .map(|_| raw::connect(addr, PATH))
+        .map(|_| raw::connect(addr, path))
         .collect::<Result<Vec<_>>>()?;
     let (done_tx, done) = mpsc::channel();
     let n = p.messages;
@@ -420,7 +422,7 @@ fn raw_clients(addr: SocketAddr, p: &Params) -> Result<Duration> {
         std::thread::spawn(reader(ws));
     }
     let t = Instant::now();
-    first.send(Message::text("go"))?;
+    first.send(Message::text(go))?;
     std::thread::spawn(reader(first));
     wait_all(&done, p.clients, t)?;
     Ok(t.elapsed())

@@ -20,6 +20,7 @@ mod gateway;
 mod idle;
 mod oneway;
 mod scale;
+mod stall;
 
 /// Every workload, in run order.
 pub fn all() -> Vec<&'static dyn Workload> {
@@ -30,6 +31,7 @@ pub fn all() -> Vec<&'static dyn Workload> {
         &broadcast::W4,
         &idle::W5,
         &scale::W6,
+        &stall::W7,
         &gateway::G1,
         &gateway::G2,
         &gateway::G3,

@@ -235,7 +235,9 @@ impl Peer {
             return Sent::NotConnected;
         };
         let mut disconnect = false;
-        match push_outbound(pending, msg, component, None, stats, || disconnect = true) {
+        match push_outbound(pending, msg, component, None, stats, None, || {
+            disconnect = true
+        }) {
             Ok(()) => Sent::Ok,
             Err(Refused::Overflow) => Sent::Overflow { disconnect },
             Err(Refused::Closed) => Sent::NotConnected,

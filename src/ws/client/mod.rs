@@ -338,6 +338,7 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
             &self.core.name,
             current.as_deref().map(|c| &c.info),
             &self.core.stats,
+            None,
             || {
                 if let Some(c) = self.current.lock().clone() {
                     c.abort();

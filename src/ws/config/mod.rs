@@ -304,11 +304,13 @@ pub struct WSConfig {
     /// Outbound messages queued per connection (per client, across reconnects). Default 1024.
     pub outbound_capacity: usize,
     /// What a full outbound queue does. `None` (the default) takes the component's own:
-    /// [`OverflowStrategy::BufferK`] for a server (a connection that falls `outbound_capacity`
-    /// messages or `outbound_max_bytes` behind is closed with code 1008, so one slow reader
-    /// never holds up a broadcast or the others on its path), [`OverflowStrategy::Block`] for a
-    /// client or group (the sender waits until the writer makes room: backpressure on the one
-    /// producer that feeds the connection). See [`Self::overflow_for`].
+    /// [`OverflowStrategy::DropOld`] for a server (a send never waits on a connection; one that
+    /// falls `outbound_capacity` messages or `outbound_max_bytes` behind loses its oldest
+    /// queued messages, counted and logged, and one that takes nothing for
+    /// [`Self::write_timeout`] is closed: one slow reader never holds up a broadcast or the
+    /// others on its path), [`OverflowStrategy::Block`] for a client or group (the sender
+    /// waits until the writer makes room: backpressure on the one producer that feeds the
+    /// connection). See [`Self::overflow_for`].
     pub outbound_overflow: Option<OverflowStrategy>,
     /// Payload bytes queued per connection (per client, across reconnects). Going over it is an
     /// overflow like a full queue, handled by `outbound_overflow`; one message larger than this
@@ -363,7 +365,7 @@ impl Default for WSConfig {
             max_connections: default_max_connections(),
             listen_backlog: 1024,
             inbound_budget: 256 << 20,
-            read_buffer_size: 16 << 10,
+            read_buffer_size: 8 << 10,
             thread_stack_size: 256 << 10,
             retry: RetryPolicy::default(),
             buffer_while_disconnected: false,
@@ -452,10 +454,10 @@ impl WSConfig {
         self
     }
     /// The overflow policy a component uses: [`Self::outbound_overflow`] if set, otherwise
-    /// `buffer-k` for a server and `block` for a client or group.
+    /// `drop-old` for a server and `block` for a client or group.
     pub fn overflow_for(&self, server: bool) -> OverflowStrategy {
         self.outbound_overflow.unwrap_or(if server {
-            OverflowStrategy::BufferK
+            OverflowStrategy::DropOld
         } else {
             OverflowStrategy::Block
         })

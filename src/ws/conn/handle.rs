@@ -73,6 +73,8 @@ pub(crate) struct ConnHandle {
     pub(super) overflow_close: OnceLock<u16>,
     /// Set when the overflow policy disconnected the connection.
     pub(super) overflowed: AtomicBool,
+    /// Set at the first message the overflow policy dropped (logged at WARN once).
+    pub(super) dropping: AtomicBool,
     /// The writer holds a message popped from the queue (waiting for a pong): nothing may
     /// overtake it.
     pub(super) holding: AtomicBool,
@@ -200,6 +202,7 @@ impl ConnHandle {
             &self.component,
             Some(&self.info),
             &self.stats,
+            Some(&self.dropping),
             || {
                 self.overflowed.store(true, Ordering::Release);
                 match self.overflow_close.get() {

@@ -57,8 +57,9 @@ pub(super) const MAX_BATCH_BYTES: usize = 64 << 10;
 /// Capacity of the encode buffer kept between batches; a larger one (after a big message) is
 /// released, so an idle connection holds little.
 pub(super) const KEEP_OUT_CAPACITY: usize = 128 << 10;
-/// Control replies waiting for the writer; a full channel pushes back on the reader.
-pub(super) const CTRL_CAPACITY: usize = 64;
+/// Control replies waiting for the writer; a full channel pushes back on the reader. Small:
+/// its slots are allocated with the connection, and pongs usually go out directly.
+pub(super) const CTRL_CAPACITY: usize = 8;
 /// How long a writer thread with nothing to write waits for more before it ends.
 pub(super) const WRITER_IDLE: Duration = Duration::from_millis(200);
 /// Bytes a peer must take within `write_timeout` (or all that waits, if less) to count as

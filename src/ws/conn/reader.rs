@@ -104,6 +104,7 @@ impl ConnRun {
             pongs_pending: AtomicUsize::new(0),
             overflow_close: OnceLock::new(),
             overflowed: AtomicBool::new(false),
+            dropping: AtomicBool::new(false),
             holding: AtomicBool::new(false),
         });
         Ok((

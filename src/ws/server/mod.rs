@@ -413,9 +413,17 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
         }
         self.events.abort();
         self.wake_accept();
-        for c in self.all_conns() {
+        // Emptied at once, so each ending connection finds nothing to unregister (one by one,
+        // 10,000 connections would cost a path list rebuild each).
+        let conns: Vec<_> = {
+            let mut reg = self.registry.write();
+            reg.paths.clear();
+            reg.by_id.drain().map(|(_, (_, c))| c).collect()
+        };
+        for c in &conns {
             c.abort();
         }
+        drop(conns);
         self.core.threads.join_all();
         self.core.terminate(Notification::Completed);
         self.events.terminate(Notification::Completed);
@@ -474,7 +482,9 @@ impl<T: Clone + Send + 'static> Inner<T> {
             .map(|p| p.datatype.clone());
         let chosen = known.unwrap_or_else(|| self.datatypes.for_path(path));
         let mut reg = self.registry.write();
-        if reg.by_id.len() >= self.cfg.max_connections {
+        // Checked under the lock dispose empties the registry with: a connection registered
+        // after that would never be aborted.
+        if reg.by_id.len() >= self.cfg.max_connections || self.core.threads.is_stopping() {
             return None;
         }
         let entry = reg
@@ -484,10 +494,16 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 datatype: chosen,
                 conns: Arc::new(Vec::new()),
             });
-        let mut v = Vec::with_capacity(entry.conns.len() + 1);
-        v.extend(entry.conns.iter().cloned());
-        v.push(handle.clone());
-        entry.conns = Arc::new(v);
+        // In place unless a send holds the list now (then copied: the send keeps its snapshot).
+        match Arc::get_mut(&mut entry.conns) {
+            Some(v) => v.push(handle.clone()),
+            None => {
+                let mut v = Vec::with_capacity(entry.conns.len() + 1);
+                v.extend(entry.conns.iter().cloned());
+                v.push(handle.clone());
+                entry.conns = Arc::new(v);
+            }
+        }
         let datatype = entry.datatype.clone();
         reg.by_id.insert(handle.info.id, (path.to_owned(), handle));
         Some(datatype)
@@ -498,13 +514,18 @@ impl<T: Clone + Send + 'static> Inner<T> {
         if let Some((path, _)) = reg.by_id.remove(&id) {
             let now_empty = match reg.paths.get_mut(&path) {
                 Some(entry) => {
-                    let v: Vec<_> = entry
-                        .conns
-                        .iter()
-                        .filter(|c| c.info.id != id)
-                        .cloned()
-                        .collect();
-                    entry.conns = Arc::new(v);
+                    match Arc::get_mut(&mut entry.conns) {
+                        Some(v) => v.retain(|c| c.info.id != id),
+                        None => {
+                            let v: Vec<_> = entry
+                                .conns
+                                .iter()
+                                .filter(|c| c.info.id != id)
+                                .cloned()
+                                .collect();
+                            entry.conns = Arc::new(v);
+                        }
+                    }
                     entry.conns.is_empty()
                 }
                 None => false,
