@@ -345,6 +345,14 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
                 }
             },
         );
+        // The connection's writer sends what was queued (started if it is not running). Read
+        // again when there was none: a connection that started meanwhile may have looked at
+        // the queue before this push.
+        if pushed.is_ok() {
+            if let Some(c) = current.or_else(|| self.current.lock().clone()) {
+                c.ensure_writer();
+            }
+        }
         // Held for a first attempt that failed meanwhile: the connection thread has already
         // dropped and reported what it found; this one is dropped and reported here.
         if held && pushed.is_ok() && self.first_failed.load(Ordering::Acquire) {
