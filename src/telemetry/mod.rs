@@ -64,8 +64,8 @@ pub mod event {
     /// upgrade (a plain HTTP request gets 426, a malformed upgrade 400). Keys: `component`,
     /// `peer`, `error`, `status`, `duration_ms`.
     pub const HANDSHAKE_FAILED: &str = "Handshake failed";
-    /// INFO. A server's handshake did not finish within `handshake_timeout`. Keys:
-    /// `component`, `peer`, `duration_ms`.
+    /// INFO. A server's handshake did not finish by its deadline (`handshake_timeout`, total,
+    /// from accept); the connection is closed. Keys: `component`, `peer`, `duration_ms`.
     pub const HANDSHAKE_TIMED_OUT: &str = "Handshake timed out";
     /// INFO. A connection is open and delivers. Keys: `component`, `conn_id`, `path`, `peer`.
     pub const CONNECTION_OPENED: &str = "Connection opened";
@@ -105,13 +105,20 @@ pub mod event {
     /// drops are counted (`overflow_dropped`) and logged at DEBUG. Keys: `component`,
     /// `conn_id`, `policy`, `capacity`.
     pub const SLOW_READER: &str = "Slow reader";
-    /// WARN. A server at `max_connections` answered 503. Keys: `component`, `peer`, `limit`.
+    /// WARN. A new connection was answered 503 before any upgrade, without blocking the
+    /// accept thread. Keys: `component`, `peer`, `reason`, `status` (503), and `limit` with
+    /// every reason but `descriptors`. `reason`: `max_handshakes` (handshakes in progress),
+    /// `max_connections` (open connections and those in their handshake), `descriptors` (out
+    /// of file descriptors: accepted on the spare descriptor), or on a gateway node
+    /// `max_peers`.
     pub const CONNECTION_REFUSED: &str = "Connection refused";
-    /// WARN. A server's `accept` failed (e.g. out of file descriptors); it backs off and goes
-    /// on. Keys: `component`, `error`.
+    /// WARN. A server's `accept` failed and nothing could be done at once (out of descriptors
+    /// with no spare descriptor to give up, or another error); it backs off 50 ms and goes on.
+    /// Keys: `component`, `error`.
     pub const ACCEPT_FAILED: &str = "Accept failed";
-    /// WARN. A connection could not be set up after its handshake (thread or socket failure).
-    /// Keys: `component`, `peer`, `error`.
+    /// WARN. A connection could not be set up (thread or socket failure); when no thread could
+    /// be started for an accepted connection it is answered 503. Keys: `component`, `peer`,
+    /// `error`, `status` (503, in that case).
     pub const CONNECTION_SETUP_FAILED: &str = "Connection setup failed";
     /// WARN, once per server. More distinct paths than metrics keep apart (256): further
     /// paths are counted under the path `_other`. Keys: `component`, `path`, `limit`.

@@ -1,6 +1,6 @@
-//! What the server and the client do alike around a WebSocket opening handshake: bound the
-//! handshake by socket timeouts and clear them after it (reads then block with no timeout: full
-//! duplex), build a connection's parameters from the config, and decode each received message
+//! What the server and the client do alike around a WebSocket opening handshake: set the
+//! socket up for it and clear its timeouts after it (reads then block with no timeout: full
+//! duplex; the handshake's total deadline is the `HalfStream`'s), build a connection's parameters from the config, and decode each received message
 //! into an item for the component's subject.
 
 use std::io::Write;
@@ -22,7 +22,7 @@ use crate::ws::{ConnId, WSConfig};
 
 pub(crate) const UPGRADE_REQUIRED: &str = "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 54\r\n\r\nThis is a WebSocket endpoint: send an Upgrade request\n";
 pub(crate) const BAD_REQUEST: &str = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 33\r\n\r\nInvalid WebSocket upgrade request\n";
-pub(crate) const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nToo many connections";
+pub(crate) const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nToo many connections";
 
 /// Answers a refused upgrade with a complete HTTP response, then half-closes.
 pub(crate) fn reply_http(sock: &TcpStream, response: &str) {
@@ -34,7 +34,8 @@ pub(crate) fn reply_http(sock: &TcpStream, response: &str) {
 
 /// Wakes an accept loop blocked on a listener at `addr` (so it sees that its component is
 /// stopping): a throwaway connection, to loopback when the listener is on every address.
-pub(crate) fn wake_listener(mut addr: std::net::SocketAddr) {
+/// Returns whether the connection was made.
+pub(crate) fn wake_listener(mut addr: std::net::SocketAddr) -> bool {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr.ip() {
@@ -42,10 +43,11 @@ pub(crate) fn wake_listener(mut addr: std::net::SocketAddr) {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         });
     }
-    let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(500));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
 }
 
-/// Bounds every read and write of the handshake by `timeout`.
+/// Sets the socket up for the handshake: no Nagle delay, and no single read or write longer
+/// than `timeout` (the `HalfStream`'s deadline bounds them all together).
 pub(crate) fn start(sock: &TcpStream, timeout: Duration) {
     let _ = sock.set_nodelay(true);
     let _ = sock.set_read_timeout(Some(timeout));

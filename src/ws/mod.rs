@@ -33,6 +33,7 @@ pub(crate) mod conn;
 mod datatype;
 mod group;
 pub(crate) mod handshake;
+pub(crate) mod listen;
 pub(crate) mod outbound;
 mod server;
 mod types;

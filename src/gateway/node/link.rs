@@ -3,7 +3,7 @@
 //! under one deadline, before the connection is published; then it becomes the connection's
 //! reader (the connection core spawns the writer).
 
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use crate::gateway::{
 use crate::telemetry::{self, event, Outcome};
 use crate::ws::conn::{ConnEnd, ConnInfo, ConnRun, EndReason, HalfStream, Outbound};
 use crate::ws::handshake::{self, reply_http, BAD_REQUEST, UNAVAILABLE};
+use crate::ws::listen::{Acceptor, HandshakeSlot, Handshakes, Refusal};
 use crate::ws::{ConnId, WSConnectionConfig};
 
 /// How a link's transport ended.
@@ -32,43 +33,56 @@ enum LinkEnd {
     Ended(DisconnectCause),
 }
 
-pub(super) fn accept_loop<F: Framing>(weak: Weak<Inner<F>>, listener: TcpListener) {
-    for stream in listener.incoming() {
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.stopping() {
-            return;
+impl<F: Framing> Acceptor for Inner<F> {
+    fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    fn stopping(&self) -> bool {
+        Inner::stopping(self)
+    }
+
+    fn handshakes(&self) -> &Handshakes {
+        &self.handshakes
+    }
+
+    fn over_limit(&self, in_progress: usize) -> Option<Refusal> {
+        if in_progress >= self.cfg.ws.max_handshakes {
+            return Some(("max_handshakes", self.cfg.ws.max_handshakes));
         }
-        match stream {
-            Ok(sock) => {
-                let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
-                let w = weak.clone();
-                if let Err(e) = inner
-                    .core
-                    .threads
-                    .spawn(format!("rxgw-conn-{seq}"), move || {
-                        serve_inbound(w, sock, seq)
-                    })
-                {
-                    log::warn!(component = &*inner.core.name, error:% = e; "{}", event::CONNECTION_SETUP_FAILED);
-                }
-            }
-            Err(e) => {
-                log::warn!(component = &*inner.core.name, error:% = e; "{}", event::ACCEPT_FAILED);
-                drop(inner);
-                // Out of file descriptors and the like: back off instead of spinning.
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        // A first check; `serve_inbound` checks again when it adds the peer to the table.
+        (self.peers.read().len() >= self.cfg.max_peers).then_some(("max_peers", self.cfg.max_peers))
+    }
+
+    fn serve(
+        self: &Arc<Self>,
+        sock: Arc<TcpStream>,
+        addr: SocketAddr,
+        accepted_at: Instant,
+        slot: HandshakeSlot,
+    ) -> crate::Result<()> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let w = Arc::downgrade(self);
+        self.core
+            .threads
+            .spawn(format!("rxgw-conn-{seq}"), move || {
+                serve_inbound(w, sock, addr, seq, accepted_at, slot)
+            })
     }
 }
 
-fn serve_inbound<F: Framing>(weak: Weak<Inner<F>>, sock: TcpStream, seq: u64) {
+fn serve_inbound<F: Framing>(
+    weak: Weak<Inner<F>>,
+    raw: Arc<TcpStream>,
+    addr: SocketAddr,
+    seq: u64,
+    started: Instant,
+    slot: HandshakeSlot,
+) {
     let Some(inner) = weak.upgrade() else { return };
-    let started = Instant::now();
+    // One deadline from accept for the upgrade and the HELLO exchange.
     let deadline = started + inner.cfg.handshake_timeout;
-    let Ok(addr) = sock.peer_addr() else { return };
-    handshake::start(&sock, inner.cfg.handshake_timeout);
-    let raw = Arc::new(sock);
+    handshake::start(&raw, inner.cfg.handshake_timeout);
     let peer = Arc::new(Peer::new(ConnId::new(), Direction::Inbound, None, seq));
     {
         let mut peers = inner.peers.write();
@@ -77,7 +91,7 @@ fn serve_inbound<F: Framing>(weak: Weak<Inner<F>>, sock: TcpStream, seq: u64) {
         }
         if peers.len() >= inner.cfg.max_peers {
             drop(peers);
-            log::warn!(component = &*inner.core.name, peer:% = addr, limit = inner.cfg.max_peers; "{}", event::CONNECTION_REFUSED);
+            log::warn!(component = &*inner.core.name, peer:% = addr, reason = "max_peers", limit = inner.cfg.max_peers, status = 503; "{}", event::CONNECTION_REFUSED);
             reply_http(&raw, UNAVAILABLE);
             return;
         }
@@ -89,7 +103,7 @@ fn serve_inbound<F: Framing>(weak: Weak<Inner<F>>, sock: TcpStream, seq: u64) {
         HalfStream::with_deadline(raw.clone(), Some(deadline)),
         Some(inner.cfg.ws.tungstenite()),
     ) {
-        Ok(ws) => run_link(&inner, &peer, ws, raw, addr, started),
+        Ok(ws) => run_link(&inner, &peer, ws, raw, addr, started, Some(slot)),
         Err(e) => {
             let cause = match e {
                 HandshakeError::Interrupted(_) => {
@@ -164,7 +178,7 @@ pub(super) fn dial_loop<F: Framing>(
             }
         };
         let wait = match attempt {
-            Ok((ws, addr, raw)) => match run_link(&inner, &peer, ws, raw, addr, started) {
+            Ok((ws, addr, raw)) => match run_link(&inner, &peer, ws, raw, addr, started, None) {
                 LinkEnd::HandshakeFailed(c) if c.is_final() => break c,
                 LinkEnd::HandshakeFailed(c) => {
                     failures += 1;
@@ -214,7 +228,8 @@ pub(super) fn dial_loop<F: Framing>(
     }
 }
 
-/// The HELLO exchange, the duplicate check, publication, then the connection's read loop.
+/// The HELLO exchange, the duplicate check, publication, then the connection's read loop. An
+/// accepted link counts as a handshake in progress (`slot`) until its HELLO exchange is over.
 fn run_link<F: Framing>(
     inner: &Arc<Inner<F>>,
     peer: &Arc<Peer>,
@@ -222,6 +237,7 @@ fn run_link<F: Framing>(
     raw: Arc<TcpStream>,
     addr: SocketAddr,
     started: Instant,
+    slot: Option<HandshakeSlot>,
 ) -> LinkEnd {
     let accepting = peer.direction == Direction::Inbound;
     let hello = match hello_exchange(inner, peer, &mut ws, accepting) {
@@ -242,6 +258,7 @@ fn run_link<F: Framing>(
             return LinkEnd::HandshakeFailed(cause);
         }
     };
+    drop(slot);
     ws.get_mut().set_deadline(None);
     handshake::finish(&raw);
     let role = if accepting {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -25,6 +25,7 @@ use crate::gateway::{
 use crate::reactive::{Notification, Subject};
 use crate::stats::StatsSnapshot;
 use crate::telemetry::{self, event};
+use crate::ws::listen::{self, Handshakes};
 use crate::ws::{ConnId, WSConnectionConfig};
 use crate::Subscription;
 
@@ -111,6 +112,11 @@ pub(crate) struct Inner<F: Framing> {
     /// to one node completing at once see each other.
     pub(crate) publish: Mutex<()>,
     pub(crate) local_addr: Mutex<Option<SocketAddr>>,
+    /// The accept thread's listener, while it runs (to wake it).
+    listener: Mutex<Weak<TcpListener>>,
+    /// Inbound links accepted and not past their HELLO exchange: see
+    /// [`WSConfig::max_handshakes`](crate::ws::WSConfig::max_handshakes).
+    pub(crate) handshakes: Handshakes,
     pub(crate) state_lock: Mutex<()>,
     pub(crate) state_changed: Condvar,
     pub(crate) next_seq: AtomicU64,
@@ -177,6 +183,8 @@ impl<F: Framing> GatewayNode<F> {
                 peers: RwLock::new(PeerTable::default()),
                 publish: Mutex::new(()),
                 local_addr: Mutex::new(None),
+                listener: Mutex::new(Weak::new()),
+                handshakes: Handshakes::default(),
                 state_lock: Mutex::new(()),
                 state_changed: Condvar::new(),
                 next_seq: AtomicU64::new(1),
@@ -212,19 +220,24 @@ impl<F: Framing> GatewayNode<F> {
         } else {
             format!("{}:{}", inner.cfg.host, inner.cfg.port)
         };
-        let listener = TcpListener::bind(&addr).map_err(|e| Error::Bind {
-            ctx: Context::new(&inner.core.name, None),
-            addr: addr.clone(),
-            source: Arc::new(e),
-        })?;
+        let listener =
+            listen::listen_any(addr.as_str(), inner.cfg.ws.listen_backlog).map_err(|e| {
+                Error::Bind {
+                    ctx: Context::new(&inner.core.name, None),
+                    addr: addr.clone(),
+                    source: Arc::new(e),
+                }
+            })?;
         let bound = listener
             .local_addr()
             .map_err(|e| Error::io(&inner.core.name, None, e))?;
         *local = Some(bound);
         drop(local);
+        let listener = Arc::new(listener);
+        *inner.listener.lock() = Arc::downgrade(&listener);
         let weak = Arc::downgrade(inner);
         inner.core.threads.spawn("rxgw-accept".into(), move || {
-            link::accept_loop(weak, listener)
+            listen::accept_loop(weak, listener)
         })?;
         log::info!(component = &*inner.core.name, node_id:% = inner.node_id, addr:% = bound; "{}", event::GATEWAY_STARTED);
         Ok(())
@@ -587,6 +600,7 @@ impl<F: Framing> Inner<F> {
         for p in &peers {
             p.abort();
         }
+        self.handshakes.abort_all();
         self.wake_accept();
         self.core.threads.join_all();
         let left: Vec<Arc<Peer>> = self.peers.read().values().cloned().collect();
@@ -602,7 +616,7 @@ impl<F: Framing> Inner<F> {
 
     fn wake_accept(&self) {
         if let Some(addr) = *self.local_addr.lock() {
-            crate::ws::handshake::wake_listener(addr);
+            listen::wake(&self.listener.lock(), addr);
         }
     }
 }

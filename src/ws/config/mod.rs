@@ -285,8 +285,9 @@ pub struct WSConfig {
     /// the TCP connect (client) to a completed upgrade: a peer trickling bytes cannot stretch
     /// it. Default 10 s.
     pub handshake_timeout: Duration,
-    /// Server only: connections still in the opening handshake at once; more are answered
-    /// `503` before any upgrade. They count against [`Self::max_connections`] too. Default 256.
+    /// Server (and a gateway node's accepting side, up to the end of the HELLO exchange):
+    /// connections still in the opening handshake at once; more are answered `503` before any
+    /// upgrade. They count against [`Self::max_connections`] too. Default 256.
     pub max_handshakes: usize,
     /// Close a connection whose peer takes fewer than 64 KiB of what waits for it (or all of
     /// it, when less waits) in this long: a total deadline on a stalled write, however the
@@ -325,8 +326,8 @@ pub struct WSConfig {
     /// one descriptor); 10,000 where the limit cannot be read. See
     /// [`default_max_connections`].
     pub max_connections: usize,
-    /// Server only: the listen backlog (connections the kernel queues before `accept`; Linux
-    /// caps it at `net.core.somaxconn`). Default 1,024.
+    /// Server and gateway node: the listen backlog (connections the kernel queues before
+    /// `accept`; Linux caps it at `net.core.somaxconn`). Default 1,024.
     pub listen_backlog: u32,
     /// Server only: bytes of partial inbound messages all connections may hold together.
     /// Each connection reads its first 64 KiB towards a message freely; beyond that it draws

@@ -1,11 +1,12 @@
-//! The server's accept thread and each connection's reader thread up to the end of the
-//! connection: the HTTP upgrade (refusals get a status: 426, 400, 503), registration, the read
-//! loop, unregistration.
+//! The server's side of the shared accept loop (`ws::listen`: admission against
+//! `max_handshakes` and `max_connections`, refusals with 503) and each connection's reader
+//! thread up to the end of the connection: the HTTP upgrade (refusals get a status: 426, 400),
+//! registration, the read loop, unregistration.
 
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tungstenite::error::ProtocolError;
 use tungstenite::handshake::server::{Request, Response};
@@ -15,56 +16,67 @@ use tungstenite::protocol::Role;
 use super::Inner;
 use crate::telemetry::{self, event, Outcome};
 use crate::ws::conn::{ConnInfo, ConnRun, HalfStream, Outbound};
-use crate::ws::handshake::{self, reply_http, BAD_REQUEST, UNAVAILABLE, UPGRADE_REQUIRED};
+use crate::ws::handshake::{self, reply_http, BAD_REQUEST, UPGRADE_REQUIRED};
+use crate::ws::listen::{Acceptor, HandshakeSlot, Handshakes, Refusal};
 use crate::ws::{ConnId, ConnectionEvent, ConnectionEventKind, TaggedData};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-pub(super) fn accept_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, listener: TcpListener) {
-    for stream in listener.incoming() {
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.core.threads.is_stopping() || inner.completing.load(Ordering::Acquire) {
-            return;
+
+impl<T: Clone + Send + 'static> Acceptor for Inner<T> {
+    fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    fn stopping(&self) -> bool {
+        self.core.threads.is_stopping() || self.completing.load(Ordering::Acquire)
+    }
+
+    fn handshakes(&self) -> &Handshakes {
+        &self.handshakes
+    }
+
+    fn over_limit(&self, in_progress: usize) -> Option<Refusal> {
+        let cfg = &self.cfg;
+        if in_progress >= cfg.max_handshakes {
+            return Some(("max_handshakes", cfg.max_handshakes));
         }
-        match stream {
-            Ok(sock) => {
-                let seq = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-                let w = weak.clone();
-                let res = inner
-                    .core
-                    .threads
-                    .spawn(format!("rxws-conn-{seq}-read"), move || {
-                        serve_conn(w, sock, seq)
-                    });
-                if let Err(e) = res {
-                    log::warn!(component = &*inner.core.name, error:% = e; "{}", event::CONNECTION_SETUP_FAILED);
-                }
-            }
-            Err(e) => {
-                log::warn!(component = &*inner.core.name, error:% = e; "{}", event::ACCEPT_FAILED);
-                drop(inner);
-                // Out of file descriptors and the like: back off instead of spinning.
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        let open = self.registry.read().by_id.len();
+        (open + in_progress >= cfg.max_connections)
+            .then_some(("max_connections", cfg.max_connections))
+    }
+
+    fn serve(
+        self: &Arc<Self>,
+        sock: Arc<TcpStream>,
+        peer: SocketAddr,
+        accepted_at: Instant,
+        slot: HandshakeSlot,
+    ) -> crate::Result<()> {
+        let seq = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        let w = Arc::downgrade(self);
+        self.core
+            .threads
+            .spawn(format!("rxws-conn-{seq}-read"), move || {
+                serve_conn(w, sock, peer, seq, accepted_at, slot)
+            })
     }
 }
 
-fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, seq: u64) {
+/// One connection's thread: the upgrade under the handshake deadline, registration (then
+/// `slot` is given up), the read loop, unregistration.
+fn serve_conn<T: Clone + Send + 'static>(
+    weak: Weak<Inner<T>>,
+    raw: Arc<TcpStream>,
+    peer: SocketAddr,
+    seq: u64,
+    started: Instant,
+    slot: HandshakeSlot,
+) {
     let Some(inner) = weak.upgrade() else { return };
     let name = inner.core.name.clone();
-    let peer = match sock.peer_addr() {
-        Ok(p) => p,
-        Err(_) => return,
-    };
-    handshake::start(&sock, inner.cfg.handshake_timeout);
-    // One descriptor per connection: the handshake, the reader and the handle share it.
-    let raw = Arc::new(sock);
-    if inner.registry.read().by_id.len() >= inner.cfg.max_connections {
-        log::warn!(component = &*name, peer:% = peer, limit = inner.cfg.max_connections; "{}", event::CONNECTION_REFUSED);
-        reply_http(&raw, UNAVAILABLE);
-        return;
-    }
-    let started = Instant::now();
+    handshake::start(&raw, inner.cfg.handshake_timeout);
+    // A total deadline from accept: a peer trickling bytes cannot stretch the handshake.
+    let deadline = started + inner.cfg.handshake_timeout;
     let mut path = String::from("/");
     // The callback's signature is tungstenite's (its error type is a full HTTP response).
     #[allow(clippy::result_large_err)]
@@ -72,12 +84,14 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         path = req.uri().path().to_owned();
         Ok(resp)
     };
-    let ws = match tungstenite::accept_hdr_with_config(
-        HalfStream::new(raw.clone()),
+    let mut ws = match tungstenite::accept_hdr_with_config(
+        HalfStream::with_deadline(raw.clone(), Some(deadline)),
         callback,
         Some(inner.cfg.tungstenite()),
     ) {
         Ok(ws) => ws,
+        // Cut short by dispose (`Handshakes::abort_all`): nothing to report.
+        Err(_) if inner.core.threads.is_stopping() => return,
         Err(HandshakeError::Failure(e)) => {
             let not_upgrade = matches!(
                 e,
@@ -110,6 +124,7 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
         }
     };
     let took = started.elapsed();
+    ws.get_mut().set_deadline(None);
     handshake::finish(&raw);
     if inner.core.threads.is_stopping() {
         return;
@@ -147,7 +162,12 @@ fn serve_conn<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, sock: TcpStream, 
     handle.set_overflow_close(1008);
     // Shared by every inbound item of this connection (a reference count, not an allocation).
     let tag: Arc<str> = Arc::from(path.as_str());
-    let Some(datatype) = inner.register(&path, handle.clone()) else {
+    // Counted as a handshake until registered, so the accept loop never sees it in neither.
+    let registered = inner.register(&path, handle.clone());
+    drop(slot);
+    let Some(datatype) = registered else {
+        // A second guard behind the accept loop's check; not expected to be reached.
+        log::warn!(component = &*name, conn_id:% = info.id, peer:% = peer, reason = "max_connections", limit = inner.cfg.max_connections; "{}", event::CONNECTION_REFUSED);
         handle.abort();
         return;
     };

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -19,12 +19,11 @@ use crate::stats::{Stats, StatsSnapshot};
 use crate::telemetry::{self, event, Kind, Tracked};
 use crate::ws::conn::{ConnHandle, InboundBudget};
 use crate::ws::datatype::{Datatype, Datatypes};
+use crate::ws::listen::{self, accept_loop, Handshakes};
 use crate::ws::outbound::Refused;
 use crate::ws::{ConnId, ConnectionEvent, TaggedData, WSConfig};
 
 mod accept;
-
-use accept::accept_loop;
 
 /// Distinct paths a server counts apart (for metrics' `path` attribute); further paths share
 /// one set of counters under [`OTHER_PATH`].
@@ -102,6 +101,11 @@ struct Inner<T: Clone + Send + 'static> {
     path_counters: Mutex<HashMap<Arc<str>, Tracked>>,
     /// Shared by every connection: see [`WSConfig::inbound_budget`].
     budget: Arc<InboundBudget>,
+    /// Connections accepted and not yet registered: see [`WSConfig::max_handshakes`].
+    handshakes: Handshakes,
+    /// The accept thread's listener, while it runs (to wake it when a connection cannot be
+    /// made to it).
+    listener: Weak<TcpListener>,
 }
 
 impl<T: Clone + Send + 'static> RxWSServer<T> {
@@ -152,7 +156,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
     ) -> Result<Self> {
         cfg.validate()?;
         let configured = || format!("RxWSServer:{addr}");
-        let listener = bind(addr).map_err(|e| match e {
+        let listener = bind(addr, cfg.listen_backlog).map_err(|e| match e {
             BindError::Addr(reason) => Error::config("addr", format!("{addr:?}: {reason}")),
             BindError::Io(e) => Error::Bind {
                 ctx: Context::new(&cfg.name.clone().unwrap_or_else(configured), None),
@@ -170,6 +174,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             None => configured(),
         }
         .into();
+        let listener = Arc::new(listener);
         let (conn_done_tx, conn_done_rx) = bounded(cfg.max_connections);
         let cfg_budget = cfg.inbound_budget;
         let inner = Arc::new(Inner {
@@ -192,6 +197,8 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             completing: AtomicBool::new(false),
             path_counters: Mutex::new(HashMap::new()),
             budget: InboundBudget::new(name.clone(), cfg_budget),
+            handshakes: Handshakes::default(),
+            listener: Arc::downgrade(&listener),
         });
         let server = RxWSServer { inner };
         // Joins connection threads as they end (and runs heartbeats).
@@ -263,10 +270,11 @@ enum BindError {
     Io(std::io::Error),
 }
 
-/// Binds `host:port`: IP literals directly (`[::]:0`), names through the resolver.
-fn bind(addr: &str) -> std::result::Result<TcpListener, BindError> {
+/// Binds `host:port` and listens with `backlog`: IP literals directly (`[::]:0`), names
+/// through the resolver.
+fn bind(addr: &str, backlog: u32) -> std::result::Result<TcpListener, BindError> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
-        return TcpListener::bind(sa).map_err(BindError::Io);
+        return listen::listen(sa, backlog).map_err(BindError::Io);
     }
     let (host, port) = addr
         .rsplit_once(':')
@@ -279,8 +287,8 @@ fn bind(addr: &str) -> std::result::Result<TcpListener, BindError> {
         return Err(BindError::Addr("empty host"));
     }
     match host.parse::<IpAddr>() {
-        Ok(ip) => TcpListener::bind(SocketAddr::new(ip, port)),
-        Err(_) => TcpListener::bind((host, port)),
+        Ok(ip) => listen::listen(SocketAddr::new(ip, port), backlog),
+        Err(_) => listen::listen_any((host, port), backlog),
     }
     .map_err(BindError::Io)
 }
@@ -413,6 +421,7 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
         }
         self.events.abort();
         self.wake_accept();
+        self.handshakes.abort_all();
         // Emptied at once, so each ending connection finds nothing to unregister (one by one,
         // 10,000 connections would cost a path list rebuild each).
         let conns: Vec<_> = {
@@ -545,8 +554,8 @@ impl<T: Clone + Send + 'static> Inner<T> {
             .collect()
     }
 
-    /// Unblocks the accept thread's `accept()` by connecting to our own listener.
+    /// Unblocks the accept thread's `accept()`.
     fn wake_accept(&self) {
-        crate::ws::handshake::wake_listener(self.local_addr);
+        listen::wake(&self.listener, self.local_addr);
     }
 }
