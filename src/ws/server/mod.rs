@@ -28,6 +28,15 @@ mod accept;
 /// Distinct paths a server counts apart (for metrics' `path` attribute); further paths share
 /// one set of counters under [`OTHER_PATH`].
 const MAX_METRIC_PATHS: usize = 256;
+/// Largest fan-out whose bursts are queued for the connections' writer threads (batching in
+/// parallel); larger ones are written by the broadcasting thread, so a server with thousands
+/// of connections does not start a thread per connection for a burst.
+const FANOUT_WRITERS: usize = 256;
+
+fn nanos(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// The path attribute of the shared counters (a real path starts with `/`).
 const OTHER_PATH: &str = "_other";
 
@@ -39,7 +48,8 @@ const OTHER_PATH: &str = "_other";
 ///   open on `path`; with `conn: Some(id)` to exactly that connection (see
 ///   [`TaggedData::reply`]).
 ///
-/// Threads: one accept thread, and two per connection (reader, writer). Callbacks run on the
+/// Threads: one accept thread, one timer thread (heartbeats, joining ended threads), one reader
+/// per connection, and a writer per connection only while it has a backlog. Callbacks run on the
 /// reader thread of the connection the item came from. `dispose()` (also run by `Drop`) joins
 /// them all.
 ///
@@ -96,6 +106,10 @@ struct Inner<T: Clone + Send + 'static> {
     conn_done_tx: Sender<()>,
     conn_done_rx: Receiver<()>,
     completing: AtomicBool,
+    /// Nanoseconds since `epoch` before which a broadcast counts as part of a burst (see
+    /// `send`).
+    fanout_after: std::sync::atomic::AtomicU64,
+    epoch: Instant,
     /// Counters per path, kept for the server's life (cumulative across connections); their
     /// sum is `stats()`. See [`MAX_METRIC_PATHS`].
     path_counters: Mutex<HashMap<Arc<str>, Tracked>>,
@@ -195,6 +209,8 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             conn_done_tx,
             conn_done_rx,
             completing: AtomicBool::new(false),
+            fanout_after: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
             path_counters: Mutex::new(HashMap::new()),
             budget: InboundBudget::new(name.clone(), cfg_budget),
             handshakes: Handshakes::default(),
@@ -259,7 +275,8 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
         self.inner.budget.usage()
     }
 
-    /// Threads the server is running now (accept, and reader + writer per connection).
+    /// Threads the server is running now (accept, timer, a reader per connection, writers of
+    /// connections with a backlog).
     pub fn thread_count(&self) -> usize {
         self.inner.core.threads.live_count()
     }
@@ -366,15 +383,27 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
                         .map_err(|r| SendError::new(self.refused(only, r), None))
                 }
                 // Fan-out: written on this thread to each connection that takes it at once
-                // (no thread wakes for an idle connection); queued for the others, by their
-                // policy, never waiting on one connection under the server's default. A
-                // connection that refuses is counted and logged; the others still get it.
+                // (no thread starts for an idle connection); queued for the others, by their
+                // policy, never waiting on one connection under the server's default. In a
+                // burst (broadcasts back to back) to up to FANOUT_WRITERS connections, every
+                // message is queued instead: their writer threads send in batches, in
+                // parallel. A connection that refuses is counted and logged; the others still
+                // get it.
                 Some((last, rest)) => {
                     log::debug!(component = &*self.core.name, path = &*tag, recipients = conns.len(), bytes = msg.len(); "{}", event::MESSAGE_SENT);
+                    let start = nanos(self.epoch);
+                    let queue = conns.len() <= FANOUT_WRITERS
+                        && start < self.fanout_after.load(Ordering::Relaxed);
+                    let give = |c: &Arc<ConnHandle>, m| {
+                        let _refused_is_counted = if queue { c.enqueue(m) } else { c.send(m) };
+                    };
                     for c in rest {
-                        let _refused_is_counted = c.send(msg.clone());
+                        give(c, msg.clone());
                     }
-                    let _refused_is_counted = last.send(msg);
+                    give(last, msg);
+                    let end = nanos(self.epoch);
+                    self.fanout_after
+                        .store(end + (end - start), Ordering::Relaxed);
                     Ok(())
                 }
                 None => Ok(()),
