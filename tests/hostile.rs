@@ -381,3 +381,35 @@ fn after_each_connection_the_server_is_back_to_its_accept_and_timer_threads() {
     }
     assert_eq!(idle, 2, "accept + timer");
 }
+
+#[test]
+fn a_peer_that_stops_reading_and_floods_pings_is_still_cut_and_disposed() {
+    // The writer is stuck on the full socket, so every pong waits for it; the pongs fill the
+    // control channel. When the write timeout cuts the connection, the reader must not stay
+    // blocked handing the writer one more.
+    let cfg = quiet()
+        .write_timeout(Duration::from_millis(500))
+        .outbound(100_000, OverflowStrategy::DropNew)
+        .outbound_max_bytes(256 << 20);
+    let server = RxWSServer::<Vec<u8>>::bind_with_config(any_port(), Binary, cfg).unwrap();
+    let mut peer = stalled_peer(server.local_addr(), "/p");
+    assert!(wait_until(WAIT, || server.connection_count() == 1));
+    // 8 MiB: more than the kernel's socket buffers take, so the writer blocks.
+    for _ in 0..128 {
+        server.on_next(TaggedData::new("/p", vec![7u8; 64 << 10]));
+    }
+    // 64 masked, empty pings (zero mask).
+    for _ in 0..64 {
+        if peer.write_all(&[0x89, 0x80, 0, 0, 0, 0]).is_err() {
+            break;
+        }
+    }
+    assert!(
+        wait_until(WAIT, || server.connection_count() == 0),
+        "the connection's reader never ended"
+    );
+    let start = Instant::now();
+    server.dispose();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(peer);
+}

@@ -42,6 +42,8 @@ pub(crate) struct ConnHandle {
     /// half, which stops waiting for the inbound budget).
     pub(super) aborted: Arc<AtomicBool>,
     pub(super) budget: Option<Arc<InboundBudget>>,
+    /// Set by `abort` and when the writer ends: a reader waiting for inbound budget gives up.
+    pub(super) stop_reading: Arc<AtomicBool>,
     /// A writer thread is running (see [`ensure_writer`](Self::ensure_writer)).
     pub(super) writer_running: AtomicBool,
     /// Guards starting and retiring the writer; `true` once the reader has ended (no writer
@@ -423,6 +425,7 @@ impl ConnHandle {
     /// reader and a writer blocked on a full socket.
     pub(crate) fn abort(&self) {
         self.aborted.store(true, Ordering::Release);
+        self.stop_reading.store(true, Ordering::Release);
         self.ended.store(true, Ordering::Release);
         // A per-connection queue ends with the connection (and is never built after this).
         if self.make_queue.is_some() {
@@ -435,6 +438,20 @@ impl ConnHandle {
         if let Some(b) = &self.budget {
             b.wake();
         }
+    }
+
+    /// Hands a control request to the writer (started if needed), waiting while its channel is
+    /// full; false once the connection has ended (a writer that ended reads no more).
+    pub(super) fn to_writer(&self, c: Ctrl) -> bool {
+        self.ensure_writer();
+        let sent = crossbeam_channel::select! {
+            send(self.ctrl, c) -> r => r.is_ok(),
+            recv(self.kill_rx) -> _ => false,
+        };
+        if sent {
+            self.ensure_writer();
+        }
+        sent
     }
 
     /// Hands what waits in the write buffer to the writer thread (started if needed).
@@ -512,9 +529,7 @@ impl ConnHandle {
             Ok(_) => true,
             Err(Message::Pong(data)) => {
                 self.pongs_pending.fetch_add(1, Ordering::AcqRel);
-                let ok = self.ctrl.send(Ctrl::Pong(data)).is_ok();
-                self.ensure_writer();
-                ok
+                self.to_writer(Ctrl::Pong(data))
             }
             Err(_) => true,
         }

@@ -141,10 +141,17 @@ impl HalfStream {
         });
     }
 
-    /// A message (or control frame) completed: its budget goes back.
+    /// A data message completed: its budget goes back.
     pub(super) fn message_done(&mut self) {
         if let Some(a) = &mut self.account {
             a.message_done();
+        }
+    }
+
+    /// A control frame of `wire` bytes was read (maybe between fragments of a message).
+    pub(super) fn control_done(&mut self, wire: usize) {
+        if let Some(a) = &mut self.account {
+            a.since_msg = a.since_msg.saturating_sub(wire);
         }
     }
 }

@@ -46,9 +46,10 @@ impl ConnRun {
         let sock = ws.get_ref().sock().clone();
         ws.get_mut().writes = false;
         let aborted = Arc::new(AtomicBool::new(false));
+        let stop_reading = Arc::new(AtomicBool::new(false));
         if let Some(b) = &budget {
             ws.get_mut()
-                .attach_budget(b.clone(), info.seq, aborted.clone());
+                .attach_budget(b.clone(), info.seq, stop_reading.clone());
         }
         let (ctrl_tx, ctrl_rx) = bounded(CTRL_CAPACITY);
         let (kill_tx, kill_rx) = bounded(0);
@@ -83,6 +84,7 @@ impl ConnRun {
             ended: AtomicBool::new(false),
             aborted,
             budget,
+            stop_reading,
             writer_running: AtomicBool::new(false),
             slot: parking_lot::Mutex::new(false),
             slot_cv: parking_lot::Condvar::new(),
@@ -146,8 +148,14 @@ impl ConnRun {
             if handle.aborted.load(Ordering::Acquire) {
                 break EndReason::Aborted;
             }
-            if read.is_ok() {
-                ws.get_mut().message_done();
+            match &read {
+                Ok(Message::Text(_) | Message::Binary(_)) => ws.get_mut().message_done(),
+                // A control frame may come between the fragments of a message: its bytes are
+                // taken back out of the count (at least its 2-byte header), nothing is released.
+                Ok(m @ (Message::Ping(_) | Message::Pong(_))) => {
+                    ws.get_mut().control_done(m.len() + 2)
+                }
+                _ => {}
             }
             match read {
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
@@ -171,8 +179,9 @@ impl ConnRun {
                             .map(|f| (u16::from(f.code), f.reason.to_string()))
                             .unwrap_or((1005, String::new())),
                     );
-                    let _ = handle.ctrl.send(Ctrl::PeerClosed(frame));
-                    handle.ensure_writer();
+                    if !handle.to_writer(Ctrl::PeerClosed(frame)) {
+                        break EndReason::Lost("writer ended".into());
+                    }
                 }
                 Ok(Message::Frame(_)) => {}
                 Err(tungstenite::Error::ConnectionClosed)
@@ -185,11 +194,10 @@ impl ConnRun {
                 Err(e) => {
                     if let Some((code, why)) = fail_code(&e) {
                         log::debug!(component = &*component, conn_id = conn_id.as_str(), peer = peer.as_str(), code = u16::from(code), error:% = e; "protocol error from peer; failing the connection");
-                        let _ = handle.ctrl.send(Ctrl::Fail(CloseFrame {
+                        let _ = handle.to_writer(Ctrl::Fail(CloseFrame {
                             code,
                             reason: why.into(),
                         }));
-                        handle.ensure_writer();
                         break EndReason::ProtocolError(u16::from(code), e.to_string());
                     }
                     break EndReason::Lost(e.to_string());
@@ -203,6 +211,8 @@ impl ConnRun {
         }
         // The writer's own close steps take up to one close timeout each.
         let deadline = Instant::now() + handle.params.close_timeout * 2;
+        // No writer starts after this, so a running one (checked after) is the last.
+        *handle.slot.lock() = true;
         if handle.writer_running.load(Ordering::SeqCst)
             && handle
                 .ctrl
@@ -212,9 +222,8 @@ impl ConnRun {
             let _ = handle.sock.shutdown(Shutdown::Both);
         }
         {
-            // No writer starts after this; wait for a running one to end.
+            // Wait for a running writer to end.
             let mut reader_done = handle.slot.lock();
-            *reader_done = true;
             while handle.writer_running.load(Ordering::SeqCst) {
                 if handle
                     .slot_cv
@@ -227,7 +236,14 @@ impl ConnRun {
             }
         }
         handle.ended.store(true, Ordering::Release);
-        let unsent = std::mem::take(&mut handle.wr.lock().unsent);
+        // Under the lock senders write with: one that checked `ended` before it was set finds
+        // the write half failed and queues instead (a buffering client keeps it for the next
+        // connection) rather than adding to an `unsent` no one takes again.
+        let unsent = {
+            let mut w = handle.wr.lock();
+            w.failed = true;
+            std::mem::take(&mut w.unsent)
+        };
         ConnEnd {
             reason,
             unsent,

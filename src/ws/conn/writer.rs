@@ -47,6 +47,13 @@ impl Writer {
             // The connection is over: this ends the reader's blocking read.
             let _ = self.handle.sock.shutdown(Shutdown::Both);
             self.handle.ended.store(true, Ordering::Release);
+            // A reader waiting to hand this writer a request, or for inbound budget, must not
+            // wait for a writer that has ended.
+            self.handle.kill_tx.lock().take();
+            self.handle.stop_reading.store(true, Ordering::Release);
+            if let Some(b) = &self.handle.budget {
+                b.wake();
+            }
             if let Some(msg) = self.held.take() {
                 if self.handle.keep_unsent {
                     self.handle.wr.lock().unsent.push(msg);
