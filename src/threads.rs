@@ -55,6 +55,8 @@ struct TimerState {
     heap: BinaryHeap<Reverse<Due>>,
     seq: u64,
     started: bool,
+    /// Threads joined since dead entries were last dropped from the heap.
+    joined: usize,
 }
 
 struct Due {
@@ -146,11 +148,24 @@ impl Threads {
         loop {
             // Threads that exited since the last round: join them now, releasing their stacks.
             let done: Vec<_> = std::mem::take(&mut *self.finished.lock());
+            let mut joined = 0;
             for h in done {
                 if h.thread().id() == me {
                     self.finished.lock().push(h);
                 } else {
                     let _ = h.join();
+                    joined += 1;
+                }
+            }
+            if joined > 0 {
+                // An ended connection's entry would stay until its deadline (a ping interval),
+                // keeping its memory: drop dead entries once about half may be dead (amortised
+                // O(1) per ended thread).
+                let mut t = self.timer.lock();
+                t.joined += joined;
+                if t.joined * 2 >= t.heap.len() {
+                    t.heap.retain(|Reverse(d)| d.what.strong_count() > 0);
+                    t.joined = 0;
                 }
             }
             let now = Instant::now();
@@ -348,6 +363,27 @@ mod tests {
         thread::sleep(Duration::from_millis(20));
         assert_eq!(a.0.load(Ordering::SeqCst), 5, "a asked for no more");
         assert!(t.timer.lock().heap.is_empty(), "b forgotten once dropped");
+        t.begin_stop();
+        t.join_all();
+    }
+
+    #[test]
+    fn an_ended_threads_join_drops_dead_entries_before_their_deadline() {
+        let t = Threads::new("prune".into(), 64 << 10, None);
+        let far = Instant::now() + Duration::from_secs(3600);
+        let a = Arc::new(Count(AtomicU64::new(0), 1));
+        let wa: Weak<dyn Tick> = Arc::downgrade(&a) as Weak<dyn Tick>;
+        t.schedule(far, wa).unwrap();
+        drop(a);
+        t.spawn("short".into(), || {}).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !t.timer.lock().heap.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "dead entry kept until its deadline"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
         t.begin_stop();
         t.join_all();
     }
