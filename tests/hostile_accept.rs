@@ -215,8 +215,7 @@ fn under_descriptor_limit(mode: &str, limit: u32, attempts: usize) {
         .arg(exe)
         .args([
             "--exact",
-            "descriptor_limit_child",
-            "--ignored",
+            "out_of_descriptors_refuses_cleanly_and_never_drops_after_101",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -282,6 +281,10 @@ fn under_descriptor_limit(mode: &str, limit: u32, attempts: usize) {
 
 #[test]
 fn out_of_descriptors_refuses_cleanly_and_never_drops_after_101() {
+    // Run again by itself in a child process under `ulimit -n`: there, it is the server.
+    if let Ok(mode) = std::env::var(CHILD_ENV) {
+        return descriptor_limit_child(&mode);
+    }
     // Derived max_connections: (128 - 64) / 4 * 3 = 48; the rest get 503.
     under_descriptor_limit("default", 128, 150);
     // A limit above what the descriptors allow: accept runs out of them, and the spare
@@ -290,13 +293,8 @@ fn out_of_descriptors_refuses_cleanly_and_never_drops_after_101() {
 }
 
 /// The child of `out_of_descriptors_…`: a server until stdin closes (or 60 s).
-#[test]
-#[ignore = "run by out_of_descriptors_refuses_cleanly_and_never_drops_after_101"]
-fn descriptor_limit_child() {
-    let Ok(mode) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let cfg = match mode.as_str() {
+fn descriptor_limit_child(mode: &str) {
+    let cfg = match mode {
         "explicit" => quiet().max_connections(10_000),
         _ => quiet(),
     };
@@ -327,10 +325,11 @@ const BURST: usize = 1000;
 /// Descriptors the burst tests need: both ends of every connection, and some.
 const BURST_FDS: u64 = 2 * BURST as u64 + 200;
 
-/// Runs `child` here when the descriptor limit allows the burst, otherwise in a child process
-/// with the soft limit raised (skipped, with a message, when the hard limit forbids it).
-fn with_burst_descriptors(child: &str, body: fn()) {
-    if nofile().is_some_and(|n| n >= BURST_FDS) {
+/// Runs `body` here when the descriptor limit allows the burst (or this is the child),
+/// otherwise runs the test `test` again in a child process with the soft limit raised
+/// (skipped, with a message, when the hard limit forbids it).
+fn with_burst_descriptors(test: &str, body: fn()) {
+    if std::env::var(CHILD_ENV).is_ok() || nofile().is_some_and(|n| n >= BURST_FDS) {
         return body();
     }
     let exe = std::env::current_exe().unwrap();
@@ -341,7 +340,7 @@ fn with_burst_descriptors(child: &str, body: fn()) {
             BURST_FDS + 100
         ))
         .arg(exe)
-        .args(["--exact", child, "--ignored", "--nocapture"])
+        .args(["--exact", test, "--nocapture"])
         .env(CHILD_ENV, "burst")
         .status()
         .unwrap();
@@ -349,7 +348,7 @@ fn with_burst_descriptors(child: &str, body: fn()) {
         eprintln!("SKIPPED: the descriptor limit is below {BURST_FDS} and cannot be raised");
         return;
     }
-    assert!(out.success(), "{child} failed in its child process: {out}");
+    assert!(out.success(), "{test} failed in its child process: {out}");
 }
 
 fn burst_of_clients() {
@@ -383,7 +382,7 @@ fn burst_of_clients() {
 
 #[test]
 fn a_burst_of_1000_clients_all_connect() {
-    with_burst_descriptors("burst_child", burst_of_clients);
+    with_burst_descriptors("a_burst_of_1000_clients_all_connect", burst_of_clients);
 }
 
 /// The listen backlog holds what arrives while nothing is accepted: 1,000 TCP connections
@@ -429,23 +428,10 @@ fn backlog_holds_a_burst() {
 
 #[test]
 fn the_listen_backlog_holds_a_burst_of_1000() {
-    with_burst_descriptors("backlog_child", backlog_holds_a_burst);
-}
-
-#[test]
-#[ignore = "run by a_burst_of_1000_clients_all_connect when the descriptor limit is low"]
-fn burst_child() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        burst_of_clients();
-    }
-}
-
-#[test]
-#[ignore = "run by the_listen_backlog_holds_a_burst_of_1000 when the descriptor limit is low"]
-fn backlog_child() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        backlog_holds_a_burst();
-    }
+    with_burst_descriptors(
+        "the_listen_backlog_holds_a_burst_of_1000",
+        backlog_holds_a_burst,
+    );
 }
 
 #[test]
