@@ -86,26 +86,6 @@ static ALLOC: Largest = Largest;
 /// before it is allocated.
 const ALLOCATION_LIMIT: usize = 64 << 20;
 
-/// Panics so far on the library's own threads (`rxws-*`, `rxgw-*`): a decoder that panics there
-/// kills a connection's thread, not the test. Installs a counting hook on first use.
-fn library_panics() -> usize {
-    static PANICS: AtomicUsize = AtomicUsize::new(0);
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with("rxws-") || n.starts_with("rxgw-"))
-            {
-                PANICS.fetch_add(1, Ordering::SeqCst);
-            }
-            previous(info)
-        }));
-    });
-    PANICS.load(Ordering::SeqCst)
-}
-
 fn assert_no_huge_allocation() {
     let largest = LARGEST.load(Ordering::Relaxed);
     assert!(
@@ -870,7 +850,7 @@ fn drain(sock: &mut TcpStream) -> std::io::Result<()> {
 /// length, and a good client is served afterwards.
 #[test]
 fn a_server_survives_arbitrary_frames_after_the_upgrade() {
-    let panics = library_panics();
+    let panics = rxws_panics();
     let server = RxWSServer::<WSMessage>::bind_with_config(any_port(), Raw, quiet()).unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
@@ -899,7 +879,7 @@ fn a_server_survives_arbitrary_frames_after_the_upgrade() {
         })
         .unwrap();
 
-    assert_eq!(library_panics(), panics, "a library thread panicked");
+    assert_eq!(rxws_panics(), panics, "a library thread panicked");
     assert_no_huge_allocation();
     // Still serving: a good client's message arrives.
     got.lock().clear();
@@ -1180,7 +1160,7 @@ fn still_serves(f: &Fuzzed<'_>) {
 /// serves the next peer.
 #[test]
 fn an_accepting_gateway_node_survives_arbitrary_messages_around_its_handshake() {
-    let panics = library_panics();
+    let panics = rxws_panics();
     let node = fuzzed_node();
     let f = Fuzzed {
         node: &node,
@@ -1210,7 +1190,7 @@ fn an_accepting_gateway_node_survives_arbitrary_messages_around_its_handshake() 
         })
         .unwrap();
 
-    assert_eq!(library_panics(), panics, "a library thread panicked");
+    assert_eq!(rxws_panics(), panics, "a library thread panicked");
     assert_no_huge_allocation();
     still_serves(&f);
 }
@@ -1220,7 +1200,7 @@ fn an_accepting_gateway_node_survives_arbitrary_messages_around_its_handshake() 
 /// and the node serves the next peer.
 #[test]
 fn a_dialing_gateway_node_survives_arbitrary_messages_around_its_handshake() {
-    let panics = library_panics();
+    let panics = rxws_panics();
     let node = fuzzed_node();
     let f = Fuzzed {
         node: &node,
@@ -1242,7 +1222,7 @@ fn a_dialing_gateway_node_survives_arbitrary_messages_around_its_handshake() {
         })
         .unwrap();
 
-    assert_eq!(library_panics(), panics, "a library thread panicked");
+    assert_eq!(rxws_panics(), panics, "a library thread panicked");
     assert_no_huge_allocation();
     still_serves(&f);
 }
@@ -1294,7 +1274,7 @@ fn answer() -> impl Strategy<Value = Answer> {
 /// reconnects, and at the end a good server's message is delivered.
 #[test]
 fn a_client_survives_arbitrary_responses_and_frames() {
-    let panics = library_panics();
+    let panics = rxws_panics();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // Each case hands the fake server its answer and waits for the connection to end.
@@ -1357,7 +1337,7 @@ fn a_client_survives_arbitrary_responses_and_frames() {
         })
         .unwrap();
 
-    assert_eq!(library_panics(), panics, "a library thread panicked");
+    assert_eq!(rxws_panics(), panics, "a library thread panicked");
     assert_no_huge_allocation();
     // Whatever text the fuzzed frames carried may have arrived; the client is still working
     // when a good message arrives after them.
@@ -1458,7 +1438,7 @@ fn upgrade_request() -> impl Strategy<Value = Vec<u8>> {
 /// thread panics, nothing huge is allocated, and both still serve a good client.
 #[test]
 fn the_http_upgrade_survives_arbitrary_requests() {
-    let panics = library_panics();
+    let panics = rxws_panics();
     let (server, got) = collecting_server(0);
     let node = GatewayNode::<DefaultFrame>::new(
         GatewayConfig::default()
@@ -1503,7 +1483,7 @@ fn the_http_upgrade_survives_arbitrary_requests() {
         })
         .unwrap();
 
-    assert_eq!(library_panics(), panics, "a library thread panicked");
+    assert_eq!(rxws_panics(), panics, "a library thread panicked");
     assert_no_huge_allocation();
     let client = RxWSClient::<String>::with_config(
         local(server.local_addr().port(), "/after"),

@@ -164,7 +164,8 @@ pub fn gated_server() -> (
 
 static RXWS_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Panics so far on the library's own threads (`rxws-*`). Installs a counting hook on first use.
+/// Panics so far on the library's own threads (`rxws-*`, `rxgw-*`): a panic there kills a
+/// connection's thread, not the test. Installs a counting hook on first use.
 pub fn rxws_panics() -> usize {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
@@ -172,7 +173,7 @@ pub fn rxws_panics() -> usize {
         std::panic::set_hook(Box::new(move |info| {
             if std::thread::current()
                 .name()
-                .is_some_and(|n| n.starts_with("rxws-"))
+                .is_some_and(|n| n.starts_with("rxws-") || n.starts_with("rxgw-"))
             {
                 RXWS_PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
