@@ -14,7 +14,9 @@ use tungstenite::Message;
 
 use super::frame::WriteState;
 use super::writer::Writer;
-use super::{ConnInfo, ConnParams, Ctrl, InboundBudget, Queue, MAX_BATCH, MAX_BATCH_BYTES};
+use super::{
+    BurstClock, ConnInfo, ConnParams, Ctrl, InboundBudget, Queue, MAX_BATCH, MAX_BATCH_BYTES,
+};
 use crate::error::Error;
 use crate::overflow::OverflowStrategy;
 use crate::stats::Stats;
@@ -66,7 +68,7 @@ pub(crate) struct ConnHandle {
     pub(super) keep_unsent: bool,
     pub(super) epoch: Instant,
     /// Nanoseconds since `epoch` before which a sender queues instead of writing itself.
-    pub(super) direct_after: AtomicU64,
+    pub(super) burst: BurstClock,
     /// Pongs the reader handed to the writer and not yet written: data the reader's callbacks
     /// send after a ping must follow its pong (RFC 6455 5.5.2; Autobahn 5.6–5.20).
     pub(super) pongs_pending: AtomicUsize,
@@ -111,8 +113,8 @@ impl ConnHandle {
             return Some(msg);
         }
         // A zero-capacity queue ("disconnect") has no other way in: never a burst.
-        let start = self.nanos();
-        let burst = self.queue_capacity > 0 && start < self.direct_after.load(Ordering::Relaxed);
+        let (start, back_to_back) = self.burst.begin();
+        let burst = self.queue_capacity > 0 && back_to_back;
         let Some(mut w) = self.wr.try_lock() else {
             return Some(msg);
         };
@@ -154,9 +156,7 @@ impl ConnHandle {
                 self.abort();
             }
         }
-        let end = self.nanos();
-        self.direct_after
-            .store(end + (end - start), Ordering::Relaxed);
+        self.burst.end(start);
         None
     }
 
@@ -213,10 +213,14 @@ impl ConnHandle {
                 }
             },
         );
-        // Whatever was queued is the writer's to send. (A new queue: the writer waits on it
-        // only once it knows it exists.)
-        if !existed || queued.is_ok() {
-            self.kick();
+        // A new queue: a running writer waits on it only once it knows it exists.
+        if !existed {
+            let _ = self.wake_tx.try_send(());
+        }
+        // Whatever was queued is the writer's to send (its `select` sees the queue itself: no
+        // wake token per message, which would also start its gathering wait for nothing).
+        if queued.is_ok() || !existed {
+            self.ensure_writer();
         }
         queued
     }

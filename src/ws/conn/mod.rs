@@ -41,6 +41,44 @@ use crate::ws::outbound::OutQueue;
 use crate::ws::ConnId;
 
 pub(crate) use budget::InboundBudget;
+
+/// Tells a caller in a burst: one that comes back while less time has passed since its last
+/// call ended than that call took (the direct write, a server's fan-out).
+pub(crate) struct BurstClock {
+    epoch: Instant,
+    after: std::sync::atomic::AtomicU64,
+}
+
+impl Default for BurstClock {
+    fn default() -> Self {
+        BurstClock {
+            epoch: Instant::now(),
+            after: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl BurstClock {
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+    /// The start of a call, and whether it comes back to back with the last one.
+    pub(crate) fn begin(&self) -> (u64, bool) {
+        let start = self.nanos();
+        (
+            start,
+            start < self.after.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+    /// The call that began at `start` ended.
+    pub(crate) fn end(&self, start: u64) {
+        let end = self.nanos();
+        self.after.store(
+            end + end.saturating_sub(start),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
 pub(crate) use handle::ConnHandle;
 pub(crate) use reader::ConnRun;
 

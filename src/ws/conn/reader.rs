@@ -16,8 +16,8 @@ use tungstenite::Message;
 use super::frame::WriteState;
 use super::handle::{ConnHandle, Heartbeat};
 use super::{
-    ConnEnd, ConnInfo, ConnParams, Ctrl, EndReason, HalfStream, InboundBudget, Outbound,
-    CTRL_CAPACITY,
+    BurstClock, ConnEnd, ConnInfo, ConnParams, Ctrl, EndReason, HalfStream, InboundBudget,
+    Outbound, CTRL_CAPACITY,
 };
 use crate::error::Result;
 use crate::stats::Stats;
@@ -102,7 +102,7 @@ impl ConnRun {
             keep_unsent: params.keep_unsent,
             params,
             epoch: now,
-            direct_after: AtomicU64::new(0),
+            burst: BurstClock::default(),
             pongs_pending: AtomicUsize::new(0),
             overflow_close: OnceLock::new(),
             overflowed: AtomicBool::new(false),

@@ -17,7 +17,7 @@ use crate::error::{Context, Error, Result, SendError};
 use crate::reactive::{Notification, Subject, Subscription};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::telemetry::{self, event, Kind, Tracked};
-use crate::ws::conn::{ConnHandle, InboundBudget};
+use crate::ws::conn::{BurstClock, ConnHandle, InboundBudget};
 use crate::ws::datatype::{Datatype, Datatypes};
 use crate::ws::listen::{self, accept_loop, Handshakes};
 use crate::ws::outbound::Refused;
@@ -32,10 +32,6 @@ const MAX_METRIC_PATHS: usize = 256;
 /// parallel); larger ones are written by the broadcasting thread, so a server with thousands
 /// of connections does not start a thread per connection for a burst.
 const FANOUT_WRITERS: usize = 256;
-
-fn nanos(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// The path attribute of the shared counters (a real path starts with `/`).
 const OTHER_PATH: &str = "_other";
@@ -106,10 +102,8 @@ struct Inner<T: Clone + Send + 'static> {
     conn_done_tx: Sender<()>,
     conn_done_rx: Receiver<()>,
     completing: AtomicBool,
-    /// Nanoseconds since `epoch` before which a broadcast counts as part of a burst (see
-    /// `send`).
-    fanout_after: std::sync::atomic::AtomicU64,
-    epoch: Instant,
+    /// Broadcasts back to back (see `send`).
+    fanout: BurstClock,
     /// Counters per path, kept for the server's life (cumulative across connections); their
     /// sum is `stats()`. See [`MAX_METRIC_PATHS`].
     path_counters: Mutex<HashMap<Arc<str>, Tracked>>,
@@ -209,8 +203,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             conn_done_tx,
             conn_done_rx,
             completing: AtomicBool::new(false),
-            fanout_after: std::sync::atomic::AtomicU64::new(0),
-            epoch: Instant::now(),
+            fanout: BurstClock::default(),
             path_counters: Mutex::new(HashMap::new()),
             budget: InboundBudget::new(name.clone(), cfg_budget),
             handshakes: Handshakes::default(),
@@ -391,9 +384,8 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
                 // get it.
                 Some((last, rest)) => {
                     log::debug!(component = &*self.core.name, path = &*tag, recipients = conns.len(), bytes = msg.len(); "{}", event::MESSAGE_SENT);
-                    let start = nanos(self.epoch);
-                    let queue = conns.len() <= FANOUT_WRITERS
-                        && start < self.fanout_after.load(Ordering::Relaxed);
+                    let (start, back_to_back) = self.fanout.begin();
+                    let queue = conns.len() <= FANOUT_WRITERS && back_to_back;
                     let give = |c: &Arc<ConnHandle>, m| {
                         let _refused_is_counted = if queue { c.enqueue(m) } else { c.send(m) };
                     };
@@ -401,9 +393,7 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
                         give(c, msg.clone());
                     }
                     give(last, msg);
-                    let end = nanos(self.epoch);
-                    self.fanout_after
-                        .store(end + (end - start), Ordering::Relaxed);
+                    self.fanout.end(start);
                     Ok(())
                 }
                 None => Ok(()),
