@@ -50,6 +50,20 @@ pub enum Error {
         /// The operating system's error.
         source: Arc<io::Error>,
     },
+    /// A TLS handshake failed: the peer's certificate was refused (`certificate`: unknown
+    /// issuer, expired, wrong name; not retried by default, see
+    /// `RetryPolicy::retry_certificate_errors`), or the peer does not speak TLS, or it broke
+    /// the protocol. The source wraps the `rustls::Error` where there is one
+    /// (`source.get_ref()`, then `downcast_ref`).
+    #[error("{ctx}: TLS handshake failed: {source}")]
+    Tls {
+        /// Where it happened.
+        ctx: Box<Context>,
+        /// Whether a certificate was refused (by us or by the peer).
+        certificate: bool,
+        /// The error.
+        source: Arc<io::Error>,
+    },
     /// The WebSocket protocol layer (tungstenite) reported an error.
     #[error("{ctx}: {source}")]
     WebSocket {
@@ -326,6 +340,31 @@ impl Error {
         }
     }
 
+    /// A failed TLS handshake (`source` as the session reported it).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn tls(component: &str, peer: Option<String>, source: io::Error) -> Self {
+        #[cfg(feature = "tls")]
+        let certificate = crate::tls::is_certificate_error(&source);
+        #[cfg(not(feature = "tls"))]
+        let certificate = false;
+        Error::Tls {
+            ctx: Context::new(component, peer),
+            certificate,
+            source: Arc::new(source),
+        }
+    }
+
+    /// A certificate refused in a TLS handshake: retrying does not help.
+    pub fn is_certificate_error(&self) -> bool {
+        match self {
+            Error::Tls { certificate, .. } => *certificate,
+            Error::ConnectFailed { source, .. } | Error::RetriesExhausted { source, .. } => {
+                source.is_certificate_error()
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn ws(component: &str, peer: Option<String>, source: tungstenite::Error) -> Self {
         Error::WebSocket {
             ctx: Context::new(component, peer),
@@ -345,6 +384,7 @@ impl Error {
             Error::Config { .. } | Error::InvalidUrl { .. } => None,
             Error::Bind { ctx, .. }
             | Error::Io { ctx, .. }
+            | Error::Tls { ctx, .. }
             | Error::WebSocket { ctx, .. }
             | Error::Encode { ctx, .. }
             | Error::Decode { ctx, .. }

@@ -95,6 +95,8 @@ mod reactive;
 mod stats;
 pub mod telemetry;
 mod threads;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod ws;
 
 pub use error::{CodecError, Context, Error, Result, SendError};

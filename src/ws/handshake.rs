@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tungstenite::protocol::Role;
 use tungstenite::Message;
@@ -16,9 +16,9 @@ use crate::error::{Context, Error};
 use crate::reactive::Subject;
 use crate::stats::Stats;
 use crate::telemetry::event;
-use crate::ws::conn::ConnParams;
+use crate::ws::conn::{ConnParams, HalfStream, TlsSession};
 use crate::ws::datatype::Datatype;
-use crate::ws::{ConnId, WSConfig};
+use crate::ws::{ConnId, WSConfig, WSConnectionConfig};
 
 pub(crate) const UPGRADE_REQUIRED: &str = "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 54\r\n\r\nThis is a WebSocket endpoint: send an Upgrade request\n";
 pub(crate) const BAD_REQUEST: &str = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 33\r\n\r\nInvalid WebSocket upgrade request\n";
@@ -30,6 +30,59 @@ pub(crate) fn reply_http(sock: &TcpStream, response: &str) {
     let _ = s.write_all(response.as_bytes());
     let _ = s.flush();
     let _ = sock.shutdown(Shutdown::Write);
+}
+
+/// [`reply_http`] on a connection that may be TLS (encrypted, then `close_notify`).
+pub(crate) fn reply_http_on(sock: &TcpStream, tls: Option<&TlsSession>, response: &str) {
+    let Some(tls) = tls else {
+        return reply_http(sock, response);
+    };
+    let _ = tls.write_blocking(sock, response.as_bytes());
+    let mut ct = Vec::new();
+    if tls.seal_close(&mut ct).is_ok() {
+        let mut s = sock;
+        let _ = s.write_all(&ct);
+    }
+    let _ = sock.shutdown(Shutdown::Write);
+}
+
+/// The stream a server's opening handshake runs over: a TLS handshake first (within
+/// `deadline`) when the component serves `wss://`.
+pub(crate) fn server_stream(
+    raw: &Arc<TcpStream>,
+    deadline: Instant,
+    cfg: &WSConfig,
+) -> std::io::Result<HalfStream> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &cfg.tls_server {
+        let session = TlsSession::accept(tls, raw, deadline)?;
+        return Ok(HalfStream::secure(raw.clone(), Some(deadline), session));
+    }
+    let _ = cfg;
+    Ok(HalfStream::with_deadline(raw.clone(), Some(deadline)))
+}
+
+/// The stream a client's opening handshake runs over: a TLS handshake first (within
+/// `deadline`) for a `wss://` endpoint. An error is [`Error::Tls`].
+pub(crate) fn client_stream(
+    raw: &Arc<TcpStream>,
+    deadline: Instant,
+    conn: &WSConnectionConfig,
+    cfg: &WSConfig,
+    name: &str,
+) -> crate::Result<HalfStream> {
+    #[cfg(feature = "tls")]
+    if conn.is_secure() {
+        let tls = match &cfg.tls_client {
+            Some(t) => t.clone(),
+            None => crate::tls::ClientTls::webpki_roots()?,
+        };
+        let session = TlsSession::connect(&tls, conn.host(), raw, deadline)
+            .map_err(|e| Error::tls(name, Some(conn.authority()), e))?;
+        return Ok(HalfStream::secure(raw.clone(), Some(deadline), session));
+    }
+    let _ = (conn, cfg, name);
+    Ok(HalfStream::with_deadline(raw.clone(), Some(deadline)))
 }
 
 /// Wakes an accept loop blocked on a listener at `addr` (so it sees that its component is

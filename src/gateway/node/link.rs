@@ -21,7 +21,7 @@ use crate::gateway::{
 };
 use crate::telemetry::{self, event, Outcome};
 use crate::ws::conn::{ConnEnd, ConnInfo, ConnRun, EndReason, HalfStream, Outbound};
-use crate::ws::handshake::{self, reply_http, BAD_REQUEST, UNAVAILABLE};
+use crate::ws::handshake::{self, reply_http, reply_http_on, BAD_REQUEST, UNAVAILABLE};
 use crate::ws::listen::{Acceptor, HandshakeSlot, Handshakes, Refusal};
 use crate::ws::{ConnId, WSConnectionConfig};
 
@@ -99,27 +99,42 @@ fn serve_inbound<F: Framing>(
     }
     peer.begin_transport(&raw, addr, ConnectionState::Pending);
     log::info!(component = &*inner.core.name, conn_id:% = peer.id, peer:% = addr; "{}", event::CONNECTION_OPENED);
-    let end = match tungstenite::accept_with_config(
-        HalfStream::with_deadline(raw.clone(), Some(deadline)),
-        Some(inner.cfg.ws.tungstenite()),
-    ) {
-        Ok(ws) => run_link(&inner, &peer, ws, raw, addr, started, Some(slot)),
+    let upgraded = match handshake::server_stream(&raw, deadline, &inner.cfg.ws) {
         Err(e) => {
-            let cause = match e {
-                HandshakeError::Interrupted(_) => {
-                    let _ = raw.shutdown(Shutdown::Both);
-                    DisconnectCause::HandshakeTimeout
+            let _ = raw.shutdown(Shutdown::Both);
+            Err(if e.kind() == std::io::ErrorKind::TimedOut {
+                DisconnectCause::HandshakeTimeout
+            } else {
+                DisconnectCause::Closed {
+                    code: None,
+                    reason: format!("TLS handshake failed: {e}"),
                 }
-                HandshakeError::Failure(e) => {
-                    if !matches!(e, tungstenite::Error::Io(_)) {
-                        reply_http(&raw, BAD_REQUEST);
+            })
+        }
+        Ok(stream) => {
+            let tls = stream.tls().cloned();
+            tungstenite::accept_with_config(stream, Some(inner.cfg.ws.tungstenite())).map_err(|e| {
+                match e {
+                    HandshakeError::Interrupted(_) => {
+                        let _ = raw.shutdown(Shutdown::Both);
+                        DisconnectCause::HandshakeTimeout
                     }
-                    DisconnectCause::Closed {
-                        code: None,
-                        reason: format!("upgrade failed: {e}"),
+                    HandshakeError::Failure(e) => {
+                        if !matches!(e, tungstenite::Error::Io(_)) {
+                            reply_http_on(&raw, tls.as_deref(), BAD_REQUEST);
+                        }
+                        DisconnectCause::Closed {
+                            code: None,
+                            reason: format!("upgrade failed: {e}"),
+                        }
                     }
                 }
-            };
+            })
+        }
+    };
+    let end = match upgraded {
+        Ok(ws) => run_link(&inner, &peer, ws, raw, addr, started, Some(slot)),
+        Err(cause) => {
             handshake_failed(&inner, &peer, &cause, started);
             LinkEnd::HandshakeFailed(cause)
         }
@@ -201,7 +216,21 @@ pub(super) fn dial_loop<F: Framing>(
             Err(e) => {
                 peer.transport_ended();
                 failures += 1;
-                match failed(failures, e.to_string()) {
+                // A refused certificate stays refused: no redial (reported, then final).
+                let verdict = if e.is_certificate_error() && !retry.retry_certificate_errors {
+                    inner.core.report(Error::ConnectFailed {
+                        ctx: Context::new(&inner.core.name, Some(peer.id.to_string())),
+                        attempt: failures,
+                        source: Box::new(e.clone()),
+                    });
+                    Err(DisconnectCause::Closed {
+                        code: None,
+                        reason: format!("certificate refused: {e}"),
+                    })
+                } else {
+                    failed(failures, e.to_string())
+                };
+                match verdict {
                     Ok(d) => {
                         log::info!(component = &*inner.core.name, conn_id:% = peer.id, attempt = failures, delay_ms = d.as_millis() as u64, error:% = e; "{}", event::CONNECT_RETRY);
                         inner.core.report(Error::ConnectFailed {

@@ -109,11 +109,14 @@ pub(crate) fn dial(
     let raw = Arc::new(sock);
     on_socket(&raw);
     let url = conn.url();
-    match tungstenite::client::client_with_config(
-        url.as_str(),
-        HalfStream::with_deadline(raw.clone(), Some(deadline)),
-        Some(cfg.tungstenite()),
-    ) {
+    let stream = match handshake::client_stream(&raw, deadline, conn, cfg, name) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = raw.shutdown(Shutdown::Both);
+            return Err(e);
+        }
+    };
+    match tungstenite::client::client_with_config(url.as_str(), stream, Some(cfg.tungstenite())) {
         Ok((mut ws, _resp)) => {
             if !keep_deadline {
                 ws.get_mut().set_deadline(None);
@@ -273,6 +276,19 @@ fn failed_attempt<T: Clone + Send + 'static>(
     e: Error,
 ) -> Option<std::time::Duration> {
     *failures += 1;
+    // A refused certificate stays refused: the client ends with it (reported first).
+    if e.is_certificate_error() && !inner.cfg.retry.retry_certificate_errors {
+        log::warn!(component = &*inner.core.name, path = &*inner.path, attempt = *failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);
+        inner.core.report(Error::ConnectFailed {
+            ctx: Context::new(&inner.core.name, None),
+            attempt: *failures,
+            source: Box::new(e.clone()),
+        });
+        inner.completing.store(true, Ordering::Release);
+        inner.core.terminate(Notification::Error(e));
+        inner.set_state(ConnectionState::Closed);
+        return None;
+    }
     if let Some(max) = inner.cfg.retry.max_retries {
         if *failures > max {
             log::warn!(component = &*inner.core.name, path = &*inner.path, attempt = *failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);

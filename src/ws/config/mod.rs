@@ -29,6 +29,8 @@ pub struct WSConnectionConfig {
     host: String,
     port: u16,
     path: String,
+    /// `wss://`: TLS to the server.
+    secure: bool,
 }
 
 impl WSConnectionConfig {
@@ -59,25 +61,36 @@ impl WSConnectionConfig {
                 format!("{path:?} must start with '/'"),
             ));
         }
-        Ok(WSConnectionConfig { host, port, path })
+        Ok(WSConnectionConfig {
+            host,
+            port,
+            path,
+            secure: false,
+        })
     }
 
-    /// Parses `ws://host[:port][/path][?query]` (port defaults to 80).
+    /// Parses `ws://host[:port][/path][?query]` (port defaults to 80) or `wss://…` (TLS,
+    /// port defaults to 443; needs the `tls` feature, on by default).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for anything else, including `wss://` (TLS is not supported).
+    /// [`Error::InvalidUrl`] for anything else, including `wss://` in a build without TLS.
     pub fn from_url(url: &str) -> Result<Self> {
         let bad = |reason: &str| Error::InvalidUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
         let uri: tungstenite::http::Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => return Err(bad("wss:// (TLS) is not supported")),
-            Some(other) => return Err(bad(&format!("scheme {other:?} is not ws"))),
-            None => return Err(bad("missing ws:// scheme")),
-        }
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") if cfg!(feature = "tls") => true,
+            Some("wss") => {
+                return Err(bad(
+                    "wss:// (TLS) needs rxplus's `tls` feature, which this build leaves out",
+                ))
+            }
+            Some(other) => return Err(bad(&format!("scheme {other:?} is not ws or wss"))),
+            None => return Err(bad("missing ws:// or wss:// scheme")),
+        };
         let host = uri.host().ok_or_else(|| bad("missing host"))?;
         // `Uri::port` hides an out-of-range port; read it from the authority text instead.
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
@@ -89,6 +102,7 @@ impl WSConnectionConfig {
             Some((_, p)) => p
                 .parse::<u16>()
                 .map_err(|_| bad("invalid port: must be 0..=65535"))?,
+            None if secure => 443,
             None => 80,
         };
         let path = uri
@@ -96,7 +110,19 @@ impl WSConnectionConfig {
             .map(|p| p.as_str())
             .filter(|p| !p.is_empty())
             .unwrap_or("/");
-        WSConnectionConfig::new(host, port, path).map_err(|e| bad(&e.to_string()))
+        let c = WSConnectionConfig::new(host, port, path).map_err(|e| bad(&e.to_string()))?;
+        Ok(WSConnectionConfig { secure, ..c })
+    }
+
+    /// A copy that connects with TLS (`wss://`) or without.
+    #[cfg(feature = "tls")]
+    pub fn secure(mut self, on: bool) -> Self {
+        self.secure = on;
+        self
+    }
+    /// Whether this is a `wss://` endpoint.
+    pub fn is_secure(&self) -> bool {
+        self.secure
     }
 
     /// The host (IPv6 without brackets).
@@ -116,7 +142,11 @@ impl WSConnectionConfig {
     /// # Errors
     /// [`Error::Config`] when `path` does not start with `/`.
     pub fn with_path(&self, path: &str) -> Result<Self> {
-        WSConnectionConfig::new(self.host.clone(), self.port, path)
+        let c = WSConnectionConfig::new(self.host.clone(), self.port, path)?;
+        Ok(WSConnectionConfig {
+            secure: self.secure,
+            ..c
+        })
     }
     /// `host:port`, with brackets around an IPv6 host.
     pub fn authority(&self) -> String {
@@ -126,9 +156,10 @@ impl WSConnectionConfig {
             format!("{}:{}", self.host, self.port)
         }
     }
-    /// `ws://host:port/path`.
+    /// `ws://host:port/path` (`wss://` with TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}{}", self.authority(), self.path)
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.authority(), self.path)
     }
 }
 
@@ -171,6 +202,11 @@ pub struct RetryPolicy {
     /// the connection at once is retried with growing delays, not ten times a second. A
     /// connection that ends sooner counts as a failed attempt. Default 5 s.
     pub reset_after: Duration,
+    /// Retry after a TLS certificate was refused (unknown issuer, expired, wrong name)
+    /// like after any failure. Off by default: such an attempt ends the client at once with
+    /// [`Error::Tls`], as retrying cannot fix it (set it while a certificate is being
+    /// rotated, say).
+    pub retry_certificate_errors: bool,
 }
 
 impl Default for RetryPolicy {
@@ -182,6 +218,7 @@ impl Default for RetryPolicy {
             jitter: 0.1,
             max_retries: None,
             reset_after: Duration::from_secs(5),
+            retry_certificate_errors: false,
         }
     }
 }
@@ -215,6 +252,11 @@ impl RetryPolicy {
     /// Sets [`Self::reset_after`].
     pub fn reset_after(mut self, d: Duration) -> Self {
         self.reset_after = d;
+        self
+    }
+    /// Sets [`Self::retry_certificate_errors`].
+    pub fn retry_certificate_errors(mut self, on: bool) -> Self {
+        self.retry_certificate_errors = on;
         self
     }
 
@@ -347,6 +389,15 @@ pub struct WSConfig {
     /// Client and group only: queue items sent while disconnected (in order, delivered after the
     /// next connect) instead of dropping them. Default `false`.
     pub buffer_while_disconnected: bool,
+    /// Server and gateway node: serve `wss://` with this certificate; every connection must
+    /// then start with a TLS handshake (within `handshake_timeout`), a plain one is cut.
+    /// Default `None` (plain `ws://`).
+    #[cfg(feature = "tls")]
+    pub tls_server: Option<crate::tls::ServerTls>,
+    /// Client, group and gateway node dialing `wss://` URLs: whom to trust. Default `None`:
+    /// Mozilla's roots ([`ClientTls::webpki_roots`](crate::tls::ClientTls::webpki_roots)).
+    #[cfg(feature = "tls")]
+    pub tls_client: Option<crate::tls::ClientTls>,
 }
 
 impl Default for WSConfig {
@@ -372,6 +423,10 @@ impl Default for WSConfig {
             thread_stack_size: 256 << 10,
             retry: RetryPolicy::default(),
             buffer_while_disconnected: false,
+            #[cfg(feature = "tls")]
+            tls_server: None,
+            #[cfg(feature = "tls")]
+            tls_client: None,
         }
     }
 }
@@ -488,6 +543,18 @@ impl WSConfig {
     /// Sets [`Self::buffer_while_disconnected`].
     pub fn buffer_while_disconnected(mut self, on: bool) -> Self {
         self.buffer_while_disconnected = on;
+        self
+    }
+    /// Sets [`Self::tls_server`].
+    #[cfg(feature = "tls")]
+    pub fn tls_server(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.tls_server = Some(tls);
+        self
+    }
+    /// Sets [`Self::tls_client`].
+    #[cfg(feature = "tls")]
+    pub fn tls_client(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls_client = Some(tls);
         self
     }
 

@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
@@ -10,7 +11,7 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{Role, WebSocketContext};
 use tungstenite::Message;
 
-use super::{KEEP_OUT_CAPACITY, STALL_PROGRESS};
+use super::{TlsSession, KEEP_OUT_CAPACITY, STALL_PROGRESS};
 use crate::stats::Stats;
 
 /// The write half of a connection, behind the handle's lock: whoever holds the lock is the
@@ -30,7 +31,14 @@ pub(crate) struct WriteState {
     pub(super) closed: bool,
     /// A write failed: the connection is lost.
     pub(super) failed: bool,
+    /// The TLS session: `out` is plaintext, encrypted a chunk at a time into `ct`.
+    tls: Option<Arc<TlsSession>>,
+    /// Ciphertext not yet on the socket (TLS only), sent before anything else.
+    ct: Vec<u8>,
 }
+
+/// Plaintext encrypted per step on a TLS connection: ciphertext waiting is at most about this.
+const TLS_CHUNK: usize = 64 << 10;
 
 /// XORs a client frame's payload with its mask (RFC 6455 5.3), eight bytes at a time.
 fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
@@ -68,7 +76,11 @@ impl Write for OutBuf {
 }
 
 impl WriteState {
-    pub(super) fn new(role: Role, ws: tungstenite::protocol::WebSocketConfig) -> Self {
+    pub(super) fn new(
+        role: Role,
+        ws: tungstenite::protocol::WebSocketConfig,
+        tls: Option<Arc<TlsSession>>,
+    ) -> Self {
         WriteState {
             // This context never reads: no read buffer.
             ctx: WebSocketContext::new(role, Some(ws.read_buffer_size(0))),
@@ -79,6 +91,8 @@ impl WriteState {
             unsent: Vec::new(),
             closed: false,
             failed: false,
+            tls,
+            ct: Vec::new(),
         }
     }
 
@@ -130,6 +144,11 @@ impl WriteState {
         stats: &Stats,
         stall: Duration,
     ) -> io::Result<()> {
+        if let Some(tls) = self.tls.clone() {
+            return self
+                .write_out_tls(&tls, sock, stats, Some(stall))
+                .map(|_| ());
+        }
         if !self.out.0.is_empty() {
             let (sent, res) = write_bounded(sock, &self.out.0, stall);
             if let Err(e) = res {
@@ -151,33 +170,97 @@ impl WriteState {
 
     /// Writes as much of `out` as the socket takes without blocking. Returns true when all of it
     /// went; the rest stays in `out` for the writer thread.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
     pub(super) fn write_out_nonblocking(
         &mut self,
         sock: &TcpStream,
         stats: &Stats,
     ) -> io::Result<bool> {
-        let sock = socket2::SockRef::from(sock);
-        let mut sent = 0;
-        let buf = &self.out.0;
-        while sent < buf.len() {
-            match sock.send_with_flags(&buf[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    self.failed = true;
-                    return Err(e);
-                }
+        if let Some(tls) = self.tls.clone() {
+            return self.write_out_tls(&tls, sock, stats, None);
+        }
+        let (sent, res) = send_now(sock, &self.out.0);
+        match res {
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+            Ok(false) => {
+                self.out.0.drain(..sent);
+                Ok(false)
+            }
+            Ok(true) => {
+                self.out.0.clear();
+                self.commit(stats);
+                Ok(true)
             }
         }
-        if sent < self.out.0.len() {
-            self.out.0.drain(..sent);
-            return Ok(false);
+    }
+
+    /// `write_out` (`stall` given) or `write_out_nonblocking` (`None`) on a TLS connection:
+    /// ciphertext left from before goes first; then `out` is encrypted a chunk at a time
+    /// (the session's lock is held only for that) and each chunk written with no lock held.
+    fn write_out_tls(
+        &mut self,
+        tls: &TlsSession,
+        sock: &TcpStream,
+        stats: &Stats,
+        stall: Option<Duration>,
+    ) -> io::Result<bool> {
+        let mut pos = 0;
+        let res = loop {
+            if self.ct.is_empty() {
+                let take = (self.out.0.len() - pos).min(TLS_CHUNK);
+                if let Err(e) = tls.seal(&self.out.0[pos..pos + take], &mut self.ct) {
+                    self.failed = true;
+                    break Err(e);
+                }
+                pos += take;
+                if self.ct.is_empty() {
+                    break Ok(true);
+                }
+            }
+            let (sent, r) = match stall {
+                Some(stall) => {
+                    let (sent, r) = write_bounded(sock, &self.ct, stall);
+                    (sent, r.map(|()| true))
+                }
+                None => send_now(sock, &self.ct),
+            };
+            self.ct.drain(..sent);
+            match r {
+                Ok(true) => {}
+                Ok(false) => break Ok(false),
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::TimedOut {
+                        self.failed = true;
+                    }
+                    break Err(e);
+                }
+            }
+        };
+        self.out.0.drain(..pos);
+        if self.out.0.is_empty() && self.out.0.capacity() > KEEP_OUT_CAPACITY {
+            self.out.0 = Vec::new();
         }
-        self.out.0.clear();
-        self.commit(stats);
-        Ok(true)
+        if self.ct.is_empty() && self.ct.capacity() > KEEP_OUT_CAPACITY {
+            self.ct = Vec::new();
+        }
+        if matches!(res, Ok(true)) {
+            self.commit(stats);
+        }
+        res
+    }
+
+    /// The connection is over: a TLS `close_notify`, if the socket takes it at once.
+    pub(super) fn end_tls(&mut self, sock: &TcpStream) {
+        if self.failed {
+            return;
+        }
+        if let Some(tls) = self.tls.clone() {
+            if tls.seal_close(&mut self.ct).is_ok() {
+                let _ = send_now(sock, &self.ct);
+            }
+        }
     }
 
     pub(super) fn commit(&mut self, stats: &Stats) {
@@ -188,6 +271,29 @@ impl WriteState {
         }
         self.unsent.clear();
     }
+}
+
+/// Sends what the socket takes of `buf` without blocking: how much went, and whether all of it
+/// did.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_now(sock: &TcpStream, buf: &[u8]) -> (usize, io::Result<bool>) {
+    let sock = socket2::SockRef::from(sock);
+    let mut sent = 0;
+    while sent < buf.len() {
+        match sock.send_with_flags(&buf[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (sent, Ok(false)),
+            Err(e) => return (sent, Err(e)),
+        }
+    }
+    (sent, Ok(true))
+}
+
+/// Elsewhere nothing is sent without blocking: the caller hands the bytes to the writer thread.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn send_now(_: &TcpStream, buf: &[u8]) -> (usize, io::Result<bool>) {
+    (0, Ok(buf.is_empty()))
 }
 
 /// Writes `buf`: without blocking while the socket takes it, then blocking in bounded waits.

@@ -160,15 +160,9 @@ impl ConnHandle {
         None
     }
 
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    /// Writes what the socket takes now (elsewhere than Linux: nothing, see `send_now`).
     pub(super) fn write_direct(&self, w: &mut WriteState) -> io::Result<bool> {
         w.write_out_nonblocking(&self.sock, &self.stats)
-    }
-
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    pub(super) fn write_direct(&self, w: &mut WriteState) -> io::Result<bool> {
-        // Unreachable: try_direct returns early on these targets.
-        w.write_out(&self.sock, &self.stats).map(|()| true)
     }
 
     pub(super) fn nanos(&self) -> u64 {

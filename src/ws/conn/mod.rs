@@ -25,6 +25,7 @@ mod budget;
 mod frame;
 mod handle;
 mod reader;
+mod tls;
 mod writer;
 
 use std::io::{self, Read, Write};
@@ -41,6 +42,7 @@ use crate::ws::outbound::OutQueue;
 use crate::ws::ConnId;
 
 pub(crate) use budget::InboundBudget;
+pub(crate) use tls::TlsSession;
 
 /// Tells a caller in a burst: one that comes back while less time has passed since its last
 /// call ended than that call took (the direct write, a server's fan-out).
@@ -106,11 +108,16 @@ pub(super) const STALL_PROGRESS: usize = 64 << 10;
 /// Largest single read counted against the inbound budget.
 const BUDGET_CHUNK: usize = 64 << 10;
 
-/// A `TcpStream` whose writes can be switched off: tungstenite's reader needs `Read + Write`, but
-/// after the handshake every byte must leave through the writer thread.
+/// Raw bytes read per socket call on a TLS connection (one full record).
+const TLS_READ: usize = 16 << 10;
+
+/// A `TcpStream` (with TLS, if the connection has it) whose writes can be switched off:
+/// tungstenite's reader needs `Read + Write`, but after the handshake every byte must leave
+/// through the write half.
 pub(crate) struct HalfStream {
     /// Shared with the connection's handle: one descriptor per connection.
     sock: Arc<TcpStream>,
+    tls: Option<TlsRead>,
     pub(super) writes: bool,
     /// A total deadline for every read and write (a handshake): a peer trickling one byte per
     /// read timeout cannot stretch it.
@@ -123,9 +130,38 @@ impl HalfStream {
     pub(crate) fn new(sock: Arc<TcpStream>) -> Self {
         HalfStream {
             sock,
+            tls: None,
             writes: true,
             deadline: None,
             account: None,
+        }
+    }
+    /// A stream over a TLS session whose handshake is done.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn secure(
+        sock: Arc<TcpStream>,
+        deadline: Option<Instant>,
+        session: Arc<TlsSession>,
+    ) -> Self {
+        HalfStream {
+            tls: Some(TlsRead {
+                session,
+                raw: Vec::new(),
+                end: 0,
+                used: 0,
+                on_output: None,
+            }),
+            ..HalfStream::with_deadline(sock, deadline)
+        }
+    }
+    /// The connection's TLS session, if it has one.
+    pub(crate) fn tls(&self) -> Option<&Arc<TlsSession>> {
+        self.tls.as_ref().map(|t| &t.session)
+    }
+    /// Called when decrypting leaves rustls with something to send (the write half sends it).
+    pub(super) fn on_tls_output(&mut self, f: Arc<dyn Fn() + Send + Sync>) {
+        if let Some(t) = &mut self.tls {
+            t.on_output = Some(f);
         }
     }
     pub(crate) fn with_deadline(sock: Arc<TcpStream>, deadline: Option<Instant>) -> Self {
@@ -194,9 +230,63 @@ impl HalfStream {
     }
 }
 
+/// The reader's side of a TLS connection: raw bytes read but not yet taken by rustls.
+struct TlsRead {
+    session: Arc<TlsSession>,
+    /// Allocated at the first read; `raw[used..end]` is not yet in rustls.
+    raw: Vec<u8>,
+    end: usize,
+    used: usize,
+    on_output: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
 impl Read for HalfStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.bound(true)?;
+        if self.tls.is_some() {
+            return self.read_tls(buf);
+        }
+        self.read_sock(buf)
+    }
+}
+
+impl HalfStream {
+    /// Plaintext from the TLS session; raw bytes are read with no lock held (see `tls.rs`).
+    fn read_tls(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(t) = &mut self.tls else {
+                return Err(io::ErrorKind::NotConnected.into());
+            };
+            let mut wants_write = false;
+            let pulled = t
+                .session
+                .pull(buf, &t.raw[..t.end], &mut t.used, &mut wants_write);
+            if wants_write {
+                if let Some(f) = &t.on_output {
+                    f();
+                }
+            }
+            if let tls::Pulled::Data(n) = pulled? {
+                return Ok(n);
+            }
+            // Everything read has gone into rustls: read more (the inbound budget counts
+            // these raw bytes).
+            let mut raw = std::mem::take(&mut t.raw);
+            raw.resize(TLS_READ, 0);
+            let res = self.read_sock(&mut raw);
+            if let Some(t) = &mut self.tls {
+                t.raw = raw;
+                t.end = *res.as_ref().unwrap_or(&0);
+                t.used = 0;
+            }
+            if res? == 0 {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Bytes from the socket, drawing on the inbound budget.
+    fn read_sock(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(a) = &mut self.account else {
             return (&*self.sock).read(buf);
         };
@@ -230,6 +320,10 @@ impl Write for HalfStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.writes {
             self.bound(false)?;
+            if let Some(t) = &self.tls {
+                t.session.write_blocking(&self.sock, buf)?;
+                return Ok(buf.len());
+            }
             (&*self.sock).write(buf)
         } else {
             Ok(buf.len())

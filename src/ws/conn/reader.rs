@@ -44,6 +44,7 @@ impl ConnRun {
         budget: Option<Arc<InboundBudget>>,
     ) -> Result<(Self, Arc<ConnHandle>)> {
         let sock = ws.get_ref().sock().clone();
+        let tls = ws.get_ref().tls().cloned();
         ws.get_mut().writes = false;
         let aborted = Arc::new(AtomicBool::new(false));
         let stop_reading = Arc::new(AtomicBool::new(false));
@@ -96,7 +97,7 @@ impl ConnRun {
             stats,
             kill_tx: parking_lot::Mutex::new(Some(kill_tx)),
             kill_rx,
-            wr: parking_lot::Mutex::new(WriteState::new(params.role, params.ws)),
+            wr: parking_lot::Mutex::new(WriteState::new(params.role, params.ws, tls)),
             wake_tx,
             wake_rx,
             keep_unsent: params.keep_unsent,
@@ -109,6 +110,14 @@ impl ConnRun {
             dropping: AtomicBool::new(false),
             holding: AtomicBool::new(false),
         });
+        // A key update (or an alert) rustls owes the peer after a read goes out through the
+        // write half.
+        let weak = Arc::downgrade(&handle);
+        ws.get_mut().on_tls_output(Arc::new(move || {
+            if let Some(h) = weak.upgrade() {
+                h.kick();
+            }
+        }));
         Ok((
             ConnRun {
                 ws,

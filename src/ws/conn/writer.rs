@@ -45,6 +45,7 @@ impl Writer {
         }
         if !matches!(step, Step::Idle) {
             // The connection is over: this ends the reader's blocking read.
+            self.handle.wr.lock().end_tls(&self.handle.sock);
             let _ = self.handle.sock.shutdown(Shutdown::Both);
             self.handle.ended.store(true, Ordering::Release);
             // A reader waiting to hand this writer a request, or for inbound budget, must not

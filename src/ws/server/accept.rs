@@ -15,8 +15,8 @@ use tungstenite::protocol::Role;
 
 use super::Inner;
 use crate::telemetry::{self, event, Outcome};
-use crate::ws::conn::{ConnInfo, ConnRun, HalfStream, Outbound};
-use crate::ws::handshake::{self, reply_http, BAD_REQUEST, UPGRADE_REQUIRED};
+use crate::ws::conn::{ConnInfo, ConnRun, Outbound};
+use crate::ws::handshake::{self, reply_http_on, BAD_REQUEST, UPGRADE_REQUIRED};
 use crate::ws::listen::{Acceptor, HandshakeSlot, Handshakes, Refusal};
 use crate::ws::{ConnId, ConnectionEvent, ConnectionEventKind, TaggedData};
 
@@ -84,8 +84,27 @@ fn serve_conn<T: Clone + Send + 'static>(
         path = req.uri().path().to_owned();
         Ok(resp)
     };
+    let stream = match handshake::server_stream(&raw, deadline, &inner.cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            if inner.core.threads.is_stopping() {
+                return;
+            }
+            let elapsed = started.elapsed();
+            let outcome = if e.kind() == std::io::ErrorKind::TimedOut {
+                Outcome::Timeout
+            } else {
+                Outcome::Failed
+            };
+            log::info!(component = &*name, peer:% = peer, error:% = e, tls = true, duration_ms = elapsed.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_FAILED);
+            telemetry::record_handshake(&name, outcome, elapsed);
+            let _ = raw.shutdown(Shutdown::Both);
+            return;
+        }
+    };
+    let tls = stream.tls().cloned();
     let mut ws = match tungstenite::accept_hdr_with_config(
-        HalfStream::with_deadline(raw.clone(), Some(deadline)),
+        stream,
         callback,
         Some(inner.cfg.tungstenite()),
     ) {
@@ -107,10 +126,10 @@ fn serve_conn<T: Clone + Send + 'static>(
                 log::debug!(component = &*name, peer:% = peer, error:% = e, duration_ms; "{}", event::HANDSHAKE_FAILED);
             } else if not_upgrade {
                 log::info!(component = &*name, peer:% = peer, error = "not a WebSocket upgrade", status = 426, duration_ms; "{}", event::HANDSHAKE_FAILED);
-                reply_http(&raw, UPGRADE_REQUIRED);
+                reply_http_on(&raw, tls.as_deref(), UPGRADE_REQUIRED);
             } else {
                 log::info!(component = &*name, peer:% = peer, error:% = e, status = 400, duration_ms; "{}", event::HANDSHAKE_FAILED);
-                reply_http(&raw, BAD_REQUEST);
+                reply_http_on(&raw, tls.as_deref(), BAD_REQUEST);
             }
             telemetry::record_handshake(&name, Outcome::Failed, elapsed);
             return;
