@@ -83,6 +83,13 @@
 //! costs a relaxed atomic load per message. The cargo feature `telemetry` adds
 //! `telemetry::install` and `telemetry::init_stdout`, which bridge `log` to OpenTelemetry
 //! and install a meter provider in one call (see `docs/telemetry.md`).
+//!
+//! ## TLS
+//!
+//! With the `tls` feature (on by default; rustls, no OpenSSL) every component speaks `wss://`:
+//! a server or gateway node serves it with [`ws::WSConfig::tls_server`], and clients, groups and
+//! gateway dials verify `wss://` servers against Mozilla's roots or [`ws::WSConfig::tls_client`].
+//! Connections stay full duplex over TLS. See [`tls`] and `docs/websocket.md`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -285,8 +285,8 @@ fn failed_attempt<T: Clone + Send + 'static>(
             source: Box::new(e.clone()),
         });
         inner.completing.store(true, Ordering::Release);
-        inner.core.terminate(Notification::Error(e));
         inner.set_state(ConnectionState::Closed);
+        inner.core.terminate(Notification::Error(e));
         return None;
     }
     if let Some(max) = inner.cfg.retry.max_retries {

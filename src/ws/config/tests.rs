@@ -101,7 +101,7 @@ fn invalid_urls_are_rejected_with_the_url() {
         "",
         "localhost:80",
         "http://h/",
-        "wss://h/",
+        "wss://",
         "ws://",
         "ws://h:99999/",
     ] {
@@ -109,4 +109,22 @@ fn invalid_urls_are_rejected_with_the_url() {
         assert!(matches!(e, Error::InvalidUrl { .. }), "{u}: {e}");
     }
     assert_eq!(WSConnectionConfig::from_url("ws://h").unwrap().path(), "/");
+}
+
+#[test]
+fn wss_urls_need_the_tls_feature_and_default_to_port_443() {
+    let r = WSConnectionConfig::from_url("wss://h/a");
+    if cfg!(feature = "tls") {
+        let c = r.unwrap();
+        assert!(c.is_secure());
+        assert_eq!((c.port(), c.url().as_str()), (443, "wss://h:443/a"));
+        let other = c.with_path("/b").unwrap();
+        assert!(other.is_secure(), "a group's paths keep the scheme");
+        let plain = WSConnectionConfig::from_url("ws://h/a").unwrap();
+        assert!(!plain.is_secure());
+        assert_eq!(plain.port(), 80);
+    } else {
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("`tls` feature"), "{e}");
+    }
 }
