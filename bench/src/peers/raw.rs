@@ -134,6 +134,17 @@ impl RawServer {
     where
         F: Fn(ServerWs, &ConnThreads) + Send + Sync + 'static,
     {
+        Self::start_with(|sock| tungstenite::accept(sock).ok(), handler)
+    }
+
+    /// Like [`start`](Self::start), with `open` doing the handshake on the accepted socket
+    /// (on the connection's thread) and giving the `WebSocket` the handler gets, or `None`
+    /// to drop the connection: e.g. TLS, then WebSocket (`peers::tls`).
+    pub fn start_with<S, O, F>(open: O, handler: F) -> Result<RawServer>
+    where
+        O: Fn(SharedSocket) -> Option<WebSocket<S>> + Send + Sync + 'static,
+        F: Fn(WebSocket<S>, &ConnThreads) + Send + Sync + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").context("raw: bind 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -141,6 +152,7 @@ impl RawServer {
         let socks = Arc::new(Mutex::new(Vec::new()));
         let threads: Threads = Arc::new(Mutex::new(Vec::new()));
         let handler = Arc::new(handler);
+        let open = Arc::new(open);
         let accept = {
             let (stop, conns, socks, threads) =
                 (stop.clone(), conns.clone(), socks.clone(), threads.clone());
@@ -153,13 +165,13 @@ impl RawServer {
                     let _ = sock.set_nodelay(true);
                     let sock = SharedSocket(Arc::new(sock));
                     lock(&socks).push(sock.0.clone());
-                    let (conns, handler) = (conns.clone(), handler.clone());
+                    let (conns, handler, open) = (conns.clone(), handler.clone(), open.clone());
                     let ctx = ConnThreads {
                         threads: threads.clone(),
                         socket: sock.clone(),
                     };
                     let h = std::thread::spawn(move || {
-                        let Ok(ws) = tungstenite::accept(sock) else {
+                        let Some(ws) = open(sock) else {
                             return;
                         };
                         conns.fetch_add(1, Ordering::AcqRel);

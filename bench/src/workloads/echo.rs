@@ -6,6 +6,7 @@
 //! `stream()`, like examples/echo_rtt.rs), raw (blocking send, then read), tokio (one task:
 //! send, then next). The echo servers here are also w5's idle servers.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use rxplus::ws::{TaggedData, Text};
+use rxplus::ws::{RxWSClient, RxWSServer, TaggedData, Text};
 use rxplus::Notification;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tungstenite::Message;
+use tungstenite::{Message, WebSocket};
 
 use super::{Cmp, Metric, Sample, Target, Variant, Workload, CLIENT_DEADLINE};
 use crate::peers::raw::{self, RawServer};
@@ -158,38 +159,13 @@ impl Workload for Echo {
         let p: Params = serde_json::from_value(params.clone())?;
         let payload = "x".repeat(p.size);
         let total = p.warmup + p.iterations;
-        let mut samples = match variant {
-            "rxplus" => rx_reactive(addr, &p, payload)?,
-            "rxplus-blocking" => {
-                let client = rx::client(addr, PATH, Text)?;
-                let inbox = client.stream();
-                let mut samples = Vec::with_capacity(p.iterations);
-                for i in 0..total {
-                    let t = Instant::now();
-                    client.on_next(payload.clone());
-                    match inbox.recv_timeout(CLIENT_DEADLINE) {
-                        Ok(Notification::Next(_)) => {}
-                        other => bail!("echo {i}: {other:?}"),
-                    }
-                    if i >= p.warmup {
-                        samples.push(t.elapsed());
-                    }
-                }
-                samples
-            }
+        let samples = match variant {
+            "rxplus" => rx_reactive(rx::client(addr, PATH, Text)?, &p, payload)?,
+            "rxplus-blocking" => rx_blocking(&rx::client(addr, PATH, Text)?, &p, payload)?,
             "raw" => {
                 let mut ws = raw::connect(addr, PATH)?;
                 ws.get_mut().set_read_timeout(Some(CLIENT_DEADLINE))?;
-                let mut samples = Vec::with_capacity(p.iterations);
-                for i in 0..total {
-                    let t = Instant::now();
-                    ws.send(Message::text(payload.clone()))?;
-                    while !ws.read().with_context(|| format!("echo {i}"))?.is_text() {}
-                    if i >= p.warmup {
-                        samples.push(t.elapsed());
-                    }
-                }
-                samples
+                raw_ping_pong(&mut ws, &p, payload)?
             }
             "tokio" => tokio_ws::runtime()?.block_on(async {
                 let mut ws = tokio_ws::connect(addr, PATH).await?;
@@ -212,16 +188,61 @@ impl Workload for Echo {
             })?,
             other => bail!("w3 has no variant {other:?}"),
         };
-        samples.sort_unstable();
-        let us = |q: f64| percentile(&samples, q).as_secs_f64() * 1e6;
-        let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64;
-        Ok(Sample::from([
-            ("p50_us".into(), us(0.50)),
-            ("p99_us".into(), us(0.99)),
-            ("p999_us".into(), us(0.999)),
-            ("mean_us".into(), mean * 1e6),
-        ]))
+        Ok(latency_sample(samples))
     }
+}
+
+/// p50, p99, p99.9 and mean of round trips, in µs.
+pub(super) fn latency_sample(mut samples: Vec<Duration>) -> Sample {
+    samples.sort_unstable();
+    let us = |q: f64| percentile(&samples, q).as_secs_f64() * 1e6;
+    let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64;
+    Sample::from([
+        ("p50_us".into(), us(0.50)),
+        ("p99_us".into(), us(0.99)),
+        ("p999_us".into(), us(0.999)),
+        ("mean_us".into(), mean * 1e6),
+    ])
+}
+
+/// The blocking caller: `on_next`, then wait on `stream()` for the echo.
+pub(super) fn rx_blocking(
+    client: &RxWSClient<String>,
+    p: &Params,
+    payload: String,
+) -> Result<Vec<Duration>> {
+    let inbox = client.stream();
+    let mut samples = Vec::with_capacity(p.iterations);
+    for i in 0..p.warmup + p.iterations {
+        let t = Instant::now();
+        client.on_next(payload.clone());
+        match inbox.recv_timeout(CLIENT_DEADLINE) {
+            Ok(Notification::Next(_)) => {}
+            other => bail!("echo {i}: {other:?}"),
+        }
+        if i >= p.warmup {
+            samples.push(t.elapsed());
+        }
+    }
+    Ok(samples)
+}
+
+/// Raw tungstenite on any blocking stream: send, then read until the echo.
+pub(super) fn raw_ping_pong<S: Read + Write>(
+    ws: &mut WebSocket<S>,
+    p: &Params,
+    payload: String,
+) -> Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(p.iterations);
+    for i in 0..p.warmup + p.iterations {
+        let t = Instant::now();
+        ws.send(Message::text(payload.clone()))?;
+        while !ws.read().with_context(|| format!("echo {i}"))?.is_text() {}
+        if i >= p.warmup {
+            samples.push(t.elapsed());
+        }
+    }
+    Ok(samples)
 }
 
 /// Nearest-rank percentile of sorted samples.
@@ -238,8 +259,11 @@ struct PingPong {
 
 /// The ping-pong is driven by the subscriber: each echo records a sample and sends the next
 /// message from inside the callback (on the client's reader thread).
-fn rx_reactive(addr: SocketAddr, p: &Params, payload: String) -> Result<Vec<Duration>> {
-    let client = rx::client(addr, PATH, Text)?;
+pub(super) fn rx_reactive(
+    client: RxWSClient<String>,
+    p: &Params,
+    payload: String,
+) -> Result<Vec<Duration>> {
     let (warmup, total) = (p.warmup, p.warmup + p.iterations);
     let state = Arc::new(Mutex::new(PingPong {
         sent_at: Instant::now(),
@@ -276,21 +300,8 @@ fn rx_reactive(addr: SocketAddr, p: &Params, payload: String) -> Result<Vec<Dura
 /// An echo server: every data message goes back to the connection it came from.
 pub fn echo_server(stack: Stack) -> Result<Box<dyn RunningServer>> {
     Ok(match stack {
-        Stack::Rxplus => {
-            let server = rx::server(Text)?;
-            let h = server.handle();
-            // The inbound item already carries its path and connection: sending it back as it
-            // is answers exactly that connection (same as `m.reply(m.data.clone())`, no copy).
-            server.subscribe(move |m: TaggedData<String>| h.on_next(m));
-            Box::new(RxServer(Arc::new(server)))
-        }
-        Stack::Raw => Box::new(RawServer::start(|mut ws, _| {
-            while let Ok(msg) = ws.read() {
-                if (msg.is_text() || msg.is_binary()) && ws.send(msg).is_err() {
-                    break;
-                }
-            }
-        })?),
+        Stack::Rxplus => Box::new(rx_echo(rx::server(Text)?)),
+        Stack::Raw => Box::new(RawServer::start(|ws, _| raw_echo(ws))?),
         Stack::Tokio => Box::new(TokioServer::start(
             tokio_ws::runtime()?,
             |mut ws| async move {
@@ -302,4 +313,22 @@ pub fn echo_server(stack: Stack) -> Result<Box<dyn RunningServer>> {
             },
         )?),
     })
+}
+
+/// rxplus' echo: the subscriber sends every message back.
+pub(super) fn rx_echo(server: RxWSServer<String>) -> RxServer<String> {
+    let h = server.handle();
+    // The inbound item already carries its path and connection: sending it back as it is
+    // answers exactly that connection (same as `m.reply(m.data.clone())`, no copy).
+    server.subscribe(move |m: TaggedData<String>| h.on_next(m));
+    RxServer(Arc::new(server))
+}
+
+/// Raw tungstenite's echo, on the connection's thread, over any blocking stream.
+pub(super) fn raw_echo<S: Read + Write>(mut ws: WebSocket<S>) {
+    while let Ok(msg) = ws.read() {
+        if (msg.is_text() || msg.is_binary()) && ws.send(msg).is_err() {
+            break;
+        }
+    }
 }

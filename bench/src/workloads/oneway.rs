@@ -6,6 +6,7 @@
 //! Every implementation builds each message from a fresh clone of the payload (`String` or
 //! `Vec<u8>`), as rxplus' `on_next` takes items by value.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use rxplus::ws::{Binary, Datatype, RxWSClient, TaggedData, Text};
+use rxplus::ws::{Binary, RxWSClient, RxWSServer, TaggedData, Text};
 use rxplus::Notification;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tungstenite::Message;
+use tungstenite::{Message, WebSocket};
 
 use super::{Cmp, Metric, Sample, Target, Variant, Workload, CLIENT_DEADLINE};
 use crate::peers::raw::{self, RawServer};
@@ -184,18 +185,14 @@ impl Workload for OneWay {
         let binary = self.binary;
         let done = move || done_message(binary);
         Ok(match (Stack::of(variant)?, self.binary) {
-            (Stack::Rxplus, false) => Box::new(rx_server(Text, n, || "done".to_string())?),
-            (Stack::Rxplus, true) => Box::new(rx_server(Binary, n, || b"done".to_vec())?),
-            (Stack::Raw, _) => Box::new(RawServer::start(move |mut ws, _| {
-                let mut count = 0;
-                while let Ok(msg) = ws.read() {
-                    if msg.is_text() || msg.is_binary() {
-                        count += 1;
-                        if count == n && ws.send(done()).is_err() {
-                            break;
-                        }
-                    }
-                }
+            (Stack::Rxplus, false) => {
+                Box::new(rx_server(rx::server(Text)?, n, || "done".to_string()))
+            }
+            (Stack::Rxplus, true) => {
+                Box::new(rx_server(rx::server(Binary)?, n, || b"done".to_vec()))
+            }
+            (Stack::Raw, _) => Box::new(RawServer::start(move |ws, _| {
+                raw_count(ws, n, done_message(binary))
             })?),
             (Stack::Tokio, _) => Box::new(TokioServer::start(
                 tokio_ws::runtime()?,
@@ -228,8 +225,10 @@ impl Workload for OneWay {
             }
         };
         let elapsed = match (variant, self.binary) {
-            ("rxplus" | crate::otel::VARIANT, false) => rx_client(addr, Text, n, || text.clone())?,
-            ("rxplus", true) => rx_client(addr, Binary, n, || bytes.clone())?,
+            ("rxplus" | crate::otel::VARIANT, false) => {
+                rx_client(&rx::client(addr, PATH, Text)?, n, || text.clone())?
+            }
+            ("rxplus", true) => rx_client(&rx::client(addr, PATH, Binary)?, n, || bytes.clone())?,
             // The naive user: `send` writes and flushes each message (one syscall each).
             // For w2 this is the plain raw design too: with 64 KiB messages each flush is a
             // full write anyway, so batching would hardly change anything.
@@ -280,7 +279,21 @@ impl Workload for OneWay {
     }
 }
 
-fn done_message(binary: bool) -> Message {
+/// Raw tungstenite's counting server, on the connection's thread, over any blocking stream:
+/// at the `n`th data message it answers `done`.
+pub(super) fn raw_count<S: Read + Write>(mut ws: WebSocket<S>, n: usize, done: Message) {
+    let mut count = 0;
+    while let Ok(msg) = ws.read() {
+        if msg.is_text() || msg.is_binary() {
+            count += 1;
+            if count == n && ws.send(done.clone()).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+pub(super) fn done_message(binary: bool) -> Message {
     if binary {
         Message::binary(b"done".to_vec())
     } else {
@@ -289,16 +302,11 @@ fn done_message(binary: bool) -> Message {
 }
 
 /// Counts in the subscriber; at `n`, replies `done` to the connection the last item came from.
-fn rx_server<T, D>(
-    datatype: D,
+pub(super) fn rx_server<T: Clone + Send + 'static>(
+    server: RxWSServer<T>,
     n: usize,
     done: impl Fn() -> T + Send + Sync + 'static,
-) -> Result<RxServer<T>>
-where
-    T: Clone + Send + 'static,
-    D: Into<rxplus::ws::Datatypes<T>>,
-{
-    let server = rx::server(datatype)?;
+) -> RxServer<T> {
     let h = server.handle();
     let count = AtomicUsize::new(0);
     server.subscribe(move |m: TaggedData<T>| {
@@ -306,16 +314,15 @@ where
             h.on_next(m.reply(done()));
         }
     });
-    Ok(RxServer(Arc::new(server)))
+    RxServer(Arc::new(server))
 }
 
-fn rx_client<T: Clone + Send + 'static>(
-    addr: SocketAddr,
-    datatype: impl Datatype<T>,
+/// Sends `n` items with `on_next`; the time until the server's `done` arrives.
+pub(super) fn rx_client<T: Clone + Send + 'static>(
+    client: &RxWSClient<T>,
     n: usize,
     item: impl Fn() -> T,
 ) -> Result<Duration> {
-    let client: RxWSClient<T> = rx::client(addr, PATH, datatype)?;
     let inbox = client.stream();
     let t = Instant::now();
     for _ in 0..n {
@@ -333,6 +340,11 @@ fn raw_wait_done(ws: &mut raw::RawWs) -> Result<()> {
     ws.get_mut()
         .set_read_timeout(Some(CLIENT_DEADLINE))
         .context("set read timeout")?;
+    wait_done(ws)
+}
+
+/// Reads until a data message (`done`), on any blocking stream (its read timeout set).
+pub(super) fn wait_done<S: Read + Write>(ws: &mut WebSocket<S>) -> Result<()> {
     loop {
         let msg = ws.read().context("waiting for `done`")?;
         if msg.is_text() || msg.is_binary() {
