@@ -13,7 +13,9 @@
 //! * w6: 10,000 connections, idle then one broadcast to all: threads, descriptors and RSS per
 //!   connection, broadcast time and `dispose` time;
 //! * g1–g3: the gateway next to the WebSocket layer alone: one-way 64 B frames/s, echo round
-//!   trip, and a connect storm of 200 dialers (time, threads, RSS).
+//!   trip, and a connect storm of 200 dialers (time, threads, RSS);
+//! * w2-tls, w3-tls: w2 and w3 over `wss://` (TLS 1.3, rustls `ring`), next to raw tungstenite
+//!   over `rustls::StreamOwned`.
 //!
 //! Run it with one command (about 3 minutes on 2 cores; `--quick` about 15 s):
 //!

@@ -84,15 +84,19 @@ pub fn run(opts: Options) -> Result<()> {
         quick: opts.quick,
     };
     let started = Instant::now();
-    let mut results = Vec::new();
-    for wl in workloads::all() {
-        if let Some(only) = &opts.only {
-            if !only.iter().any(|id| id == wl.id()) {
-                continue;
-            }
-        }
-        results.push(run_workload(&ctx, wl)?);
-    }
+    let results: Result<Vec<WorkloadRuns>> = workloads::all()
+        .into_iter()
+        .filter(|wl| {
+            let id = wl.id();
+            opts.only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == id))
+        })
+        .map(|wl| run_workload(&ctx, wl))
+        .collect();
+    // The TLS workloads' certificate files, if they were made.
+    crate::peers::tls::remove_pki_files();
+    let results = results?;
     let wall = started.elapsed().as_secs_f64();
     eprintln!("all workloads done in {wall:.1} s");
     let report = report::Report::build(&results, &opts, wall);

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 pub mod raw;
 pub mod rx;
+pub mod tls;
 pub mod tokio_ws;
 
 /// A server started by a workload inside a server child process.

@@ -21,6 +21,7 @@ mod idle;
 mod oneway;
 mod scale;
 mod stall;
+mod tls;
 
 /// Every workload, in run order.
 pub fn all() -> Vec<&'static dyn Workload> {
@@ -35,6 +36,8 @@ pub fn all() -> Vec<&'static dyn Workload> {
         &gateway::G1,
         &gateway::G2,
         &gateway::G3,
+        &tls::W2_TLS,
+        &tls::W3_TLS,
     ]
 }
 
