@@ -63,6 +63,23 @@ fn build_examples() -> Result<(), String> {
         .ok_or("no profile directory")?
         .to_owned();
     let mut cmd = Command::new(cargo);
+    // The variables cargo sets for this test process (the package's name, version, manifest
+    // directory) are not the caller's: build scripts that watch them (ring's
+    // `rerun-if-env-changed=CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...) would see a change, and
+    // this build and the caller's `cargo test` would rebuild ring and everything above it
+    // (about 25 s on two cores) each in turn.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                k.as_ref(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
