@@ -1,6 +1,9 @@
-//! Shared by `tests/conformance.rs` and `tests/interop.rs`: paths under `target/`, the example
-//! binaries, Python virtual environments, and child processes that never outlive the test.
+//! Shared by `tests/conformance.rs`, `tests/interop.rs` and `tests/tls_cli.rs`: paths under
+//! `target/`, the example binaries, Python virtual environments, child processes that never
+//! outlive the test, and test certificates written to files (`pki`).
 #![allow(dead_code)]
+
+pub mod pki;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -32,7 +35,7 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Examples the tests run. Built once per test process with the test's own profile, so a
 /// `cargo test --test NAME` (which builds no examples) still runs current code.
-const EXAMPLES: &[&str] = &["echo_server", "autobahn_client"];
+const EXAMPLES: &[&str] = &["echo_server", "autobahn_client", "wscat"];
 
 /// The path of example `name`, built (once per process) if the test runs under cargo.
 pub fn example(name: &str) -> PathBuf {
@@ -268,6 +271,27 @@ impl Proc {
             name: name.to_owned(),
             child,
         }
+    }
+
+    /// Like [`spawn`](Self::spawn) with stdin piped: take it with [`stdin`](Self::stdin).
+    pub fn spawn_with_stdin(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Proc {
+            name: name.to_owned(),
+            child,
+        }
+    }
+
+    /// The child's stdin (it must have been spawned by [`spawn_with_stdin`](Self::spawn_with_stdin));
+    /// dropping it closes the pipe (EOF).
+    pub fn stdin(&mut self) -> std::process::ChildStdin {
+        self.child
+            .stdin
+            .take()
+            .unwrap_or_else(|| panic!("{}: stdin not piped", self.name))
     }
 
     /// The child's stdout as lines (it must have been spawned with `Stdio::piped()`).
