@@ -6,6 +6,9 @@
 //!
 //! * `rx_client_to_python_server`: our `RxWSClient` (Raw) against a websockets echo server.
 //! * `python_client_to_rx_server`: a websockets client against our `RxWSServer` (Raw echo).
+//! * `rx_client_to_python_server_over_tls`, `python_client_to_rx_server_over_tls`: the same two
+//!   over `wss://`, with a CA and a `localhost` certificate made by the test (rcgen) and written
+//!   under `target/test-pki/`; each side trusts only that CA.
 //! * `rx_client_reconnects_after_python_server_drops_tcp`: the server drops TCP without a close
 //!   frame; our client reconnects by its `RetryPolicy` and messages flow again.
 //! * `many_clients_on_one_path_of_echo_server`: 20 clients on one path of
@@ -18,6 +21,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tls")]
+use harness::pki::{arg, write_pki};
 use harness::{example, lock, venv, Lines, Proc};
 use rxplus::ws::{
     ConnectionState, Raw, RetryPolicy, RxWSClient, RxWSServer, TaggedData, Text, WSConfig,
@@ -80,9 +85,9 @@ impl Py {
         }
     }
 
-    /// Starts `echo_server.py` in `mode` and returns it with its port.
-    fn echo_server(mode: &str) -> (Py, u16) {
-        let mut py = Py::start("echo_server.py", &[mode]);
+    /// Starts `echo_server.py` with `args` (a mode, TLS flags) and returns it with its port.
+    fn echo_server(args: &[&str]) -> (Py, u16) {
+        let mut py = Py::start("echo_server.py", args);
         let ready = py.event("listening", Duration::from_secs(30));
         let port = ready["port"]
             .as_u64()
@@ -127,17 +132,54 @@ fn noise(n: usize, mut seed: u64) -> Vec<u8> {
 /// (a) Our client against a Python websockets echo server.
 #[test]
 fn rx_client_to_python_server() {
-    let (mut py, port) = Py::echo_server("echo");
+    let (mut py, port) = Py::echo_server(&["echo"]);
     let client = RxWSClient::<WSMessage>::with_config(
         WSConnectionConfig::new("127.0.0.1", port, "/interop/a").expect("conn config"),
         Raw,
         client_config(),
     )
     .expect("client");
+    let open = rx_client_checks(&client, &mut py, "/interop/a");
+    assert_eq!(open["tls"], Value::Null, "{open}");
+}
+
+/// (a) over TLS: the Python server serves wss:// with the test's certificate; our client
+/// trusts only the test CA.
+#[cfg(feature = "tls")]
+#[test]
+fn rx_client_to_python_server_over_tls() {
+    let pki = write_pki("interop-a-tls");
+    let (mut py, port) = Py::echo_server(&[
+        "echo",
+        "--tls-cert",
+        arg(&pki.chain),
+        "--tls-key",
+        arg(&pki.key),
+    ]);
+    let trust = rxplus::tls::ClientTls::only_roots_pem(pki.ca_pem.as_bytes()).expect("CA");
+    let client = RxWSClient::<WSMessage>::with_config(
+        WSConnectionConfig::from_url(&format!("wss://localhost:{port}/interop/a-tls"))
+            .expect("conn config"),
+        Raw,
+        client_config().tls_client(trust),
+    )
+    .expect("client");
+    let open = rx_client_checks(&client, &mut py, "/interop/a-tls");
+    assert!(
+        open["tls"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "the Python server did not see TLS: {open}"
+    );
+}
+
+/// The checks of (a): our client (not yet connected) exchanges messages with `py` (an
+/// `echo_server.py`) on `path`, then completes. Returns the server's `open` event.
+fn rx_client_checks(client: &RxWSClient<WSMessage>, py: &mut Py, path: &str) -> Value {
     let rx = client.stream();
     assert!(client.wait_connected(WAIT), "client did not connect");
     let open = py.event("open", WAIT);
-    assert_eq!(open["path"], "/interop/a", "{open}");
+    assert_eq!(open["path"], path, "{open}");
 
     // Kinds are preserved both ways.
     let text = WSMessage::Text("hello, ünïcode ✓".into());
@@ -183,24 +225,59 @@ fn rx_client_to_python_server() {
     let closed = py.event("closed", WAIT);
     assert_eq!(closed["rcvd_code"], 1000, "Python server saw {closed}");
     assert_eq!(closed["clean"], true, "Python server saw {closed}");
+    open
+}
+
+fn server_config() -> WSConfig {
+    WSConfig::default()
+        .no_heartbeat()
+        .max_message_size(16 << 20)
 }
 
 /// (b) A Python websockets client against our server.
 #[test]
 fn python_client_to_rx_server() {
     let _ = python();
+    let server = RxWSServer::<WSMessage>::bind_with_config("127.0.0.1:0", Raw, server_config())
+        .expect("server");
+    let url = format!("ws://{}/interop/b", server.local_addr());
+    let result = python_client_checks(server, &[&url]);
+    assert_eq!(result["tls"], Value::Null, "{result}");
+}
+
+/// (b) over TLS: our server serves wss:// with the test's certificate; the Python client's SSL
+/// context trusts only the test CA (and checks the host name, `localhost`).
+#[cfg(feature = "tls")]
+#[test]
+fn python_client_to_rx_server_over_tls() {
+    let _ = python();
+    let pki = write_pki("interop-b-tls");
+    let tls = rxplus::tls::ServerTls::from_pem_files(&pki.chain, &pki.key).expect("server TLS");
     let server = RxWSServer::<WSMessage>::bind_with_config(
         "127.0.0.1:0",
         Raw,
-        WSConfig::default()
-            .no_heartbeat()
-            .max_message_size(16 << 20),
+        server_config().tls_server(tls),
     )
     .expect("server");
+    let url = format!(
+        "wss://localhost:{}/interop/b-tls",
+        server.local_addr().port()
+    );
+    let result = python_client_checks(server, &["--ca", arg(&pki.ca), &url]);
+    assert!(
+        result["tls"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "the Python client did not see TLS: {result}"
+    );
+}
+
+/// The checks of (b): `server` echoes; `client.py` with `args` runs its checks against it, then
+/// the server completes. Returns the client's `result` event.
+fn python_client_checks(server: RxWSServer<WSMessage>, args: &[&str]) -> Value {
     let echo = server.handle();
     server.subscribe(move |m: TaggedData<WSMessage>| echo.on_next(m.reply(m.data.clone())));
-    let url = format!("ws://{}/interop/b", server.local_addr());
-    let mut py = Py::start("client.py", &[&url]);
+    let mut py = Py::start("client.py", args);
 
     let result = py.event("result", Duration::from_secs(60));
     for check in ["text", "binary", "big_binary", "big_text", "order"] {
@@ -227,13 +304,14 @@ fn python_client_to_rx_server() {
         "client.py did not exit cleanly; stdout:\n{}",
         py.out.seen()
     );
+    result
 }
 
 /// (c) The Python server drops TCP without a close frame after echoing the first message; our
 /// client reconnects by its RetryPolicy and messages flow on the new connection.
 #[test]
 fn rx_client_reconnects_after_python_server_drops_tcp() {
-    let (mut py, port) = Py::echo_server("abort-first");
+    let (mut py, port) = Py::echo_server(&["abort-first"]);
     let retry = RetryPolicy::default()
         .initial_delay(Duration::from_millis(50))
         .max_delay(Duration::from_millis(200));

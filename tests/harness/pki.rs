@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// PEM files in `dir`: `ca.pem` (the CA to trust), `chain.pem` (the leaf for `localhost`) and
-/// `key.pem` (the leaf's key), and the same PEM text in memory.
+/// `key.pem` (the leaf's key), and the same PEM text in memory. `dir` is removed on drop.
 pub struct PkiFiles {
     pub dir: PathBuf,
     pub ca: PathBuf,
@@ -54,6 +54,13 @@ pub fn write_pki(name: &str) -> PkiFiles {
         ca_pem,
         chain_pem,
         key_pem,
+    }
+}
+
+impl Drop for PkiFiles {
+    /// The files are read by processes at their start only: removed when the test ends.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
