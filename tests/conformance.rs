@@ -3,6 +3,9 @@
 //!
 //! * `server_role`: `kosoku -m fuzzingclient` drives `examples/echo_server` (an `RxWSServer`
 //!   with the `Raw` datatype echoing to the sender).
+//! * `server_role_over_tls`: the same, the echo server serving `wss://` (`--tls-cert`,
+//!   `--tls-key`); kosoku dials `ws://` only, so it goes through `tests/conformance/tls_proxy.py`,
+//!   a relay that opens a TLS connection per connection.
 //! * `client_role`: `kosoku -m fuzzingserver` is driven by `examples/autobahn_client` (an
 //!   `RxWSClient` with the `Raw` datatype echoing every message, one client per case).
 //!
@@ -207,16 +210,43 @@ fn judge(role: &str, dir: &Path, cases: &BTreeMap<String, Case>, elapsed: Durati
 /// `kosoku -m fuzzingclient` against `examples/echo_server` (our `RxWSServer`).
 #[test]
 fn server_role() {
+    server_role_run("server", &[], false);
+}
+
+/// The same over TLS: `examples/echo_server --tls-cert --tls-key` serves `wss://` with a
+/// certificate the test made. kosoku 0.1.0 dials `ws://` only (a `wss://` URL is refused:
+/// `invalid url scheme "wss": expected ws or http (or none)`), so it dials
+/// `tests/conformance/tls_proxy.py`, which opens a TLS connection to the server for each
+/// connection and copies bytes unchanged. The verdicts are those of the plain run.
+#[cfg(feature = "tls")]
+#[test]
+fn server_role_over_tls() {
+    let pki = harness::pki::write_pki("conformance-tls");
+    let args = [
+        "--tls-cert",
+        harness::pki::arg(&pki.chain),
+        "--tls-key",
+        harness::pki::arg(&pki.key),
+    ];
+    server_role_run("server-tls", &args, true);
+    drop(pki);
+}
+
+/// Runs the fuzzing client against `echo_server` started with `echo_args`; with `tls`, through
+/// the TLS relay (`echo_args` must make it serve `wss://` with a certificate for `localhost`
+/// signed by `ca.pem` next to the chain).
+fn server_role_run(role: &str, echo_args: &[&str], tls: bool) {
     let _serial = lock(&SERIAL);
-    let _ = kosoku();
+    let kosoku = kosoku();
     let echo_server = example("echo_server");
-    let dir = report_dir("server");
+    let dir = report_dir(role);
     let started = Instant::now();
     let deadline = started + ROLE_TIMEOUT;
 
     let mut server = Proc::spawn(
         "echo_server",
         Command::new(echo_server)
+            .args(echo_args)
             .arg("127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(log_file(&dir.join("echo_server.stderr"))),
@@ -234,6 +264,41 @@ fn server_role() {
                 server.try_status()
             )
         });
+
+    // Over TLS: kosoku dials the relay, the relay dials the server over TLS.
+    let _relay;
+    let addr = if tls {
+        let ca = echo_args
+            .iter()
+            .position(|a| *a == "--tls-cert")
+            .and_then(|i| echo_args.get(i + 1))
+            .map(|chain| Path::new(chain).with_file_name("ca.pem"))
+            .expect("--tls-cert CHAIN in echo_args");
+        let port = addr.rsplit(':').next().expect("port in the address");
+        let python = kosoku.with_file_name("python");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join("conformance")
+            .join("tls_proxy.py");
+        let mut relay = Proc::spawn(
+            "tls_proxy.py",
+            Command::new(python)
+                .arg("-u")
+                .arg(script)
+                .arg(port)
+                .arg(&ca)
+                .stdout(Stdio::piped())
+                .stderr(log_file(&dir.join("tls_proxy.stderr"))),
+        );
+        let out = relay.stdout_lines();
+        let relay_port = out
+            .next(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("tls_proxy.py printed no port: {:?}", relay.try_status()));
+        _relay = relay;
+        format!("127.0.0.1:{relay_port}")
+    } else {
+        addr
+    };
 
     let mut runner = Proc::spawn(
         "kosoku fuzzingclient",
@@ -260,7 +325,7 @@ fn server_role() {
     drop(server);
     // The agent is the server's `Server` header, else its address: whichever, there is one.
     let cases = read_index(&dir, None);
-    judge("server", &dir, &cases, started.elapsed());
+    judge(role, &dir, &cases, started.elapsed());
 }
 
 /// `examples/autobahn_client` (our `RxWSClient`) against `kosoku -m fuzzingserver`.
