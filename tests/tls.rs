@@ -6,6 +6,7 @@ mod support;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rxplus::tls::{ClientTls, ServerTls};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -652,5 +653,104 @@ fn an_oversized_message_over_tls_is_refused_with_1009() {
         }
     };
     assert_eq!(code, 1009);
+    server.dispose();
+}
+
+/// Sends `bytes` one per `gap`; how long until the server closed the socket, or `None` if it
+/// was still open after `limit`.
+fn trickle(sock: &mut TcpStream, bytes: &[u8], gap: Duration, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    sock.set_nonblocking(true).unwrap();
+    for b in bytes {
+        if t.elapsed() > limit {
+            return None;
+        }
+        let mut probe = [0u8; 64];
+        match sock.read(&mut probe) {
+            Ok(0) => return Some(t.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Some(t.elapsed()),
+        }
+        if sock.write(std::slice::from_ref(b)).is_err() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(gap);
+    }
+    panic!("ran out of bytes to trickle");
+}
+
+const GET: &str = "GET /x HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[test]
+fn a_client_hello_trickled_a_byte_at_a_time_is_cut_at_the_handshake_timeout() {
+    let pki = pki();
+    let server = tls_echo::<String>(
+        &pki,
+        Text,
+        quiet().handshake_timeout(Duration::from_millis(500)),
+    );
+    let mut sock = TcpStream::connect(server.local_addr()).unwrap();
+    // A handshake record header announcing 512 bytes, then its body one byte at a time.
+    let mut bytes = vec![0x16, 0x03, 0x01, 0x02, 0x00];
+    bytes.extend(std::iter::repeat_n(0u8, 512));
+    let r = trickle(
+        &mut sock,
+        &bytes,
+        Duration::from_millis(200),
+        Duration::from_secs(4),
+    );
+    assert!(r.is_some_and(|d| d < Duration::from_secs(2)), "{r:?}");
+    server.dispose();
+}
+
+#[test]
+fn an_upgrade_request_trickled_over_tls_is_cut_at_the_handshake_timeout() {
+    let pki = pki();
+    let server = tls_echo::<String>(
+        &pki,
+        Text,
+        quiet().handshake_timeout(Duration::from_millis(1500)),
+    );
+    let mut sock = TcpStream::connect(server.local_addr()).unwrap();
+    let mut conn = rustls::ClientConnection::new(
+        pki.client().rustls_config().clone(),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    conn.writer().write_all(GET.as_bytes()).unwrap();
+    let mut ct = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut ct).unwrap();
+    }
+    let r = trickle(
+        &mut sock,
+        &ct,
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    );
+    assert!(r.is_some_and(|d| d < Duration::from_secs(3)), "{r:?}");
+    server.dispose();
+}
+
+#[test]
+fn a_peer_updating_its_keys_before_every_message_keeps_its_echo() {
+    let pki = pki();
+    let server = tls_echo::<String>(&pki, Text, quiet());
+    let port = server.local_addr().port();
+    let mut ws = raw_tls_peer(&pki, port, "/ku");
+    ws.get_ref().get_ref().set_read_timeout(Some(WAIT)).unwrap();
+    for i in 0..20 {
+        ws.get_mut().conn.refresh_traffic_keys().unwrap();
+        ws.send(tungstenite::Message::text(format!("m{i}")))
+            .unwrap();
+        match ws.read().unwrap() {
+            tungstenite::Message::Text(t) => assert_eq!(t.as_str(), format!("m{i}")),
+            other => panic!("{other:?}"),
+        }
+    }
     server.dispose();
 }

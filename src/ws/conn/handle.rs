@@ -452,6 +452,18 @@ impl ConnHandle {
         sent
     }
 
+    /// TLS output owed after a read (reader thread): written now when the write half is free
+    /// and the socket takes it (so an alert precedes the end of a failed connection), else
+    /// handed to the writer.
+    pub(super) fn flush_tls(&self) {
+        if let Some(mut w) = self.wr.try_lock() {
+            if !w.failed && matches!(self.write_direct(&mut w), Ok(true)) {
+                return;
+            }
+        }
+        self.kick();
+    }
+
     /// Hands what waits in the write buffer to the writer thread (started if needed).
     pub(super) fn kick(&self) {
         let _ = self.wake_tx.try_send(());

@@ -273,7 +273,9 @@ impl HalfStream {
             // these raw bytes).
             let mut raw = std::mem::take(&mut t.raw);
             raw.resize(TLS_READ, 0);
-            let res = self.read_sock(&mut raw);
+            // Every socket read is bounded by what is left of a handshake's deadline: a peer
+            // trickling a record a byte at a time cannot stretch it.
+            let res = self.bound(true).and_then(|()| self.read_sock(&mut raw));
             if let Some(t) = &mut self.tls {
                 t.raw = raw;
                 t.end = *res.as_ref().unwrap_or(&0);

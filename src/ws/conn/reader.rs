@@ -110,12 +110,12 @@ impl ConnRun {
             dropping: AtomicBool::new(false),
             holding: AtomicBool::new(false),
         });
-        // A key update (or an alert) rustls owes the peer after a read goes out through the
-        // write half.
+        // What rustls owes the peer after a read (an alert before a failed connection ends)
+        // goes out through the write half.
         let weak = Arc::downgrade(&handle);
         ws.get_mut().on_tls_output(Arc::new(move || {
             if let Some(h) = weak.upgrade() {
-                h.kick();
+                h.flush_tls();
             }
         }));
         Ok((

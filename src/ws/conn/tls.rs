@@ -86,9 +86,9 @@ mod imp {
                 if left.is_zero() {
                     return Err(timed_out());
                 }
-                sock.set_read_timeout(Some(left))?;
-                sock.set_write_timeout(Some(left))?;
-                match conn.complete_io(&mut &*sock) {
+                // Each socket call bounded by what is left: `complete_io` loops over reads
+                // while bytes trickle in, so one timeout per call would not bound it.
+                match conn.complete_io(&mut Bounded { sock, deadline }) {
                     Ok((0, 0)) if conn.is_handshaking() => {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -110,7 +110,7 @@ mod imp {
             }
             // TLS 1.3 session tickets, written now rather than with the first message.
             while conn.wants_write() {
-                conn.write_tls(&mut &*sock)?;
+                conn.write_tls(&mut Bounded { sock, deadline })?;
             }
             Ok(Arc::new(TlsSession {
                 conn: parking_lot::Mutex::new(conn),
@@ -179,6 +179,38 @@ mod imp {
             self.seal(plain, &mut ct)?;
             let mut s = sock;
             s.write_all(&ct)
+        }
+    }
+
+    /// The socket, each call bounded by what is left of `deadline`.
+    struct Bounded<'a> {
+        sock: &'a TcpStream,
+        deadline: Instant,
+    }
+    impl Bounded<'_> {
+        fn left(&self) -> io::Result<std::time::Duration> {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            Ok(left)
+        }
+    }
+    impl Read for Bounded<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.sock.set_read_timeout(Some(self.left()?))?;
+            let mut s = self.sock;
+            s.read(buf)
+        }
+    }
+    impl Write for Bounded<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.sock.set_write_timeout(Some(self.left()?))?;
+            let mut s = self.sock;
+            s.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
         }
     }
 
