@@ -64,6 +64,18 @@ pub enum Error {
         /// The error.
         source: Arc<io::Error>,
     },
+    /// The server answered the opening handshake with an HTTP status instead of `101`
+    /// (401, 403, 404, 503 …). A 4xx other than 408 and 429 is not retried by default
+    /// (`RetryPolicy::retry_client_errors`).
+    #[error("{ctx}: handshake refused with HTTP {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
+    HandshakeRefused {
+        /// The client, with the server.
+        ctx: Box<Context>,
+        /// The status.
+        status: u16,
+        /// The start of the response body (at most 256 bytes), as text.
+        body: String,
+    },
     /// The WebSocket protocol layer (tungstenite) reported an error.
     #[error("{ctx}: {source}")]
     WebSocket {
@@ -354,6 +366,17 @@ impl Error {
         }
     }
 
+    /// The HTTP status of a refused handshake (here or in the source of a failed attempt).
+    pub fn refused_status(&self) -> Option<u16> {
+        match self {
+            Error::HandshakeRefused { status, .. } => Some(*status),
+            Error::ConnectFailed { source, .. } | Error::RetriesExhausted { source, .. } => {
+                source.refused_status()
+            }
+            _ => None,
+        }
+    }
+
     /// A certificate refused in a TLS handshake: retrying does not help.
     pub fn is_certificate_error(&self) -> bool {
         match self {
@@ -385,6 +408,7 @@ impl Error {
             Error::Bind { ctx, .. }
             | Error::Io { ctx, .. }
             | Error::Tls { ctx, .. }
+            | Error::HandshakeRefused { ctx, .. }
             | Error::WebSocket { ctx, .. }
             | Error::Encode { ctx, .. }
             | Error::Decode { ctx, .. }

@@ -64,12 +64,21 @@ pub mod event {
     /// upgrade (a plain HTTP request gets 426, a malformed upgrade 400). Keys: `component`,
     /// `peer`, `error`, `status`, `duration_ms`.
     pub const HANDSHAKE_FAILED: &str = "Handshake failed";
+    /// INFO. A server refused a handshake by its allowed paths (404) or its accept hook (the
+    /// hook's status). Keys: `component`, `peer`, `path`, `status`, `duration_ms`.
+    pub const HANDSHAKE_REFUSED: &str = "Handshake refused";
+    /// ERROR. A server's accept hook panicked or answered something unusable (a status outside
+    /// 400–599, a subprotocol the client did not offer, an invalid header): the handshake is
+    /// refused with 500. Keys: `component`, `peer`, `path`, `panic` or `error`.
+    pub const ACCEPT_HOOK_FAILED: &str = "Accept hook failed";
     /// INFO. A server's handshake did not finish by its deadline (`handshake_timeout`, total,
     /// from accept); the connection is closed. Keys: `component`, `peer`, `duration_ms`.
     pub const HANDSHAKE_TIMED_OUT: &str = "Handshake timed out";
     /// INFO. A connection is open and delivers. Keys: `component`, `conn_id`, `path`, `peer`.
     pub const CONNECTION_OPENED: &str = "Connection opened";
-    /// INFO. A connection ended. Keys: `component`, `conn_id`, `path`, `peer`, `reason`.
+    /// INFO. A connection ended. Keys: `component`, `conn_id`, `path`, `peer`, `reason`,
+    /// `close_code` and `close_reason` (the closing side's, or the cause without a close
+    /// frame), `peer_close_code` and `sent_close_code` (each side's close frame, if any).
     pub const CONNECTION_CLOSED: &str = "Connection closed";
     /// INFO. A client's connection state changed. Keys: `component`, `path`, `state`.
     pub const CLIENT_STATE: &str = "Client state";

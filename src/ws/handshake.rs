@@ -38,10 +38,17 @@ pub(crate) fn reply_http_on(sock: &TcpStream, tls: Option<&TlsSession>, response
         return reply_http(sock, response);
     };
     let _ = tls.write_blocking(sock, response.as_bytes());
-    let mut ct = Vec::new();
-    if tls.seal_close(&mut ct).is_ok() {
-        let mut s = sock;
-        let _ = s.write_all(&ct);
+    end_refused(sock, Some(tls));
+}
+
+/// After a refusal's response went out: `close_notify` on TLS, then a half-close.
+pub(crate) fn end_refused(sock: &TcpStream, tls: Option<&TlsSession>) {
+    if let Some(tls) = tls {
+        let mut ct = Vec::new();
+        if tls.seal_close(&mut ct).is_ok() {
+            let mut s = sock;
+            let _ = s.write_all(&ct);
+        }
     }
     let _ = sock.shutdown(Shutdown::Write);
 }

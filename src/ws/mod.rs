@@ -30,6 +30,7 @@
 mod client;
 mod config;
 pub(crate) mod conn;
+mod control;
 mod datatype;
 mod group;
 pub(crate) mod handshake;
@@ -42,6 +43,7 @@ pub use crate::stats::StatsSnapshot;
 pub(crate) use client::dial;
 pub use client::{ClientHandle, RxWSClient};
 pub use config::{default_max_connections, RetryPolicy, WSConfig, WSConnectionConfig};
+pub use control::{check_close, AcceptHook, CloseInfo, HandshakeRequest, Verdict};
 pub use datatype::{Binary, Datatype, Datatypes, Json, Raw, Text, WSMessage};
 pub use group::{GroupHandle, RxWSClientGroup};
 pub use server::{RxWSServer, ServerHandle};

@@ -116,17 +116,28 @@ pub enum ConnectionEventKind {
     Closed,
 }
 
-/// A server's connection event: which connection, on which path, from where.
+/// A server's connection event: which connection, on which path, from where; when it opened,
+/// what the handshake said; when it closed, how.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionEvent {
     /// Opened or closed.
     pub kind: ConnectionEventKind,
     /// The connection.
     pub id: ConnId,
-    /// Its path.
+    /// Its path (without the query).
     pub path: String,
     /// The peer's address.
     pub peer: SocketAddr,
+    /// `Opened`: the query string, without `?`.
+    pub query: Option<String>,
+    /// `Opened`: the subprotocol chosen (by the accept hook).
+    pub protocol: Option<String>,
+    /// `Opened`: the request headers (names in lower case): all of them, or those the accept
+    /// hook's [`Verdict::keep_headers`](crate::ws::Verdict::keep_headers) named.
+    pub headers: Vec<(String, String)>,
+    /// `Closed`: the close code and reason, or the cause when there was no close frame.
+    pub close: Option<crate::ws::CloseInfo>,
 }
 
 /// A client's connection state (`WSConnectionState`).

@@ -193,7 +193,7 @@ pub(super) fn dial_loop<F: Framing>(
             }
         };
         let wait = match attempt {
-            Ok((ws, addr, raw)) => match run_link(&inner, &peer, ws, raw, addr, started, None) {
+            Ok((ws, addr, raw, _)) => match run_link(&inner, &peer, ws, raw, addr, started, None) {
                 LinkEnd::HandshakeFailed(c) if c.is_final() => break c,
                 LinkEnd::HandshakeFailed(c) => {
                     failures += 1;

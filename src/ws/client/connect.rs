@@ -21,7 +21,8 @@ use crate::ws::{ConnId, ConnectionState, WSConfig, WSConnectionConfig};
 impl<T: Clone + Send + 'static> Inner<T> {
     /// One connection attempt: connect, handshake, and set up the connection core.
     fn open(&self, seq: u64) -> Result<(ConnRun, Arc<ConnHandle>, ConnInfo)> {
-        let (ws, peer) = self.connect()?;
+        let (ws, peer, accepted) = self.connect()?;
+        *self.accepted.lock() = Some(accepted);
         let info = ConnInfo {
             id: ConnId::new(),
             seq,
@@ -43,7 +44,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
 
     /// Connects and handshakes, bounded by `handshake_timeout`. A dispose during the
     /// handshake shuts the socket down to end the wait.
-    fn connect(&self) -> Result<(WebSocket<HalfStream>, SocketAddr)> {
+    fn connect(&self) -> Result<(WebSocket<HalfStream>, SocketAddr, Accepted)> {
         let stopping = || self.core.threads.is_stopping();
         let res = dial(
             &self.conn,
@@ -59,7 +60,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             },
         );
         self.handshaking.lock().take();
-        res.map(|(ws, peer, _)| (ws, peer))
+        res.map(|(ws, peer, _, accepted)| (ws, peer, accepted))
     }
 }
 
@@ -70,8 +71,9 @@ impl<T: Clone + Send + 'static> Inner<T> {
 /// runs under it), the default one is cleared;
 /// `abort` is asked while the TCP connection is under way, so a dispose or stop never waits
 /// for an unresponsive host.
-/// Returns the WebSocket, the peer's address and a clone of the socket; read and write
-/// timeouts are cleared.
+/// Returns the WebSocket, the peer's address, a clone of the socket and what the server's
+/// response said; read and write timeouts are cleared. A refusal (an HTTP status instead of
+/// `101`) is [`Error::HandshakeRefused`].
 pub(crate) fn dial(
     conn: &WSConnectionConfig,
     cfg: &WSConfig,
@@ -79,7 +81,7 @@ pub(crate) fn dial(
     deadline: Option<Instant>,
     abort: &dyn Fn() -> bool,
     on_socket: impl FnOnce(&Arc<TcpStream>),
-) -> Result<(WebSocket<HalfStream>, SocketAddr, Arc<TcpStream>)> {
+) -> Result<(WebSocket<HalfStream>, SocketAddr, Arc<TcpStream>, Accepted)> {
     let keep_deadline = deadline.is_some();
     let deadline = deadline.unwrap_or_else(|| Instant::now() + cfg.handshake_timeout);
     let addrs: Vec<SocketAddr> = (conn.host(), conn.port())
@@ -108,7 +110,7 @@ pub(crate) fn dial(
     handshake::start(&sock, deadline.saturating_duration_since(Instant::now()));
     let raw = Arc::new(sock);
     on_socket(&raw);
-    let url = conn.url();
+    let request = request(conn, cfg).map_err(|e| Error::ws(name, Some(peer.to_string()), e))?;
     let stream = match handshake::client_stream(&raw, deadline, conn, cfg, name) {
         Ok(s) => s,
         Err(e) => {
@@ -116,13 +118,30 @@ pub(crate) fn dial(
             return Err(e);
         }
     };
-    match tungstenite::client::client_with_config(url.as_str(), stream, Some(cfg.tungstenite())) {
-        Ok((mut ws, _resp)) => {
+    match tungstenite::client::client_with_config(request, stream, Some(cfg.tungstenite())) {
+        Ok((mut ws, resp)) => {
             if !keep_deadline {
                 ws.get_mut().set_deadline(None);
             }
             handshake::finish(&raw);
-            Ok((ws, peer, raw))
+            Ok((ws, peer, raw, Accepted::from_response(&resp)))
+        }
+        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let _ = raw.shutdown(Shutdown::Both);
+            let body = resp
+                .body()
+                .as_deref()
+                .map(|b| {
+                    String::from_utf8_lossy(&b[..b.len().min(256)])
+                        .trim()
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            Err(Error::HandshakeRefused {
+                ctx: Context::new(name, Some(peer.to_string())),
+                status: resp.status().as_u16(),
+                body,
+            })
         }
         Err(HandshakeError::Failure(e)) => Err(Error::ws(name, Some(peer.to_string()), e)),
         Err(HandshakeError::Interrupted(_)) => {
@@ -133,6 +152,60 @@ pub(crate) fn dial(
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"),
             ))
         }
+    }
+}
+
+/// The opening request: the URL, the configured headers, the offered subprotocols.
+fn request(
+    conn: &WSConnectionConfig,
+    cfg: &WSConfig,
+) -> tungstenite::Result<tungstenite::handshake::client::Request> {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::http::{header, HeaderName, HeaderValue};
+    let mut req = conn.url().into_client_request()?;
+    let bad = |what: &str| {
+        tungstenite::Error::Url(tungstenite::error::UrlError::UnableToConnect(
+            what.to_owned(),
+        ))
+    };
+    for (n, v) in &cfg.request_headers {
+        let n = HeaderName::from_bytes(n.as_bytes()).map_err(|_| bad("bad header name"))?;
+        let v = HeaderValue::from_str(v).map_err(|_| bad("bad header value"))?;
+        req.headers_mut().append(n, v);
+    }
+    if !cfg.subprotocols.is_empty() {
+        let v = HeaderValue::from_str(&cfg.subprotocols.join(", "))
+            .map_err(|_| bad("bad subprotocol"))?;
+        req.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
+    Ok(req)
+}
+
+/// What a server's `101` said: the subprotocol it chose and its headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    pub(crate) protocol: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+impl Accepted {
+    fn from_response(resp: &tungstenite::handshake::client::Response) -> Self {
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let protocol = resp
+            .headers()
+            .get(tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Accepted { protocol, headers }
     }
 }
 
@@ -205,7 +278,10 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                     .stats
                     .connections_closed
                     .fetch_add(1, Ordering::Relaxed);
-                log::info!(component = &*inner.core.name, conn_id:% = info.id, path = &*inner.path, peer:% = peer, reason:? = end.reason; "{}", event::CONNECTION_CLOSED);
+                let close = end.close_info();
+                log::info!(component = &*inner.core.name, conn_id:% = info.id, path = &*inner.path, peer:% = peer, reason:? = end.reason, close_code:? = close.code(), close_reason = close.reason(), peer_close_code:? = end.peer_close.as_ref().map(|c| c.0), sent_close_code:? = end.sent_close.as_ref().map(|c| c.0); "{}", event::CONNECTION_CLOSED);
+                // Readable when the state leaves `Connected`.
+                *inner.last_close.lock() = Some(close);
                 // Buffering off: what was queued for this connection is dropped (the writer
                 // keeps no unsent batch without buffering).
                 if buffering {
@@ -276,8 +352,12 @@ fn failed_attempt<T: Clone + Send + 'static>(
     e: Error,
 ) -> Option<std::time::Duration> {
     *failures += 1;
-    // A refused certificate stays refused: the client ends with it (reported first).
-    if e.is_certificate_error() && !inner.cfg.retry.retry_certificate_errors {
+    // A refused certificate stays refused, and so does a request the server refused with a
+    // 4xx (other than 408 and 429): the client ends with it (reported first).
+    let final_refusal = e.refused_status().is_some_and(|s| {
+        (400..500).contains(&s) && s != 408 && s != 429 && !inner.cfg.retry.retry_client_errors
+    });
+    if final_refusal || (e.is_certificate_error() && !inner.cfg.retry.retry_certificate_errors) {
         log::warn!(component = &*inner.core.name, path = &*inner.path, attempt = *failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);
         inner.core.report(Error::ConnectFailed {
             ctx: Context::new(&inner.core.name, None),

@@ -19,7 +19,7 @@ use crate::threads::Threads;
 use crate::ws::conn::ConnHandle;
 use crate::ws::datatype::Datatype;
 use crate::ws::outbound::{push_outbound, OutQueue, Refused};
-use crate::ws::{ConnId, ConnectionState, WSConfig, WSConnectionConfig};
+use crate::ws::{check_close, CloseInfo, ConnId, ConnectionState, WSConfig, WSConnectionConfig};
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
@@ -90,6 +90,12 @@ struct Inner<T: Clone + Send + 'static> {
     // Notified on every state change: `wait_connected` waits here, holding no subscription.
     state_changed: Condvar,
     state_lock: Mutex<()>,
+    /// What the last successful handshake's response said.
+    accepted: Mutex<Option<connect::Accepted>>,
+    /// How the last connection closed.
+    last_close: Mutex<Option<CloseInfo>>,
+    /// The close code and reason `on_completed_with` asked for.
+    close_with: Mutex<Option<(u16, String)>>,
 }
 
 impl<T: Clone + Send + 'static> RxWSClient<T> {
@@ -207,6 +213,9 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
             ended_rx,
             state_changed: Condvar::new(),
             state_lock: Mutex::new(()),
+            accepted: Mutex::new(None),
+            last_close: Mutex::new(None),
+            close_with: Mutex::new(None),
         });
         let client = RxWSClient { inner };
         setup(&client);
@@ -253,6 +262,42 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
     /// not connected.
     pub fn conn_id(&self) -> Option<ConnId> {
         self.inner.current.lock().as_ref().map(|c| c.info.id)
+    }
+
+    /// The subprotocol the server chose in the last successful handshake (see
+    /// [`WSConfig::subprotocols`]), if any.
+    pub fn protocol(&self) -> Option<String> {
+        self.inner.accepted.lock().as_ref()?.protocol.clone()
+    }
+
+    /// The headers of the server's last `101` response (names in lower case).
+    pub fn response_headers(&self) -> Vec<(String, String)> {
+        self.inner
+            .accepted
+            .lock()
+            .as_ref()
+            .map(|a| a.headers.clone())
+            .unwrap_or_default()
+    }
+
+    /// How the last connection closed: the close code and reason (whoever sent them first),
+    /// or the cause when there was no close frame. Set before the state leaves `Connected`,
+    /// so a state subscriber seeing `Disconnected` or `Closed` can read it.
+    pub fn last_close(&self) -> Option<CloseInfo> {
+        self.inner.last_close.lock().clone()
+    }
+
+    /// [`on_completed`](Self::on_completed) with this close code and reason (instead of
+    /// 1000): the close handshake completes as usual.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a code an application may not send (see [`check_close`]);
+    /// nothing is closed then.
+    pub fn on_completed_with(&self, code: u16, reason: &str) -> Result<()> {
+        check_close(code, reason)?;
+        *self.inner.close_with.lock() = Some((code, reason.to_owned()));
+        self.on_completed();
+        Ok(())
     }
 
     /// Waits up to `timeout` for the client to be connected; true if it is.
@@ -386,17 +431,17 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
             return;
         }
         log::info!(component = &*self.core.name; "{}", event::COMPLETING);
-        let code = match n {
-            Notification::Error(_) => CloseCode::Error,
-            _ => CloseCode::Normal,
-        };
+        let (code, reason) = self.close_with.lock().take().unwrap_or(match n {
+            Notification::Error(_) => (u16::from(CloseCode::Error), String::new()),
+            _ => (u16::from(CloseCode::Normal), String::new()),
+        });
         let current = self.current.lock().clone();
         // Wake a retry wait: completion ends the reconnect loop.
         self.wake_tx.lock().take();
         if let Some(c) = current {
             c.close(Some(CloseFrame {
-                code,
-                reason: "".into(),
+                code: code.into(),
+                reason: reason.into(),
             }));
             if !self.core.threads.on_own_thread() {
                 let deadline =
@@ -424,8 +469,9 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
         self.state.abort();
         self.wake_tx.lock().take();
         self.queue.close();
+        // The server sees 1001 (going away) where the socket takes it at once, not 1006.
         if let Some(c) = self.current.lock().clone() {
-            c.abort();
+            c.going_away();
         }
         if let Some(s) = self.handshaking.lock().take() {
             let _ = s.shutdown(Shutdown::Both);

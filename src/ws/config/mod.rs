@@ -207,6 +207,11 @@ pub struct RetryPolicy {
     /// [`Error::Tls`], as retrying cannot fix it (set it while a certificate is being
     /// rotated, say).
     pub retry_certificate_errors: bool,
+    /// Retry after the server refused the handshake with a 4xx status other than 408 and 429.
+    /// Off by default: such a refusal (401, 403, 404 …) ends the client at once with
+    /// [`Error::HandshakeRefused`], as the same request will be refused again. 408, 429 and
+    /// 5xx are always retried by the policy.
+    pub retry_client_errors: bool,
 }
 
 impl Default for RetryPolicy {
@@ -219,6 +224,7 @@ impl Default for RetryPolicy {
             max_retries: None,
             reset_after: Duration::from_secs(5),
             retry_certificate_errors: false,
+            retry_client_errors: false,
         }
     }
 }
@@ -252,6 +258,11 @@ impl RetryPolicy {
     /// Sets [`Self::reset_after`].
     pub fn reset_after(mut self, d: Duration) -> Self {
         self.reset_after = d;
+        self
+    }
+    /// Sets [`Self::retry_client_errors`].
+    pub fn retry_client_errors(mut self, on: bool) -> Self {
+        self.retry_client_errors = on;
         self
     }
     /// Sets [`Self::retry_certificate_errors`].
@@ -389,6 +400,19 @@ pub struct WSConfig {
     /// Client and group only: queue items sent while disconnected (in order, delivered after the
     /// next connect) instead of dropping them. Default `false`.
     pub buffer_while_disconnected: bool,
+    /// Server only: decides every opening handshake (accept, choose a subprotocol, add
+    /// response headers, or refuse with a status). See [`AcceptHook`](crate::ws::AcceptHook).
+    /// Default `None`: every handshake on an allowed path is accepted.
+    pub accept_hook: Option<crate::ws::AcceptHook>,
+    /// Server only: the paths served; a handshake for any other path is refused with `404`
+    /// before the accept hook runs. Default `None`: every path.
+    pub allowed_paths: Option<Vec<String>>,
+    /// Client and group: extra request headers on every handshake (e.g. `Authorization`),
+    /// kept across reconnects. Default none.
+    pub request_headers: Vec<(String, String)>,
+    /// Client and group: subprotocols offered on every handshake, in order of preference
+    /// (`Sec-WebSocket-Protocol`). Default none.
+    pub subprotocols: Vec<String>,
     /// Server and gateway node: serve `wss://` with this certificate; every connection must
     /// then start with a TLS handshake (within `handshake_timeout`), a plain one is cut.
     /// Default `None` (plain `ws://`).
@@ -423,6 +447,10 @@ impl Default for WSConfig {
             thread_stack_size: 256 << 10,
             retry: RetryPolicy::default(),
             buffer_while_disconnected: false,
+            accept_hook: None,
+            allowed_paths: None,
+            request_headers: Vec::new(),
+            subprotocols: Vec::new(),
             #[cfg(feature = "tls")]
             tls_server: None,
             #[cfg(feature = "tls")]
@@ -545,6 +573,26 @@ impl WSConfig {
         self.buffer_while_disconnected = on;
         self
     }
+    /// Sets [`Self::accept_hook`].
+    pub fn accept_hook(mut self, hook: crate::ws::AcceptHook) -> Self {
+        self.accept_hook = Some(hook);
+        self
+    }
+    /// Sets [`Self::allowed_paths`].
+    pub fn allowed_paths<S: Into<String>>(mut self, paths: impl IntoIterator<Item = S>) -> Self {
+        self.allowed_paths = Some(paths.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Adds a request header (see [`Self::request_headers`]).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.request_headers.push((name.into(), value.into()));
+        self
+    }
+    /// Adds an offered subprotocol (see [`Self::subprotocols`]).
+    pub fn subprotocol(mut self, p: impl Into<String>) -> Self {
+        self.subprotocols.push(p.into());
+        self
+    }
     /// Sets [`Self::tls_server`].
     #[cfg(feature = "tls")]
     pub fn tls_server(mut self, tls: crate::tls::ServerTls) -> Self {
@@ -627,6 +675,39 @@ impl WSConfig {
         }
         if self.inbound_budget < 1 << 20 {
             return Err(Error::config("inbound_budget", "must be at least 1 MiB"));
+        }
+        for (name, value) in &self.request_headers {
+            if tungstenite::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(Error::config(
+                    "request_headers",
+                    format!("{name:?} is not a header name"),
+                ));
+            }
+            if tungstenite::http::HeaderValue::from_str(value).is_err() {
+                return Err(Error::config(
+                    "request_headers",
+                    format!("the value of {name} is not a header value"),
+                ));
+            }
+        }
+        for p in &self.subprotocols {
+            let token = !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            if !token {
+                return Err(Error::config(
+                    "subprotocols",
+                    format!("{p:?} is not a protocol token"),
+                ));
+            }
+        }
+        if let Some(paths) = &self.allowed_paths {
+            if let Some(p) = paths.iter().find(|p| !p.starts_with('/')) {
+                return Err(Error::config(
+                    "allowed_paths",
+                    format!("{p:?} must start with '/'"),
+                ));
+            }
         }
         if self.read_buffer_size < 1024 {
             return Err(Error::config("read_buffer_size", "must be at least 1024"));

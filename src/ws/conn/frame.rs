@@ -31,6 +31,8 @@ pub(crate) struct WriteState {
     pub(super) closed: bool,
     /// A write failed: the connection is lost.
     pub(super) failed: bool,
+    /// The close frame this side encoded (code, reason; 1005 for one without a code).
+    pub(super) sent_close: Option<(u16, String)>,
     /// The TLS session: `out` is plaintext, encrypted a chunk at a time into `ct`.
     tls: Option<Arc<TlsSession>>,
     /// Ciphertext not yet on the socket (TLS only), sent before anything else.
@@ -91,6 +93,7 @@ impl WriteState {
             unsent: Vec::new(),
             closed: false,
             failed: false,
+            sent_close: None,
             tls,
             ct: Vec::new(),
         }

@@ -77,6 +77,8 @@ pub(crate) struct ConnHandle {
     pub(super) overflow_close: OnceLock<u16>,
     /// Set when the overflow policy disconnected the connection.
     pub(super) overflowed: AtomicBool,
+    /// Why the connection was cut (the first cause), for its `Closed` event.
+    pub(super) cut: OnceLock<&'static str>,
     /// Set at the first message the overflow policy dropped (logged at WARN once).
     pub(super) dropping: AtomicBool,
     /// The writer holds a message popped from the queue (waiting for a pong): nothing may
@@ -201,6 +203,7 @@ impl ConnHandle {
             Some(&self.dropping),
             || {
                 self.overflowed.store(true, Ordering::Release);
+                let _ = self.cut.set("overflow");
                 match self.overflow_close.get() {
                     Some(&code) => self.close_now(code, "overflow"),
                     None => self.abort(),
@@ -410,13 +413,28 @@ impl ConnHandle {
                     code: code.into(),
                     reason: reason.to_owned().into(),
                 };
-                if w.encode_control(Message::Close(Some(frame))).is_ok() {
-                    let _ = self.write_direct(&mut w);
+                if w.encode_control(Message::Close(Some(frame))).is_ok()
+                    && matches!(self.write_direct(&mut w), Ok(true))
+                {
+                    w.sent_close = Some((code, reason.to_owned()));
                 }
                 w.closed = true;
             }
         }
         self.abort();
+    }
+
+    /// [`abort`](Self::abort), saying why (the `Closed` event's cause).
+    pub(crate) fn cut_for(&self, why: &'static str) {
+        let _ = self.cut.set(why);
+        self.abort();
+    }
+
+    /// Going away (dispose, drop): a `1001` close frame if the socket takes it at once, then
+    /// the connection is cut. Never waits for the peer.
+    pub(crate) fn going_away(&self) {
+        let _ = self.cut.set("going away");
+        self.close_now(1001, "going away");
     }
 
     /// Ends the connection now: both directions of the socket are shut down, which wakes the
@@ -594,7 +612,7 @@ impl Tick for ConnHandle {
             if now >= at + t {
                 drop(hb);
                 log::warn!(component = &*self.component, conn_id:% = self.info.id, peer:% = self.info.peer, timeout_ms = t.as_millis() as u64; "{}", event::HEARTBEAT_TIMEOUT);
-                self.abort();
+                self.cut_for("heartbeat timeout");
                 return None;
             }
         }

@@ -412,4 +412,47 @@ pub(crate) struct ConnEnd {
     pub(crate) unsent: Vec<Message>,
     /// The close frame the peer sent, if it sent one (code, reason).
     pub(crate) peer_close: Option<(u16, String)>,
+    /// The close frame this side sent, if it did.
+    pub(crate) sent_close: Option<(u16, String)>,
+    /// The peer's close frame came before ours.
+    pub(crate) peer_first: bool,
+    /// Why the connection was cut, when it was (heartbeat timeout, dispose, overflow).
+    pub(crate) cut: Option<&'static str>,
+}
+
+impl ConnEnd {
+    /// How the connection closed, for events and logs.
+    pub(crate) fn close_info(&self) -> crate::ws::CloseInfo {
+        use crate::ws::CloseInfo;
+        match (&self.peer_close, &self.sent_close) {
+            (Some((code, reason)), None) => CloseInfo::Closed {
+                code: *code,
+                reason: reason.clone(),
+                by_peer: true,
+            },
+            (Some((code, reason)), Some(_)) if self.peer_first => CloseInfo::Closed {
+                code: *code,
+                reason: reason.clone(),
+                by_peer: true,
+            },
+            (Some(_), Some((code, reason))) => CloseInfo::Closed {
+                code: *code,
+                reason: reason.clone(),
+                by_peer: false,
+            },
+            (None, Some((code, reason))) => CloseInfo::ClosedByUs {
+                code: *code,
+                reason: reason.clone(),
+            },
+            (None, None) => CloseInfo::Lost(match (&self.reason, self.cut) {
+                (_, Some(cut)) => cut.to_owned(),
+                (EndReason::Lost(e), None) => e.clone(),
+                (EndReason::ProtocolError(code, e), None) => {
+                    format!("protocol error ({code}): {e}")
+                }
+                (EndReason::Aborted, None) => "aborted".to_owned(),
+                (EndReason::Closed, None) => "closed".to_owned(),
+            }),
+        }
+    }
 }

@@ -107,6 +107,7 @@ impl ConnRun {
             pongs_pending: AtomicUsize::new(0),
             overflow_close: OnceLock::new(),
             overflowed: AtomicBool::new(false),
+            cut: OnceLock::new(),
             dropping: AtomicBool::new(false),
             holding: AtomicBool::new(false),
         });
@@ -150,6 +151,7 @@ impl ConnRun {
         }
 
         let mut peer_close = None;
+        let mut peer_first = false;
         let reason = loop {
             let read = ws.read();
             // After an abort the socket still yields what the kernel (or tungstenite) had
@@ -182,6 +184,7 @@ impl ConnRun {
                         .store(handle.nanos().max(1), Ordering::Release);
                 }
                 Ok(Message::Close(frame)) => {
+                    peer_first = handle.wr.lock().sent_close.is_none();
                     peer_close = Some(
                         frame
                             .as_ref()
@@ -248,15 +251,18 @@ impl ConnRun {
         // Under the lock senders write with: one that checked `ended` before it was set finds
         // the write half failed and queues instead (a buffering client keeps it for the next
         // connection) rather than adding to an `unsent` no one takes again.
-        let unsent = {
+        let (unsent, sent_close) = {
             let mut w = handle.wr.lock();
             w.failed = true;
-            std::mem::take(&mut w.unsent)
+            (std::mem::take(&mut w.unsent), w.sent_close.clone())
         };
         ConnEnd {
             reason,
             unsent,
             peer_close,
+            sent_close,
+            peer_first,
+            cut: handle.cut.get().copied(),
         }
     }
 }

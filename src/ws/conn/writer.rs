@@ -280,6 +280,9 @@ impl Writer {
         let mut guard = h.wr.lock();
         let w = &mut *guard;
         w.closed = true;
+        w.sent_close = Some(frame.as_ref().map_or((1005, String::new()), |f| {
+            (u16::from(f.code), f.reason.to_string())
+        }));
         let res = w
             .ctx
             .close(&mut w.out, frame)

@@ -8,9 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use std::panic::AssertUnwindSafe;
 use tungstenite::error::ProtocolError;
-use tungstenite::handshake::server::{Request, Response};
+
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::handshake::HandshakeError;
+use tungstenite::http::{header, HeaderName, HeaderValue, StatusCode};
 use tungstenite::protocol::Role;
 
 use super::Inner;
@@ -18,7 +21,9 @@ use crate::telemetry::{self, event, Outcome};
 use crate::ws::conn::{ConnInfo, ConnRun, Outbound};
 use crate::ws::handshake::{self, reply_http_on, BAD_REQUEST, UPGRADE_REQUIRED};
 use crate::ws::listen::{Acceptor, HandshakeSlot, Handshakes, Refusal};
-use crate::ws::{ConnId, ConnectionEvent, ConnectionEventKind, TaggedData};
+use crate::ws::{
+    ConnId, ConnectionEvent, ConnectionEventKind, HandshakeRequest, TaggedData, Verdict,
+};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -77,13 +82,11 @@ fn serve_conn<T: Clone + Send + 'static>(
     handshake::start(&raw, inner.cfg.handshake_timeout);
     // A total deadline from accept: a peer trickling bytes cannot stretch the handshake.
     let deadline = started + inner.cfg.handshake_timeout;
-    let mut path = String::from("/");
+    let mut opening = Opening::default();
     // The callback's signature is tungstenite's (its error type is a full HTTP response).
     #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| {
-        path = req.uri().path().to_owned();
-        Ok(resp)
-    };
+    let callback =
+        |req: &Request, resp: Response| decide(&inner, &name, peer, req, resp, &mut opening);
     let stream = match handshake::server_stream(&raw, deadline, &inner.cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -111,6 +114,14 @@ fn serve_conn<T: Clone + Send + 'static>(
         Ok(ws) => ws,
         // Cut short by dispose (`Handshakes::abort_all`): nothing to report.
         Err(_) if inner.core.threads.is_stopping() => return,
+        // Refused by the allow-list or the accept hook: the response went out (`decide`).
+        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let elapsed = started.elapsed();
+            log::info!(component = &*name, peer:% = peer, path = opening.path.as_str(), status = resp.status().as_u16(), duration_ms = elapsed.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_REFUSED);
+            telemetry::record_handshake(&name, Outcome::Failed, elapsed);
+            handshake::end_refused(&raw, tls.as_deref());
+            return;
+        }
         Err(HandshakeError::Failure(e)) => {
             let not_upgrade = matches!(
                 e,
@@ -143,6 +154,12 @@ fn serve_conn<T: Clone + Send + 'static>(
         }
     };
     let took = started.elapsed();
+    let Opening {
+        path,
+        query,
+        protocol,
+        headers,
+    } = opening;
     ws.get_mut().set_deadline(None);
     handshake::finish(&raw);
     if inner.core.threads.is_stopping() {
@@ -194,12 +211,16 @@ fn serve_conn<T: Clone + Send + 'static>(
         .stats
         .connections_opened
         .fetch_add(1, Ordering::Relaxed);
-    log::info!(component = &*name, conn_id:% = info.id, path = path.as_str(), peer:% = peer; "{}", event::CONNECTION_OPENED);
+    log::info!(component = &*name, conn_id:% = info.id, path = path.as_str(), peer:% = peer, protocol:? = protocol; "{}", event::CONNECTION_OPENED);
     inner.events.next(ConnectionEvent {
         kind: ConnectionEventKind::Opened,
         id: info.id,
         path: path.clone(),
         peer,
+        query,
+        protocol,
+        headers,
+        close: None,
     });
     let stats = counters.stats;
     let id = info.id;
@@ -225,12 +246,154 @@ fn serve_conn<T: Clone + Send + 'static>(
     let Some(inner) = weak.upgrade() else { return };
     inner.unregister(id);
     stats.connections_closed.fetch_add(1, Ordering::Relaxed);
-    log::info!(component = &*name, conn_id:% = id, path = path.as_str(), peer:% = peer, reason:? = end.reason; "{}", event::CONNECTION_CLOSED);
+    let close = end.close_info();
+    log::info!(component = &*name, conn_id:% = id, path = path.as_str(), peer:% = peer, reason:? = end.reason, close_code:? = close.code(), close_reason = close.reason(), peer_close_code:? = end.peer_close.as_ref().map(|c| c.0), sent_close_code:? = end.sent_close.as_ref().map(|c| c.0); "{}", event::CONNECTION_CLOSED);
     inner.events.next(ConnectionEvent {
         kind: ConnectionEventKind::Closed,
         id,
         path,
         peer,
+        query: None,
+        protocol: None,
+        headers: Vec::new(),
+        close: Some(close),
     });
     let _ = inner.conn_done_tx.try_send(());
+}
+
+/// What the opening handshake said, kept for the `Opened` event.
+#[derive(Default)]
+struct Opening {
+    path: String,
+    query: Option<String>,
+    protocol: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+/// tungstenite's response for a refused handshake: `status` with a short text body.
+fn refusal(status: u16, body: &str) -> ErrorResponse {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = ErrorResponse::new(Some(format!("{body}\n")));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if let Ok(len) = HeaderValue::from_str(&(body.len() + 1).to_string()) {
+        h.insert(header::CONTENT_LENGTH, len);
+    }
+    resp
+}
+
+/// Decides an opening handshake (on the connection's thread, no lock held): the allowed
+/// paths, then the accept hook (a panic in it refuses with 500), then its subprotocol and
+/// headers. Records what the `Opened` event carries.
+#[allow(clippy::result_large_err)]
+fn decide<T: Clone + Send + 'static>(
+    inner: &Inner<T>,
+    name: &str,
+    peer: SocketAddr,
+    req: &Request,
+    mut resp: Response,
+    opening: &mut Opening,
+) -> Result<Response, ErrorResponse> {
+    opening.path = req.uri().path().to_owned();
+    opening.query = req.uri().query().map(str::to_owned);
+    if let Some(allowed) = &inner.cfg.allowed_paths {
+        if !allowed.iter().any(|p| *p == opening.path) {
+            return Err(refusal(404, "no such path"));
+        }
+    }
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let verdict = match &inner.cfg.accept_hook {
+        None => Verdict::accept(),
+        Some(hook) => {
+            let request = HandshakeRequest {
+                peer,
+                path: opening.path.clone(),
+                query: opening.query.clone(),
+                headers: req.headers().clone(),
+                protocols: offered.clone(),
+            };
+            match std::panic::catch_unwind(AssertUnwindSafe(|| hook.call(&request))) {
+                Ok(v) => v,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    log::error!(component = name, peer:% = peer, path = opening.path.as_str(), panic = what.as_str(); "{}", event::ACCEPT_HOOK_FAILED);
+                    return Err(refusal(500, "internal error"));
+                }
+            }
+        }
+    };
+    let hook_error = |why: String| {
+        log::error!(component = name, peer:% = peer, path = opening.path.as_str(), error = why.as_str(); "{}", event::ACCEPT_HOOK_FAILED);
+        refusal(500, "internal error")
+    };
+    match verdict {
+        Verdict::Refuse { status, body } => {
+            if !(400..=599).contains(&status) {
+                return Err(hook_error(format!(
+                    "refused with status {status}, not 400-599"
+                )));
+            }
+            Err(refusal(status, &body))
+        }
+        Verdict::Accept {
+            protocol,
+            headers,
+            keep_headers,
+        } => {
+            if let Some(p) = &protocol {
+                if !offered.contains(p) {
+                    return Err(hook_error(format!(
+                        "chose subprotocol {p:?}, which the client did not offer"
+                    )));
+                }
+                let v = HeaderValue::from_str(p)
+                    .map_err(|_| hook_error(format!("subprotocol {p:?} is not a header value")))?;
+                resp.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+            }
+            for (n, v) in &headers {
+                let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(n.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) else {
+                    return Err(hook_error(format!("response header {n:?} is not valid")));
+                };
+                resp.headers_mut().append(n, v);
+            }
+            let keep = |n: &HeaderName| {
+                keep_headers
+                    .as_ref()
+                    .is_none_or(|k| k.iter().any(|x| x.eq_ignore_ascii_case(n.as_str())))
+            };
+            opening.headers = req
+                .headers()
+                .iter()
+                .filter(|(n, _)| keep(n))
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            opening.protocol = protocol;
+            Ok(resp)
+        }
+    }
 }

@@ -21,7 +21,7 @@ use crate::ws::conn::{BurstClock, ConnHandle, InboundBudget};
 use crate::ws::datatype::{Datatype, Datatypes};
 use crate::ws::listen::{self, accept_loop, Handshakes};
 use crate::ws::outbound::Refused;
-use crate::ws::{ConnId, ConnectionEvent, TaggedData, WSConfig};
+use crate::ws::{check_close, ConnId, ConnectionEvent, TaggedData, WSConfig};
 
 mod accept;
 
@@ -102,6 +102,8 @@ struct Inner<T: Clone + Send + 'static> {
     conn_done_tx: Sender<()>,
     conn_done_rx: Receiver<()>,
     completing: AtomicBool,
+    /// The close code and reason `on_completed_with` asked for.
+    close_with: Mutex<Option<(u16, String)>>,
     /// Broadcasts back to back (see `send`).
     fanout: BurstClock,
     /// Counters per path, kept for the server's life (cumulative across connections); their
@@ -203,6 +205,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             conn_done_tx,
             conn_done_rx,
             completing: AtomicBool::new(false),
+            close_with: Mutex::new(None),
             fanout: BurstClock::default(),
             path_counters: Mutex::new(HashMap::new()),
             budget: InboundBudget::new(name.clone(), cfg_budget),
@@ -223,6 +226,29 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             })?;
         log::info!(component = &*name, addr:% = local_addr; "{}", event::SERVER_STARTED);
         Ok(server)
+    }
+
+    /// Closes connection `id` with `code` and `reason`: the close frame goes after what is
+    /// already queued for it, the close handshake completes (bounded by `close_timeout`), and
+    /// a `Closed` event follows with that code. The other connections are untouched.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a code an application may not send (see [`check_close`]);
+    /// [`Error::NoConnection`] when `id` is not open.
+    pub fn close(&self, id: ConnId, code: u16, reason: &str) -> Result<()> {
+        self.inner.close_conn(id, code, reason)
+    }
+
+    /// [`on_completed`](Self::on_completed) with this close code and reason for every
+    /// connection (instead of 1000).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a code an application may not send; nothing is closed then.
+    pub fn on_completed_with(&self, code: u16, reason: &str) -> Result<()> {
+        check_close(code, reason)?;
+        *self.inner.close_with.lock() = Some((code, reason.to_owned()));
+        self.on_completed();
+        Ok(())
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -301,6 +327,19 @@ fn bind(addr: &str, backlog: u32) -> std::result::Result<TcpListener, BindError>
         Err(_) => listen::listen_any((host, port), backlog),
     }
     .map_err(BindError::Io)
+}
+
+impl<T: Clone + Send + 'static> ServerHandle<T> {
+    /// [`RxWSServer::close`] through the handle.
+    ///
+    /// # Errors
+    /// As [`RxWSServer::close`]; [`Error::AlreadyClosed`] once the server is gone.
+    pub fn close(&self, id: ConnId, code: u16, reason: &str) -> Result<()> {
+        match self.inner.upgrade() {
+            Some(inner) => inner.close_conn(id, code, reason),
+            None => Err(Error::closed("RxWSServer")),
+        }
+    }
 }
 
 impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
@@ -409,14 +448,14 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
         log::info!(component = &*self.core.name; "{}", event::COMPLETING);
         self.wake_accept();
         let conns = self.all_conns();
-        let code = match n {
-            Notification::Error(_) => CloseCode::Error,
-            _ => CloseCode::Normal,
-        };
+        let (code, reason) = self.close_with.lock().take().unwrap_or(match n {
+            Notification::Error(_) => (u16::from(CloseCode::Error), String::new()),
+            _ => (u16::from(CloseCode::Normal), String::new()),
+        });
         for c in &conns {
             c.close(Some(CloseFrame {
-                code,
-                reason: "".into(),
+                code: code.into(),
+                reason: reason.clone().into(),
             }));
         }
         // Wait (bounded) for the close handshakes; a callback on our own thread cannot wait
@@ -448,8 +487,9 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
             reg.paths.clear();
             reg.by_id.drain().map(|(_, (_, c))| c).collect()
         };
+        // Peers see 1001 (going away) where the socket takes it at once, not 1006.
         for c in &conns {
-            c.abort();
+            c.going_away();
         }
         drop(conns);
         self.core.threads.join_all();
@@ -562,6 +602,27 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 reg.paths.remove(&path);
             }
         }
+    }
+
+    /// Closes one connection with `code` and `reason` after what is queued for it.
+    fn close_conn(&self, id: ConnId, code: u16, reason: &str) -> Result<()> {
+        check_close(code, reason)?;
+        let conn = self.registry.read().by_id.get(&id).map(|(_, c)| c.clone());
+        let Some(c) = conn else {
+            return Err(Error::NoConnection {
+                ctx: Context::new(&self.core.name, Some(id.to_string())),
+            });
+        };
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason.to_owned().into(),
+        };
+        // A writer that cannot take the request now (stuck on a peer that stopped reading):
+        // the frame goes only if the socket takes it at once, and the connection is cut.
+        if !c.close(Some(frame)) {
+            c.close_now(code, reason);
+        }
+        Ok(())
     }
 
     fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
