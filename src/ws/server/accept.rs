@@ -302,7 +302,7 @@ fn decide<T: Clone + Send + 'static>(
     opening.path = req.uri().path().to_owned();
     opening.query = req.uri().query().map(str::to_owned);
     if let Some(allowed) = &inner.cfg.allowed_paths {
-        if !allowed.iter().any(|p| *p == opening.path) {
+        if !allowed.contains(&opening.path) {
             return Err(refusal(404, "no such path"));
         }
     }
