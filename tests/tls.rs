@@ -754,3 +754,36 @@ fn a_peer_updating_its_keys_before_every_message_keeps_its_echo() {
     }
     server.dispose();
 }
+
+#[test]
+fn the_accept_hook_refuses_over_tls_with_its_status() {
+    let pki = pki();
+    let server = RxWSServer::<String>::bind_with_config(
+        any_port(),
+        Text,
+        quiet()
+            .tls_server(pki.server())
+            .accept_hook(rxplus::ws::AcceptHook::new(|req| {
+                match req.header("authorization") {
+                    Some("Bearer t") => rxplus::ws::Verdict::accept(),
+                    _ => rxplus::ws::Verdict::refuse(401, "unauthorized"),
+                }
+            })),
+    )
+    .unwrap();
+    let port = server.local_addr().port();
+    let refused = text_client(&pki, port, "/");
+    let e = terminal_error(&refused, WAIT);
+    assert_eq!(e.refused_status(), Some(401), "{e:?}");
+    let allowed = RxWSClient::<String>::with_config(
+        wss(port, "/"),
+        Text,
+        quiet()
+            .tls_client(pki.client())
+            .header("Authorization", "Bearer t"),
+    )
+    .unwrap();
+    assert!(allowed.wait_connected(WAIT));
+    allowed.on_completed();
+    server.dispose();
+}

@@ -111,6 +111,26 @@ impl<T: Clone + Send + 'static> RxWSClientGroup<T> {
         Some(client.connection_state())
     }
 
+    /// The subprotocol the server chose for `path`'s client (see
+    /// [`RxWSClient::protocol`](crate::ws::RxWSClient::protocol)).
+    pub fn protocol(&self, path: &str) -> Option<String> {
+        let client = self.inner.clients.lock().get(path).cloned()?;
+        client.protocol()
+    }
+
+    /// The `101` response headers of `path`'s client's last handshake.
+    pub fn response_headers(&self, path: &str) -> Vec<(String, String)> {
+        let client = self.inner.clients.lock().get(path).cloned();
+        client.map(|c| c.response_headers()).unwrap_or_default()
+    }
+
+    /// How `path`'s client's last connection closed (see
+    /// [`RxWSClient::last_close`](crate::ws::RxWSClient::last_close)).
+    pub fn last_close(&self, path: &str) -> Option<crate::ws::CloseInfo> {
+        let client = self.inner.clients.lock().get(path).cloned()?;
+        client.last_close()
+    }
+
     /// Waits until the client for `path` (opened if needed) is connected, up to `timeout`.
     ///
     /// # Errors
