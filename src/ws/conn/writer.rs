@@ -317,6 +317,7 @@ impl Writer {
             tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
                 log::warn!(component = &*h.component, conn_id:% = h.info.id, peer:% = h.info.peer, timeout_ms = h.params.write_timeout.as_millis() as u64; "{}", event::WRITE_TIMEOUT);
                 h.stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
+                let _ = h.cut.set("write timeout");
                 h.close_now(1008, "write timeout");
             }
             _ => {
