@@ -16,57 +16,10 @@
 
 mod harness;
 
-use std::io::Write;
-use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use harness::cli::{echo_server, run_to_exit, EchoServer, Wscat, WAIT};
 use harness::pki::{arg, write_pki, PkiFiles};
-use harness::{example, Lines, Proc};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A running `echo_server` and the port it printed.
-struct EchoServer {
-    proc: Proc,
-    port: u16,
-}
-
-/// Starts `echo_server` with `args` and waits for `listening on ADDR`.
-fn echo_server(args: &[&str]) -> EchoServer {
-    let mut proc = Proc::spawn(
-        "echo_server",
-        Command::new(example("echo_server"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    let out = proc.stdout_lines();
-    let err = proc.stderr_lines();
-    let addr = out
-        .find(Duration::from_secs(20), |l| {
-            l.strip_prefix("listening on ").map(str::to_owned)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "echo_server {args:?} did not print `listening on ADDR`; stdout: {:?}; stderr: \
-                 {:?}; status {:?}",
-                out.seen(),
-                err.seen(),
-                proc.try_status()
-            )
-        });
-    assert_eq!(
-        out.seen(),
-        format!("listening on {addr}"),
-        "exactly one line"
-    );
-    let port = addr
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {addr:?}"));
-    EchoServer { proc, port }
-}
 
 /// `echo_server` serving wss:// with `pki`'s leaf on a free port, TLS flags first.
 fn tls_echo_server(pki: &PkiFiles) -> EchoServer {
@@ -77,58 +30,6 @@ fn tls_echo_server(pki: &PkiFiles) -> EchoServer {
         arg(&pki.key),
         "127.0.0.1:0",
     ])
-}
-
-/// A running `wscat` with its stdin, stdout and stderr.
-struct Wscat {
-    proc: Proc,
-    stdin: Option<std::process::ChildStdin>,
-    out: Lines,
-    err: Lines,
-}
-
-impl Wscat {
-    fn start(args: &[&str]) -> Wscat {
-        let mut proc = Proc::spawn_with_stdin(
-            "wscat",
-            Command::new(example("wscat"))
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        );
-        Wscat {
-            stdin: Some(proc.stdin()),
-            out: proc.stdout_lines(),
-            err: proc.stderr_lines(),
-            proc,
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to wscat");
-        stdin.flush().expect("flush wscat stdin");
-    }
-
-    /// Closes stdin (EOF) and returns the exit status.
-    fn finish(mut self) -> ExitStatus {
-        self.stdin.take();
-        self.proc
-            .wait_timeout(WAIT)
-            .unwrap_or_else(|| panic!("wscat did not exit after EOF; stderr: {}", self.err.seen()))
-    }
-
-    /// Types `line` and expects it back on stdout.
-    fn echoes(&mut self, line: &str) {
-        self.say(line);
-        let got = self.out.next(WAIT);
-        assert_eq!(
-            got.as_deref(),
-            Some(line),
-            "no echo; wscat stderr: {}",
-            self.err.seen()
-        );
-    }
 }
 
 fn wss_url(port: u16, path: &str) -> String {
@@ -225,26 +126,6 @@ fn wscat_without_the_ca_is_refused_and_exits_1() {
         "the error does not say what was refused: {last}"
     );
     assert!(server.proc.try_status().is_none(), "echo_server exited");
-}
-
-/// Runs `name` with `args` (stdin null) to its exit: the status and the stderr text.
-fn run_to_exit(name: &str, args: &[&str]) -> (ExitStatus, String, String) {
-    let mut proc = Proc::spawn(
-        name,
-        Command::new(example(name))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    let out = proc.stdout_lines();
-    let err = proc.stderr_lines();
-    let status = proc
-        .wait_timeout(WAIT)
-        .unwrap_or_else(|| panic!("{name} {args:?} did not exit; stderr: {}", err.seen()));
-    // Drain the pipes to their end (the readers stop at EOF).
-    while err.next(Duration::from_secs(2)).is_some() {}
-    while out.next(Duration::from_secs(2)).is_some() {}
-    (status, out.seen(), err.seen())
 }
 
 #[test]

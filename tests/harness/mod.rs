@@ -1,8 +1,10 @@
-//! Shared by `tests/conformance.rs`, `tests/interop.rs` and `tests/tls_cli.rs`: paths under
-//! `target/`, the example binaries, Python virtual environments, child processes that never
-//! outlive the test, and test certificates written to files (`pki`).
+//! Shared by `tests/conformance.rs`, `tests/interop.rs`, `tests/tls_cli.rs` and
+//! `tests/control_cli.rs`: paths under `target/`, the example binaries, Python virtual
+//! environments, child processes that never outlive the test, test certificates written to
+//! files (`pki`), and the example command lines (`cli`).
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod pki;
 
 use std::fs::File;
