@@ -13,6 +13,30 @@
 //!   frame; our client reconnects by its `RetryPolicy` and messages flow again.
 //! * `many_clients_on_one_path_of_echo_server`: 20 clients on one path of
 //!   `examples/echo_server`, each gets back exactly its own messages, in order.
+//!
+//! Connection control (`client.py --mode handshake|interactive`, `echo_server.py
+//! --subprotocols`, `close-first`):
+//!
+//! * `python_client_accepted_or_refused_by_header_query_and_path`: our accept hook lets in
+//!   `Authorization: Bearer TOKEN` or `?token=TOKEN` and refuses the rest with 401 (the Python
+//!   client reports the status and body); `allowed_paths` refuses another path with 404 before
+//!   the hook runs; the `Opened` events carry the query and only the kept headers.
+//! * `our_hook_chooses_the_python_clients_subprotocol`: the hook picks from what the Python
+//!   client offered and adds a response header; the client sees both; offering nothing it
+//!   serves is refused with 400.
+//! * `python_server_chooses_our_clients_subprotocol`: `subprotocols=` on the Python server picks
+//!   from what our client offered (with an extra request header): `protocol()`,
+//!   `response_headers()`; offering only unserved ones gets 400, which ends our client
+//!   (`refused_status`, state `Closed`).
+//! * `server_close_by_id_reaches_one_python_client_while_another_keeps_echoing`:
+//!   `close(id, 4001, "bye")` gives that Python client 4001 "bye" in a clean close; a second
+//!   connection on the same path keeps echoing; the `Closed` event says 4001 "bye".
+//! * `python_server_close_code_in_our_clients_last_close`: the Python server closes with 4002
+//!   "go"; `last_close()` says so when the state leaves `Connected`.
+//! * `server_dispose_is_1001_for_python_clients`, `client_dispose_is_1001_for_a_python_server`:
+//!   dispose sends 1001 (going away), not an abrupt 1006.
+//! * `accept_hook_panic_is_500_and_the_server_keeps_serving`: a hook that panics refuses with
+//!   500; the next handshake is accepted and echoes.
 
 mod harness;
 
@@ -25,8 +49,8 @@ use std::time::{Duration, Instant};
 use harness::pki::{arg, write_pki};
 use harness::{example, lock, venv, Lines, Proc};
 use rxplus::ws::{
-    ConnectionState, Raw, RetryPolicy, RxWSClient, RxWSServer, TaggedData, Text, WSConfig,
-    WSConnectionConfig, WSMessage,
+    AcceptHook, CloseInfo, ConnectionEvent, ConnectionEventKind, ConnectionState, Raw, RetryPolicy,
+    RxWSClient, RxWSServer, TaggedData, Text, Verdict, WSConfig, WSConnectionConfig, WSMessage,
 };
 use rxplus::Notification;
 use serde_json::Value;
@@ -65,6 +89,22 @@ impl Py {
         );
         let out = proc.stdout_lines();
         Py { proc, out }
+    }
+
+    /// Like [`start`](Self::start), with stdin piped (for `client.py --mode interactive`).
+    fn start_with_stdin(name: &str, args: &[&str]) -> (Py, std::process::ChildStdin) {
+        let mut proc = Proc::spawn_with_stdin(
+            name,
+            Command::new(python())
+                .arg("-u")
+                .arg(script(name))
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let stdin = proc.stdin();
+        let out = proc.stdout_lines();
+        (Py { proc, out }, stdin)
     }
 
     /// The next event named `event` (other events are skipped), within `timeout`.
@@ -483,4 +523,491 @@ fn many_clients_on_one_path_of_echo_server() {
         server.try_status().is_none(),
         "echo_server exited during the test"
     );
+}
+
+// ---- Connection control ----
+
+/// `client.py --mode handshake` against `url` with `args`: its `handshake` event (the status
+/// it got), after it exited 0.
+fn py_handshake(url: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--mode", "handshake"];
+    all.extend_from_slice(args);
+    all.push(url);
+    let mut py = Py::start("client.py", &all);
+    let hs = py.event("handshake", WAIT);
+    if hs["status"] == 101 {
+        let closed = py.event("closed", WAIT);
+        assert_eq!(closed["sent_code"], 1000, "{url} {args:?}: {closed}");
+        assert_eq!(closed["clean"], true, "{url} {args:?}: {closed}");
+    }
+    assert!(
+        py.proc.wait_timeout(WAIT).is_some_and(|s| s.success()),
+        "client.py {args:?} {url} did not exit 0; stdout:\n{}",
+        py.out.seen()
+    );
+    hs
+}
+
+/// A Python client in interactive mode: lines in, `message` events out.
+struct PyChat {
+    py: Py,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl PyChat {
+    fn connect(url: &str) -> PyChat {
+        let (mut py, stdin) = Py::start_with_stdin("client.py", &["--mode", "interactive", url]);
+        let hs = py.event("handshake", WAIT);
+        assert_eq!(hs["status"], 101, "{url}: {hs}");
+        PyChat {
+            py,
+            stdin: Some(stdin),
+        }
+    }
+
+    /// Sends `line` and expects it back.
+    fn echoes(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to client.py");
+        stdin.flush().expect("flush client.py stdin");
+        let got = self.py.event("message", WAIT);
+        assert_eq!(got["data"], line, "{got}");
+    }
+
+    /// The `closed` event, then a clean exit.
+    fn closed(&mut self) -> Value {
+        let closed = self.py.event("closed", WAIT);
+        assert!(
+            self.py.proc.wait_timeout(WAIT).is_some_and(|s| s.success()),
+            "client.py did not exit 0; stdout:\n{}",
+            self.py.out.seen()
+        );
+        closed
+    }
+
+    /// Closes stdin: the client closes with 1000.
+    fn finish(mut self) -> Value {
+        self.stdin.take();
+        self.closed()
+    }
+}
+
+/// Echoes every message and records the connection events.
+fn echo_with_events(server: &RxWSServer<WSMessage>) -> Arc<Mutex<Vec<ConnectionEvent>>> {
+    let echo = server.handle();
+    server.subscribe(move |m: TaggedData<WSMessage>| echo.on_next(m.reply(m.data.clone())));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let e = events.clone();
+    server.subscribe_events(move |ev: ConnectionEvent| lock(&e).push(ev));
+    events
+}
+
+/// Waits for the `n`-th event (from 0) of `kind`.
+fn nth_event(
+    events: &Mutex<Vec<ConnectionEvent>>,
+    kind: ConnectionEventKind,
+    n: usize,
+) -> ConnectionEvent {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = lock(events)
+            .iter()
+            .filter(|e| e.kind == kind)
+            .nth(n)
+            .cloned();
+        if let Some(e) = found {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind:?} event #{n}: {:?}",
+            lock(events)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn python_client_accepted_or_refused_by_header_query_and_path() {
+    let _ = python();
+    let hook_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls = hook_calls.clone();
+    let hook = AcceptHook::new(move |req| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let by_header = req.header("authorization") == Some("Bearer s3cret");
+        let by_query = req.query_param("token") == Some("s3cret");
+        if by_header || by_query {
+            Verdict::accept().keep_headers(["authorization", "x-extra"])
+        } else {
+            Verdict::refuse(401, "no token")
+        }
+    });
+    let server = RxWSServer::<WSMessage>::bind_with_config(
+        "127.0.0.1:0",
+        Raw,
+        server_config().accept_hook(hook).allowed_paths(["/api"]),
+    )
+    .expect("server");
+    let events = echo_with_events(&server);
+    let base = format!("ws://{}", server.local_addr());
+    let api = format!("{base}/api");
+    let calls = || hook_calls.load(std::sync::atomic::Ordering::SeqCst);
+
+    // By header.
+    let hs = py_handshake(
+        &api,
+        &["-H", "Authorization: Bearer s3cret", "-H", "X-Extra: 1"],
+    );
+    assert_eq!(hs["status"], 101, "{hs}");
+    let opened = nth_event(&events, ConnectionEventKind::Opened, 0);
+    assert_eq!(opened.path, "/api");
+    assert_eq!(opened.query, None);
+    let mut names: Vec<&str> = opened.headers.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["authorization", "x-extra"], "{opened:?}");
+    assert!(opened
+        .headers
+        .contains(&("authorization".into(), "Bearer s3cret".into())));
+
+    // Refused: no header, a wrong one, a wrong query token.
+    for (url, args) in [
+        (api.clone(), &[][..]),
+        (api.clone(), &["-H", "Authorization: Bearer nope"][..]),
+        (format!("{api}?token=nope"), &[][..]),
+    ] {
+        let hs = py_handshake(&url, args);
+        assert_eq!(hs["status"], 401, "{url} {args:?}: {hs}");
+        assert_eq!(hs["body"], "no token", "{hs}");
+    }
+
+    // By query.
+    let hs = py_handshake(&format!("{api}?a=b&token=s3cret"), &[]);
+    assert_eq!(hs["status"], 101, "{hs}");
+    let opened = nth_event(&events, ConnectionEventKind::Opened, 1);
+    assert_eq!(opened.query.as_deref(), Some("a=b&token=s3cret"));
+
+    // Another path: 404 before the hook, even with the token.
+    let before = calls();
+    for path in ["/other", "/api/", "/"] {
+        let hs = py_handshake(
+            &format!("{base}{path}?token=s3cret"),
+            &["-H", "Authorization: Bearer s3cret"],
+        );
+        assert_eq!(hs["status"], 404, "{path}: {hs}");
+    }
+    assert_eq!(calls(), before, "the hook ran for a path not allowed");
+    assert_eq!(calls(), 5);
+
+    // Refusals opened nothing; both accepted connections closed with the client's 1000.
+    let closed = nth_event(&events, ConnectionEventKind::Closed, 1);
+    assert_eq!(closed.close.as_ref().and_then(CloseInfo::code), Some(1000));
+    assert_eq!(
+        lock(&events)
+            .iter()
+            .filter(|e| e.kind == ConnectionEventKind::Opened)
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn our_hook_chooses_the_python_clients_subprotocol() {
+    let _ = python();
+    // Served in order of our preference; the client's order does not matter here.
+    let served = ["chat.v3", "chat.v2"];
+    let hook = AcceptHook::new(move |req| {
+        match served
+            .iter()
+            .find(|p| req.protocols().iter().any(|o| o == *p))
+        {
+            Some(p) => Verdict::accept()
+                .protocol(*p)
+                .header("X-Served-By", "rxplus"),
+            None => Verdict::refuse(400, "no served subprotocol"),
+        }
+    });
+    let server = RxWSServer::<WSMessage>::bind_with_config(
+        "127.0.0.1:0",
+        Raw,
+        server_config().accept_hook(hook),
+    )
+    .expect("server");
+    let events = echo_with_events(&server);
+    let url = format!("ws://{}/sub", server.local_addr());
+
+    let hs = py_handshake(
+        &url,
+        &["--subprotocol", "chat.v1", "--subprotocol", "chat.v2"],
+    );
+    assert_eq!(hs["status"], 101, "{hs}");
+    assert_eq!(hs["subprotocol"], "chat.v2", "{hs}");
+    let headers = hs["headers"].as_array().cloned().unwrap_or_default();
+    assert!(
+        headers.contains(&serde_json::json!(["X-Served-By", "rxplus"]))
+            || headers.contains(&serde_json::json!(["x-served-by", "rxplus"])),
+        "{hs}"
+    );
+    let opened = nth_event(&events, ConnectionEventKind::Opened, 0);
+    assert_eq!(opened.protocol.as_deref(), Some("chat.v2"));
+
+    let hs = py_handshake(&url, &["--subprotocol", "chat.v1"]);
+    assert_eq!(hs["status"], 400, "{hs}");
+    assert_eq!(hs["body"], "no served subprotocol", "{hs}");
+    let hs = py_handshake(&url, &[]);
+    assert_eq!(hs["status"], 400, "{hs}");
+
+    // And it echoes with the protocol chosen.
+    let mut chat = Py::start("client.py", &["--subprotocol", "chat.v3", &url]);
+    let hs = chat.event("handshake", WAIT);
+    assert_eq!(hs["subprotocol"], "chat.v3", "{hs}");
+    let result = chat.event("result", Duration::from_secs(60));
+    for check in ["text", "binary", "order"] {
+        assert_eq!(result[check], true, "{check}: {result}");
+    }
+    server.on_completed();
+    assert_eq!(chat.event("closed", WAIT)["rcvd_code"], 1000);
+}
+
+#[test]
+fn python_server_chooses_our_clients_subprotocol() {
+    let (mut py, port) = Py::echo_server(&["--subprotocols", "v2.rx,v1.rx"]);
+    let client = RxWSClient::<WSMessage>::with_config(
+        WSConnectionConfig::new("127.0.0.1", port, "/sub").expect("conn config"),
+        Raw,
+        client_config()
+            .subprotocol("v1.rx")
+            .subprotocol("v2.rx")
+            .header("X-Client", "rxplus"),
+    )
+    .expect("client");
+    let rx = client.stream();
+    assert!(client.wait_connected(WAIT), "client did not connect");
+    // The Python server picks the first of ITS list that we offered.
+    assert_eq!(client.protocol().as_deref(), Some("v2.rx"));
+    assert!(
+        client
+            .response_headers()
+            .contains(&("sec-websocket-protocol".into(), "v2.rx".into())),
+        "{:?}",
+        client.response_headers()
+    );
+    let open = py.event("open", WAIT);
+    assert_eq!(open["subprotocol"], "v2.rx", "{open}");
+    let headers = open["headers"].as_array().cloned().unwrap_or_default();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            .map(|h| h[1].clone())
+    };
+    assert_eq!(header("x-client"), Some(Value::from("rxplus")), "{open}");
+    assert_eq!(
+        header("sec-websocket-protocol"),
+        Some(Value::from("v1.rx, v2.rx")),
+        "{open}"
+    );
+    let m = WSMessage::Text("with v2.rx".into());
+    client.send(m.clone()).expect("send");
+    assert_eq!(recv(&rx, "echo"), m);
+    client.on_completed();
+    assert_eq!(py.event("closed", WAIT)["rcvd_code"], 1000);
+
+    // Offering only what it does not serve: the Python server answers 400, which ends our
+    // client (a 4xx other than 408/429 is not retried).
+    let client = RxWSClient::<WSMessage>::with_config(
+        WSConnectionConfig::new("127.0.0.1", port, "/sub").expect("conn config"),
+        Raw,
+        client_config().subprotocol("v9.rx"),
+    )
+    .expect("client");
+    let rx = client.stream();
+    match rx.recv_timeout(WAIT) {
+        Ok(Notification::Error(e)) => {
+            assert_eq!(e.refused_status(), Some(400), "{e}");
+        }
+        other => panic!("expected the client to end with a refusal, got {other:?}"),
+    }
+    assert_eq!(client.connection_state(), ConnectionState::Closed);
+    assert_eq!(client.protocol(), None);
+}
+
+#[test]
+fn server_close_by_id_reaches_one_python_client_while_another_keeps_echoing() {
+    let _ = python();
+    let server = RxWSServer::<WSMessage>::bind_with_config("127.0.0.1:0", Raw, server_config())
+        .expect("server");
+    let events = echo_with_events(&server);
+    let base = format!("ws://{}/room", server.local_addr());
+    let mut a = PyChat::connect(&format!("{base}?who=a"));
+    let mut b = PyChat::connect(&format!("{base}?who=b"));
+    a.echoes("a is here");
+    b.echoes("b is here");
+    let id_of = |who: &str| {
+        lock(&events)
+            .iter()
+            .find(|e| e.query.as_deref() == Some(who))
+            .map(|e| e.id)
+            .unwrap_or_else(|| panic!("no Opened event for {who}: {:?}", lock(&events)))
+    };
+    let (id_a, id_b) = (id_of("who=a"), id_of("who=b"));
+    assert_ne!(id_a, id_b);
+
+    server.close(id_a, 4001, "bye").expect("close a");
+    let closed = a.closed();
+    assert_eq!(closed["rcvd_code"], 4001, "{closed}");
+    assert_eq!(closed["rcvd_reason"], "bye", "{closed}");
+    assert_eq!(closed["sent_code"], 4001, "{closed}");
+    assert_eq!(closed["exchanged"], true, "{closed}");
+
+    let ev = nth_event(&events, ConnectionEventKind::Closed, 0);
+    assert_eq!(ev.id, id_a);
+    assert_eq!(
+        ev.close,
+        Some(CloseInfo::Closed {
+            code: 4001,
+            reason: "bye".into(),
+            by_peer: false
+        })
+    );
+    // Closing it again, or with a code that may not be sent: errors, nothing happens.
+    assert!(server.close(id_a, 4001, "again").is_err());
+    assert!(server.close(id_b, 1006, "reserved").is_err());
+
+    b.echoes("b still echoes");
+    b.echoes("and again");
+    assert_eq!(server.connection_count(), 1);
+    let closed = b.finish();
+    assert_eq!(closed["sent_code"], 1000, "{closed}");
+    assert_eq!(closed["clean"], true, "{closed}");
+}
+
+#[test]
+fn python_server_close_code_in_our_clients_last_close() {
+    let (mut py, port) = Py::echo_server(&[
+        "close-first",
+        "--close-code",
+        "4002",
+        "--close-reason",
+        "go",
+    ]);
+    let retry = RetryPolicy::default()
+        .initial_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_millis(200));
+    let client = RxWSClient::<WSMessage>::with_config(
+        WSConnectionConfig::new("127.0.0.1", port, "/close").expect("conn config"),
+        Raw,
+        client_config().retry(retry),
+    )
+    .expect("client");
+    let states = client.state_stream();
+    let rx = client.stream();
+    assert!(client.wait_connected(WAIT), "client did not connect");
+    assert_eq!(client.last_close(), None);
+    client
+        .send(WSMessage::Text("close me".into()))
+        .expect("send");
+    // Wait for the state to leave Connected: last_close is set by then.
+    let deadline = Instant::now() + WAIT;
+    let mut was_connected = false;
+    loop {
+        match states.recv_deadline(deadline) {
+            Ok(Notification::Next(ConnectionState::Connected)) => was_connected = true,
+            Ok(Notification::Next(_)) if was_connected => break,
+            Ok(Notification::Next(_)) => {}
+            other => panic!("state stream: {other:?}"),
+        }
+    }
+    assert_eq!(
+        client.last_close(),
+        Some(CloseInfo::Closed {
+            code: 4002,
+            reason: "go".into(),
+            by_peer: true
+        })
+    );
+    let closed = py.event("closed", WAIT);
+    assert_eq!(closed["sent_code"], 4002, "{closed}");
+    // Our reply echoes the code (RFC 6455 5.5.1).
+    assert_eq!(closed["rcvd_code"], 4002, "{closed}");
+    assert_eq!(closed["exchanged"], true, "{closed}");
+
+    // Not a refusal: the client reconnects and the next connection echoes.
+    assert!(client.wait_connected(WAIT), "client did not reconnect");
+    let m = WSMessage::Text("after 4002".into());
+    client.send(m.clone()).expect("send");
+    assert_eq!(recv(&rx, "echo after reconnect"), m);
+    client.on_completed();
+    let closed = py.event("closed", WAIT);
+    assert_eq!(closed["conn"], 2, "{closed}");
+    assert_eq!(closed["rcvd_code"], 1000, "{closed}");
+}
+
+#[test]
+fn server_dispose_is_1001_for_python_clients() {
+    let _ = python();
+    let server = RxWSServer::<WSMessage>::bind_with_config("127.0.0.1:0", Raw, server_config())
+        .expect("server");
+    let _events = echo_with_events(&server);
+    let url = format!("ws://{}/bye", server.local_addr());
+    let mut a = PyChat::connect(&url);
+    let mut b = PyChat::connect(&url);
+    a.echoes("a");
+    b.echoes("b");
+    server.dispose();
+    for chat in [&mut a, &mut b] {
+        let closed = chat.closed();
+        assert_eq!(closed["rcvd_code"], 1001, "not going away: {closed}");
+        assert_eq!(closed["rcvd_reason"], "going away", "{closed}");
+    }
+}
+
+#[test]
+fn client_dispose_is_1001_for_a_python_server() {
+    let (mut py, port) = Py::echo_server(&["echo"]);
+    let client = RxWSClient::<WSMessage>::with_config(
+        WSConnectionConfig::new("127.0.0.1", port, "/bye").expect("conn config"),
+        Raw,
+        client_config(),
+    )
+    .expect("client");
+    let rx = client.stream();
+    assert!(client.wait_connected(WAIT), "client did not connect");
+    let m = WSMessage::Binary(vec![1, 2, 3]);
+    client.send(m.clone()).expect("send");
+    assert_eq!(recv(&rx, "echo"), m);
+    client.dispose();
+    let closed = py.event("closed", WAIT);
+    assert_eq!(closed["rcvd_code"], 1001, "not going away: {closed}");
+    assert_eq!(closed["rcvd_reason"], "going away", "{closed}");
+}
+
+#[test]
+fn accept_hook_panic_is_500_and_the_server_keeps_serving() {
+    let _ = python();
+    let hook = AcceptHook::new(|req| {
+        if req.query_param("panic").is_some() {
+            panic!("the accept hook failed on purpose");
+        }
+        Verdict::accept()
+    });
+    let server = RxWSServer::<WSMessage>::bind_with_config(
+        "127.0.0.1:0",
+        Raw,
+        server_config().accept_hook(hook),
+    )
+    .expect("server");
+    let events = echo_with_events(&server);
+    let url = format!("ws://{}/p", server.local_addr());
+    for _ in 0..2 {
+        let hs = py_handshake(&format!("{url}?panic=1"), &[]);
+        assert_eq!(hs["status"], 500, "{hs}");
+    }
+    assert!(lock(&events).is_empty(), "{:?}", lock(&events));
+    let mut chat = PyChat::connect(&url);
+    chat.echoes("still serving");
+    let closed = chat.finish();
+    assert_eq!(closed["sent_code"], 1000, "{closed}");
+    let ev = nth_event(&events, ConnectionEventKind::Closed, 0);
+    assert_eq!(ev.close.as_ref().and_then(CloseInfo::code), Some(1000));
 }
