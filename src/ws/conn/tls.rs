@@ -35,6 +35,7 @@ mod imp {
     use rustls::pki_types::ServerName;
     use rustls::Connection;
 
+    use super::super::HalfStream;
     use super::Pulled;
     use crate::tls::{ClientTls, ServerTls};
 
@@ -46,7 +47,7 @@ mod imp {
         /// Runs a server's TLS handshake on `sock` within `deadline`.
         pub(crate) fn accept(
             tls: &ServerTls,
-            sock: &TcpStream,
+            sock: &Arc<TcpStream>,
             deadline: Instant,
         ) -> io::Result<Arc<Self>> {
             let conn = rustls::ServerConnection::new(tls.rustls_config().clone())
@@ -59,7 +60,7 @@ mod imp {
         pub(crate) fn connect(
             tls: &ClientTls,
             host: &str,
-            sock: &TcpStream,
+            sock: &Arc<TcpStream>,
             deadline: Instant,
         ) -> io::Result<Arc<Self>> {
             let name = ServerName::try_from(host.to_owned()).map_err(|e| {
@@ -75,20 +76,18 @@ mod imp {
 
         fn handshake(
             mut conn: Connection,
-            sock: &TcpStream,
+            sock: &Arc<TcpStream>,
             deadline: Instant,
         ) -> io::Result<Arc<Self>> {
+            // Each socket call bounded by what is left of the deadline (`HalfStream` does it
+            // for the plain upgrade too): `complete_io` loops over reads while bytes trickle
+            // in, so one timeout per call would not bound it.
+            let mut io = HalfStream::with_deadline(sock.clone(), Some(deadline));
             // Our own code bounds what waits to be sent (the write half's buffer and one
             // chunk); rustls's limit would only turn a large message into a short write.
             conn.set_buffer_limit(None);
             while conn.is_handshaking() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(timed_out());
-                }
-                // Each socket call bounded by what is left: `complete_io` loops over reads
-                // while bytes trickle in, so one timeout per call would not bound it.
-                match conn.complete_io(&mut Bounded { sock, deadline }) {
+                match conn.complete_io(&mut io) {
                     Ok((0, 0)) if conn.is_handshaking() => {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -110,7 +109,7 @@ mod imp {
             }
             // TLS 1.3 session tickets, written now rather than with the first message.
             while conn.wants_write() {
-                conn.write_tls(&mut Bounded { sock, deadline })?;
+                conn.write_tls(&mut io)?;
             }
             Ok(Arc::new(TlsSession {
                 conn: parking_lot::Mutex::new(conn),
@@ -179,38 +178,6 @@ mod imp {
             self.seal(plain, &mut ct)?;
             let mut s = sock;
             s.write_all(&ct)
-        }
-    }
-
-    /// The socket, each call bounded by what is left of `deadline`.
-    struct Bounded<'a> {
-        sock: &'a TcpStream,
-        deadline: Instant,
-    }
-    impl Bounded<'_> {
-        fn left(&self) -> io::Result<std::time::Duration> {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(timed_out());
-            }
-            Ok(left)
-        }
-    }
-    impl Read for Bounded<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.sock.set_read_timeout(Some(self.left()?))?;
-            let mut s = self.sock;
-            s.read(buf)
-        }
-    }
-    impl Write for Bounded<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.sock.set_write_timeout(Some(self.left()?))?;
-            let mut s = self.sock;
-            s.write(buf)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
         }
     }
 
