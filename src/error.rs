@@ -368,23 +368,30 @@ impl Error {
 
     /// The HTTP status of a refused handshake (here or in the source of a failed attempt).
     pub fn refused_status(&self) -> Option<u16> {
-        match self {
+        match self.attempt_cause() {
             Error::HandshakeRefused { status, .. } => Some(*status),
-            Error::ConnectFailed { source, .. } | Error::RetriesExhausted { source, .. } => {
-                source.refused_status()
-            }
             _ => None,
         }
     }
 
     /// A certificate refused in a TLS handshake: retrying does not help.
     pub fn is_certificate_error(&self) -> bool {
-        match self {
-            Error::Tls { certificate, .. } => *certificate,
-            Error::ConnectFailed { source, .. } | Error::RetriesExhausted { source, .. } => {
-                source.is_certificate_error()
+        matches!(
+            self.attempt_cause(),
+            Error::Tls {
+                certificate: true,
+                ..
             }
-            _ => false,
+        )
+    }
+
+    /// What failed inside a failed attempt or given-up retries (this error otherwise).
+    fn attempt_cause(&self) -> &Error {
+        match self {
+            Error::ConnectFailed { source, .. } | Error::RetriesExhausted { source, .. } => {
+                source.attempt_cause()
+            }
+            other => other,
         }
     }
 

@@ -216,8 +216,9 @@ pub(super) fn dial_loop<F: Framing>(
             Err(e) => {
                 peer.transport_ended();
                 failures += 1;
-                // A refused certificate stays refused: no redial (reported, then final).
-                let verdict = if e.is_certificate_error() && !retry.retry_certificate_errors {
+                // A refused certificate or a 4xx refusal stays so: no redial (reported, then
+                // final).
+                let verdict = if retry.gives_up_on(&e) {
                     inner.core.report(Error::ConnectFailed {
                         ctx: Context::new(&inner.core.name, Some(peer.id.to_string())),
                         attempt: failures,
@@ -225,7 +226,7 @@ pub(super) fn dial_loop<F: Framing>(
                     });
                     Err(DisconnectCause::Closed {
                         code: None,
-                        reason: format!("certificate refused: {e}"),
+                        reason: format!("refused: {e}"),
                     })
                 } else {
                     failed(failures, e.to_string())

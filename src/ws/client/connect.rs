@@ -353,21 +353,15 @@ fn failed_attempt<T: Clone + Send + 'static>(
 ) -> Option<std::time::Duration> {
     *failures += 1;
     // A refused certificate stays refused, and so does a request the server refused with a
-    // 4xx (other than 408 and 429): the client ends with it (reported first).
-    let final_refusal = e.refused_status().is_some_and(|s| {
-        (400..500).contains(&s) && s != 408 && s != 429 && !inner.cfg.retry.retry_client_errors
-    });
-    if final_refusal || (e.is_certificate_error() && !inner.cfg.retry.retry_certificate_errors) {
+    // 4xx: the client ends with it (reported first).
+    if inner.cfg.retry.gives_up_on(&e) {
         log::warn!(component = &*inner.core.name, path = &*inner.path, attempt = *failures, error:% = e; "{}", event::RETRIES_EXHAUSTED);
         inner.core.report(Error::ConnectFailed {
             ctx: Context::new(&inner.core.name, None),
             attempt: *failures,
             source: Box::new(e.clone()),
         });
-        inner.completing.store(true, Ordering::Release);
-        inner.set_state(ConnectionState::Closed);
-        inner.core.terminate(Notification::Error(e));
-        return None;
+        return end_with(inner, e);
     }
     if let Some(max) = inner.cfg.retry.max_retries {
         if *failures > max {
@@ -377,10 +371,7 @@ fn failed_attempt<T: Clone + Send + 'static>(
                 attempts: *failures,
                 source: Box::new(e),
             };
-            inner.completing.store(true, Ordering::Release);
-            inner.core.terminate(Notification::Error(err));
-            inner.set_state(ConnectionState::Closed);
-            return None;
+            return end_with(inner, err);
         }
     }
     let delay = inner.cfg.retry.delay(*failures - 1);
@@ -391,6 +382,17 @@ fn failed_attempt<T: Clone + Send + 'static>(
         source: Box::new(e),
     });
     Some(delay)
+}
+
+/// Ends the client with `err`: state `Closed` first, then the terminal notification.
+fn end_with<T: Clone + Send + 'static>(
+    inner: &Inner<T>,
+    err: Error,
+) -> Option<std::time::Duration> {
+    inner.completing.store(true, Ordering::Release);
+    inner.set_state(ConnectionState::Closed);
+    inner.core.terminate(Notification::Error(err));
+    None
 }
 
 /// How a connection ended, in words, for the error a short-lived one reports.

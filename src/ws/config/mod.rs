@@ -271,6 +271,16 @@ impl RetryPolicy {
         self
     }
 
+    /// Whether a failed attempt ends the retrying at once: a refused certificate (unless
+    /// [`Self::retry_certificate_errors`]) or a 4xx refusal other than 408 and 429 (unless
+    /// [`Self::retry_client_errors`]).
+    pub fn gives_up_on(&self, e: &Error) -> bool {
+        let refused = e.refused_status().is_some_and(|s| {
+            (400..500).contains(&s) && s != 408 && s != 429 && !self.retry_client_errors
+        });
+        refused || (e.is_certificate_error() && !self.retry_certificate_errors)
+    }
+
     /// The delay before retry `attempt` (0-based).
     pub fn delay(&self, attempt: u32) -> Duration {
         let base = self.initial_delay.as_secs_f64() * self.factor.powi(attempt.min(64) as i32);

@@ -425,20 +425,16 @@ impl ConnEnd {
     pub(crate) fn close_info(&self) -> crate::ws::CloseInfo {
         use crate::ws::CloseInfo;
         match (&self.peer_close, &self.sent_close) {
-            (Some((code, reason)), None) => CloseInfo::Closed {
-                code: *code,
-                reason: reason.clone(),
-                by_peer: true,
-            },
-            (Some((code, reason)), Some(_)) if self.peer_first => CloseInfo::Closed {
-                code: *code,
-                reason: reason.clone(),
-                by_peer: true,
-            },
-            (Some(_), Some((code, reason))) => CloseInfo::Closed {
+            // Both sent one: ours went first.
+            (Some(_), Some((code, reason))) if !self.peer_first => CloseInfo::Closed {
                 code: *code,
                 reason: reason.clone(),
                 by_peer: false,
+            },
+            (Some((code, reason)), _) => CloseInfo::Closed {
+                code: *code,
+                reason: reason.clone(),
+                by_peer: true,
             },
             (None, Some((code, reason))) => CloseInfo::ClosedByUs {
                 code: *code,
