@@ -389,12 +389,27 @@ fn the_outbound_byte_budget_holds_back_a_fast_producer_of_large_messages() {
             s.fetch_add(1, Ordering::SeqCst);
         }
     });
-    // The socket buffers fill, then the budget: the queue holds what fits in 64 KiB (7) and the producer
-    // waits for room.
-    let full = wait_until(WAIT, || client.queued() >= 7);
+    // The socket buffers fill, then the budget: the queue holds what fits in 64 KiB (7) and the
+    // producer waits for room (until the queue is half empty). The moment it holds 7 can pass
+    // unseen (the writer takes a batch when the kernel grows its buffers), so wait for the
+    // producer to stall instead: nothing sent for 300 ms.
+    let (mut last, mut since) = (usize::MAX, std::time::Instant::now());
+    let stalled = wait_until(WAIT, || {
+        let now = sent.load(Ordering::SeqCst);
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        }
+        since.elapsed() > Duration::from_millis(300)
+    });
     let (sent_then, queued) = (sent.load(Ordering::SeqCst), client.queued());
     drop(gate); // before asserting: a failure must not leave the server's reader stuck
-    assert!(full, "the queue never filled to its byte budget");
+    assert!(
+        stalled,
+        "the producer was never held back by the byte budget"
+    );
+    // A producer held back by `block` waits for the queue to drain to half its bytes: more
+    // than half the budget is queued.
+    assert!(queued * (6 + (8 << 10)) > 32 << 10, "{queued} queued");
     assert!(sent_then < n, "the producer was never held back");
     // At most 8 messages (64 KiB) plus one admitted into an empty queue.
     assert!(queued <= 9, "{queued} queued");
