@@ -3,12 +3,13 @@
 //! ```text
 //! cargo run --release --example gateway_node -- --listen HOST:PORT [--connect URL]...
 //!     [--node-id 32HEX] [--handshake-timeout-ms N] [--overflow STRATEGY:SIZE]
-//!     [--duplicates allow|keep-one]
+//!     [--duplicates allow|keep-one] [--resume] [--session-expiry-ms N]
 //! ```
 //!
 //! Prints on stdout, one flushed line each: `listening on ADDR node NODEID`,
 //! `connected CONNID NODEID inbound|outbound`, `disconnected CONNID CAUSE`,
-//! `interrupted CONNID`, `frame CONNID TEXT`. Reads commands on stdin: `send CONNID TEXT`,
+//! `interrupted CONNID`, `resumed CONNID REPLAYED`, `resume-failed CONNID CAUSE LOST`,
+//! `frame CONNID TEXT`. `--resume` makes links resumable (`docs/gateway.md`, "Resume"). Reads commands on stdin: `send CONNID TEXT`,
 //! `all TEXT` (prints `sent N`), `peers` (prints `peers N CONNID...`), `connect URL` (prints
 //! `dialing CONNID`), `quit`. End of input quits too: a graceful stop, exit 0. Errors go to
 //! stderr.
@@ -31,7 +32,8 @@ fn out(line: &str) {
 }
 
 const USAGE: &str = "usage: gateway_node --listen HOST:PORT [--connect URL]... [--node-id 32HEX] \
-[--handshake-timeout-ms N] [--overflow STRATEGY:SIZE] [--duplicates allow|keep-one]";
+[--handshake-timeout-ms N] [--overflow STRATEGY:SIZE] [--duplicates allow|keep-one] [--resume] \
+[--session-expiry-ms N]";
 
 fn parse(args: &[String]) -> Result<(GatewayConfig, Vec<String>), String> {
     let mut cfg = GatewayConfig::default();
@@ -69,6 +71,14 @@ fn parse(args: &[String]) -> Result<(GatewayConfig, Vec<String>), String> {
             "--duplicates" => {
                 let v = value()?;
                 cfg = cfg.duplicates(v.parse::<DuplicatePolicy>().map_err(|e| e.to_string())?);
+            }
+            "--resume" => cfg.resume.enabled = true,
+            "--session-expiry-ms" => {
+                let v = value()?;
+                let ms: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--session-expiry-ms: {v:?} is not a number"))?;
+                cfg.resume.session_expiry = Duration::from_millis(ms);
             }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -114,6 +124,14 @@ fn main() -> ExitCode {
             out(&format!("disconnected {conn_id} {cause}"))
         }
         GatewayEvent::Interrupted { conn_id } => out(&format!("interrupted {conn_id}")),
+        GatewayEvent::Resumed { conn_id, replayed } => {
+            out(&format!("resumed {conn_id} {replayed}"))
+        }
+        GatewayEvent::ResumeFailed {
+            conn_id,
+            cause,
+            lost,
+        } => out(&format!("resume-failed {conn_id} {cause} {lost}")),
         _ => {}
     });
     if let Err(e) = node.start() {

@@ -151,3 +151,37 @@ fn two_nodes_on_the_command_line() {
     assert_ne!(second, dialing);
     b.finish();
 }
+
+#[test]
+fn resumable_nodes_on_the_command_line_survive_a_cut() {
+    let mut a = Proc::start(&["--listen", "127.0.0.1:0", "--resume"]);
+    let first = a.expect("listening on ");
+    let addr: std::net::SocketAddr = first.split(' ').nth(2).unwrap().parse().unwrap();
+    let proxy = support::proxy::Proxy::start(addr);
+    let mut b = Proc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--resume",
+        "--session-expiry-ms",
+        "30000",
+        "--connect",
+        &proxy.url(),
+    ]);
+    let conn_b = b.expect("dialing ")["dialing ".len()..].to_owned();
+    b.expect("connected ");
+    let conn_a = a.expect("connected ").split(' ').nth(1).unwrap().to_owned();
+    proxy.refuse(true);
+    proxy.cut();
+    assert_eq!(b.expect("interrupted "), format!("interrupted {conn_b}"));
+    assert_eq!(a.expect("interrupted "), format!("interrupted {conn_a}"));
+    // Sent while the transport is down, delivered after the resume.
+    b.say(&format!("send {conn_b} while down"));
+    proxy.refuse(false);
+    assert_eq!(b.expect("resumed "), format!("resumed {conn_b} 1"));
+    assert_eq!(a.expect("resumed "), format!("resumed {conn_a} 0"));
+    assert_eq!(a.expect("frame "), format!("frame {conn_a} while down"));
+    b.say(&format!("send {conn_b} after"));
+    assert_eq!(a.expect("frame "), format!("frame {conn_a} after"));
+    b.finish();
+    a.finish();
+}

@@ -1315,9 +1315,12 @@ fn a_client_survives_arbitrary_responses_and_frames() {
         unreachable!()
     });
 
+    // Every case needs a new connection: the client redials whatever the answer was (a 4xx
+    // refusal included, which it otherwise takes as final).
     let retry = rxplus::ws::RetryPolicy::default()
         .initial_delay(std::time::Duration::from_millis(1))
-        .max_delay(std::time::Duration::from_millis(5));
+        .max_delay(std::time::Duration::from_millis(5))
+        .retry_client_errors(true);
     let client =
         RxWSClient::<String>::with_config(local(port, "/fuzz"), Text, quiet().retry(retry))
             .unwrap();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::gateway::{NodeId, PROTOCOL_VERSION};
+use crate::gateway::{NodeId, ResumeConfig, PROTOCOL_VERSION};
 use crate::overflow::OverflowStrategy;
 use crate::ws::{RetryPolicy, WSConfig};
 
@@ -79,6 +79,8 @@ pub struct GatewayConfig {
     pub ws: WSConfig,
     /// Component name for logs and metrics; default `GatewayNode:{node id}`.
     pub name: Option<String>,
+    /// Links that survive a dropped transport (replay, exactly once, in order). Default off.
+    pub resume: ResumeConfig,
 }
 
 impl Default for GatewayConfig {
@@ -96,6 +98,7 @@ impl Default for GatewayConfig {
             duplicates: DuplicatePolicy::Allow,
             ws: WSConfig::default(),
             name: None,
+            resume: ResumeConfig::default(),
         }
     }
 }
@@ -167,6 +170,11 @@ impl GatewayConfig {
         self.ws.retry = retry;
         self
     }
+    /// The resume settings ([`ResumeConfig::enabled`] turns resume on).
+    pub fn resume(mut self, resume: ResumeConfig) -> Self {
+        self.resume = resume;
+        self
+    }
     /// The component name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -178,7 +186,8 @@ impl GatewayConfig {
     /// # Errors
     /// [`Error::Config`] naming the setting: a zero overflow size (but for `disconnect`),
     /// `block` (a gateway never blocks a sender on one slow peer), a zero handshake timeout or
-    /// peer limit, a minimum version above our own, or an invalid `ws`.
+    /// peer limit, a minimum version above our own, a zero resume bound or time, or an
+    /// invalid `ws`.
     pub fn validate(&self) -> Result<()> {
         if self.overflow_strategy == OverflowStrategy::Block {
             return Err(Error::config(
@@ -202,6 +211,7 @@ impl GatewayConfig {
                 ),
             ));
         }
+        self.resume.validate()?;
         self.ws.validate()
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use crate::gateway::{NodeId, StreamInfo};
+use crate::gateway::{NodeId, ResumeFailure, StreamInfo};
 use crate::overflow::OverflowStrategy;
 use crate::ws::ConnId;
 
@@ -68,6 +68,9 @@ pub mod close_code {
     pub const DUPLICATE: u16 = 4004;
     /// The connection's outbound queue overflowed under `buffer-k` or `disconnect`.
     pub const OVERFLOW: u16 = 4005;
+    /// A resume was refused: the session belongs to another node, is being resumed on another
+    /// transport already, or a fresh session id is taken.
+    pub const SESSION: u16 = 4006;
 }
 
 /// Why a connection ended for good (carried by [`GatewayEvent::Disconnected`]).
@@ -113,6 +116,9 @@ pub enum DisconnectCause {
         /// The last attempt's error.
         error: String,
     },
+    /// A resumable link could not be resumed (after its
+    /// [`GatewayEvent::ResumeFailed`]).
+    ResumeFailed(ResumeFailure),
     /// [`GatewayNode::disconnect`](crate::gateway::GatewayNode::disconnect) was called.
     Local,
     /// The node stopped.
@@ -130,7 +136,7 @@ impl DisconnectCause {
             DisconnectCause::Overflow => Some(close_code::OVERFLOW),
             DisconnectCause::Refused { code, .. } => Some(*code),
             DisconnectCause::Closed { code, .. } => *code,
-            DisconnectCause::RetriesExhausted { .. } => None,
+            DisconnectCause::RetriesExhausted { .. } | DisconnectCause::ResumeFailed(_) => None,
             DisconnectCause::Local | DisconnectCause::Stopped => Some(1000),
         }
     }
@@ -167,6 +173,7 @@ impl fmt::Display for DisconnectCause {
             DisconnectCause::RetriesExhausted { attempts, error } => {
                 write!(f, "retries-exhausted ({attempts} attempts: {error})")
             }
+            DisconnectCause::ResumeFailed(why) => write!(f, "resume-failed ({why})"),
             DisconnectCause::Local => write!(f, "local"),
             DisconnectCause::Stopped => write!(f, "stopped"),
         }
@@ -186,11 +193,29 @@ pub enum GatewayEvent {
         /// Who dialed.
         direction: Direction,
     },
-    /// An outbound connection's transport dropped; it is redialing under the same id. Frames
-    /// sent meanwhile wait in its overflow policy.
+    /// A connection's transport dropped: an outbound one redials under the same id, an
+    /// inbound resumable one waits to be resumed. Frames sent meanwhile wait (in the overflow
+    /// policy, or in the resend buffer of a resumable link).
     Interrupted {
         /// The connection.
         conn_id: ConnId,
+    },
+    /// A resumable link is back on a new transport: same id, nothing lost, nothing twice.
+    Resumed {
+        /// The connection.
+        conn_id: ConnId,
+        /// Frames this side sent again (sent before, not acknowledged, or sent meanwhile).
+        replayed: u64,
+    },
+    /// A resumable link could not be resumed; `Disconnected` follows, and the next handshake
+    /// is a fresh link with a new id.
+    ResumeFailed {
+        /// The connection.
+        conn_id: ConnId,
+        /// Why.
+        cause: ResumeFailure,
+        /// Frames this side sent that the other will never get.
+        lost: u64,
     },
     /// The connection ended for good: exactly once per connection id.
     Disconnected {
@@ -238,8 +263,10 @@ pub struct Connection {
     pub streams: Vec<StreamInfo>,
     /// Its outbound overflow policy and size.
     pub overflow: (OverflowStrategy, usize),
-    /// Frames waiting while interrupted.
+    /// Frames waiting while interrupted (a resumable link: frames not yet acknowledged).
     pub queued: usize,
+    /// A resumable link's session id (32 hex digits); `None` for a link without resume.
+    pub session: Option<String>,
     /// When the connection was created (`connect_to`, or the accept).
     pub created_at: SystemTime,
 }

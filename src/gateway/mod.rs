@@ -13,6 +13,7 @@ mod connection;
 mod framing;
 mod node;
 mod node_id;
+mod resume;
 mod stream;
 
 pub use config::{DuplicatePolicy, GatewayConfig};
@@ -24,4 +25,5 @@ pub use framing::{
 };
 pub use node::{GatewayNode, GatewayStats, NodeHandle};
 pub use node_id::NodeId;
+pub use resume::{ResumeConfig, ResumeFailure};
 pub use stream::{Missing, StreamId, StreamInfo, StreamState, StreamTable, MAX_STREAMS};

@@ -159,9 +159,16 @@ pub mod event {
     /// INFO. A gateway HELLO / HELLO_ACK exchange failed or was refused. Keys: `component`,
     /// `conn_id`, `cause`, `code`.
     pub const GATEWAY_HANDSHAKE_FAILED: &str = "Gateway handshake failed";
-    /// INFO. An outbound gateway connection lost its transport and redials. Keys:
+    /// INFO. A gateway connection lost its transport: an outbound one redials, a resumable
+    /// inbound one waits for its resume. Keys:
     /// `component`, `conn_id`, `reason`.
     pub const GATEWAY_INTERRUPTED: &str = "Connection interrupted";
+    /// INFO. A resumable gateway link is back on a new transport, same id. Keys: `component`,
+    /// `conn_id`, `remote_node_id`, `replayed`, `duration_ms`.
+    pub const GATEWAY_RESUMED: &str = "Connection resumed";
+    /// WARN. A resumable gateway link could not be resumed; it ends. Keys: `component`,
+    /// `conn_id`, `cause`, `lost`.
+    pub const GATEWAY_RESUME_FAILED: &str = "Resume failed";
 }
 
 /// Log keys (structured key-values of `log` records) and metric attribute keys.

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use rxplus::ws::{RxWSServer, TaggedData, WSConfig, WSConnectionConfig};
 
+pub mod proxy;
+
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Threads of this process now (Linux: /proc/self/task).

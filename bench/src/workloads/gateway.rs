@@ -1,8 +1,10 @@
 //! The gateway next to the WebSocket layer alone, on the same machine and in the same run:
 //!
 //! * g1: 64 B frames one way through a gateway link (node → node) vs binary messages client →
-//!   server; frames/s until the receiving application has them all.
-//! * g2: echo round trip of 32 B (blocking caller) through a gateway link vs client ↔ server.
+//!   server; frames/s until the receiving application has them all. Also through a resumable
+//!   link (both nodes with `ResumeConfig::enabled()`), against the plain link.
+//! * g2: echo round trip of 32 B (blocking caller) through a gateway link vs client ↔ server;
+//!   also through a resumable link.
 //! * g3: connect storm: 200 nodes dial one node (vs 200 clients to one server); time until every
 //!   dialer is connected, and the accepting process's threads and RSS.
 //!
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use rxplus::gateway::{DefaultFrame, GatewayConfig, GatewayNode, TaggedFrame};
+use rxplus::gateway::{DefaultFrame, GatewayConfig, GatewayNode, ResumeConfig, TaggedFrame};
 use rxplus::ws::{Binary, RxWSClient, TaggedData};
 use rxplus::{Error, Notification, OverflowStrategy};
 use serde::{Deserialize, Serialize};
@@ -47,11 +49,41 @@ static VARIANTS: [Variant; 2] = [
     },
 ];
 
-fn node_cfg() -> GatewayConfig {
-    GatewayConfig::default()
+/// g1 and g2 also run a resumable link: resume on against off.
+static VARIANTS_RESUME: [Variant; 3] = [
+    Variant {
+        key: "rxplus-ws",
+        label: "WebSocket layer (client → server)",
+    },
+    Variant {
+        key: "rxplus-gateway",
+        label: "gateway link (node → node)",
+    },
+    Variant {
+        key: "rxplus-gateway-resume",
+        label: "resumable gateway link (node → node)",
+    },
+];
+
+fn node_cfg(resume: bool) -> GatewayConfig {
+    let cfg = GatewayConfig::default()
         .host("127.0.0.1")
         .port(0)
-        .overflow(OverflowStrategy::DropNew, 1000)
+        .overflow(OverflowStrategy::DropNew, 1000);
+    if resume {
+        cfg.resume(ResumeConfig::enabled())
+    } else {
+        cfg
+    }
+}
+
+/// Whether a g1/g2 variant is a gateway link, and a resumable one.
+fn gateway_variant(variant: &str) -> Option<bool> {
+    match variant {
+        "rxplus-gateway" => Some(false),
+        "rxplus-gateway-resume" => Some(true),
+        _ => None,
+    }
 }
 
 /// A listening node, as a bench server.
@@ -71,15 +103,15 @@ impl RunningServer for GatewayServer {
     }
 }
 
-fn listening_node() -> Result<Node> {
-    let n = Node::new(node_cfg())?;
+fn listening_node(resume: bool) -> Result<Node> {
+    let n = Node::new(node_cfg(resume))?;
     n.start()?;
     Ok(n)
 }
 
 /// A node that dialed `addr` and is connected.
-fn dialing_node(addr: SocketAddr) -> Result<(Node, rxplus::ws::ConnId)> {
-    let n = Node::new(node_cfg())?;
+fn dialing_node(addr: SocketAddr, resume: bool) -> Result<(Node, rxplus::ws::ConnId)> {
+    let n = Node::new(node_cfg(resume))?;
     let id = n.connect_to(&format!("ws://{addr}{PATH}"))?;
     ensure!(
         n.wait_connected(id, Duration::from_secs(10)),
@@ -120,7 +152,7 @@ static ONEWAY_METRICS: [Metric; 1] = [Metric {
     label: "throughput",
     unit: "msg/s",
     higher_is_better: true,
-    baselines: &["rxplus-ws"],
+    baselines: &["rxplus-ws", "rxplus-gateway"],
     decimals: 0,
 }];
 
@@ -138,7 +170,7 @@ impl Workload for GatewayOneWay {
     }
 
     fn variants(&self) -> &'static [Variant] {
-        &VARIANTS
+        &VARIANTS_RESUME
     }
 
     fn metrics(&self) -> &'static [Metric] {
@@ -146,13 +178,22 @@ impl Workload for GatewayOneWay {
     }
 
     fn targets(&self) -> Vec<Target> {
-        vec![Target::Ratio {
-            variant: "rxplus-gateway",
-            metric: "msgs_per_s",
-            baseline: "rxplus-ws",
-            cmp: Cmp::AtLeast,
-            bound: 0.8,
-        }]
+        vec![
+            Target::Ratio {
+                variant: "rxplus-gateway",
+                metric: "msgs_per_s",
+                baseline: "rxplus-ws",
+                cmp: Cmp::AtLeast,
+                bound: 0.8,
+            },
+            Target::Ratio {
+                variant: "rxplus-gateway-resume",
+                metric: "msgs_per_s",
+                baseline: "rxplus-gateway",
+                cmp: Cmp::AtLeast,
+                bound: 0.8,
+            },
+        ]
     }
 
     fn runs(&self, quick: bool) -> usize {
@@ -185,8 +226,8 @@ impl Workload for GatewayOneWay {
                 });
                 Ok(Box::new(RxServer(Arc::new(server))))
             }
-            "rxplus-gateway" => {
-                let node = listening_node()?;
+            v if gateway_variant(v).is_some() => {
+                let node = listening_node(gateway_variant(v) == Some(true))?;
                 let h = node.handle();
                 node.subscribe(move |f: TaggedFrame<DefaultFrame>| {
                     if count.fetch_add(1, Ordering::Relaxed) + 1 == n {
@@ -218,8 +259,8 @@ impl Workload for GatewayOneWay {
                     other => bail!("no `done` from the server: {other:?}"),
                 }
             }
-            "rxplus-gateway" => {
-                let (node, id) = dialing_node(addr)?;
+            v if gateway_variant(v).is_some() => {
+                let (node, id) = dialing_node(addr, gateway_variant(v) == Some(true))?;
                 let inbox = node.stream();
                 let t = Instant::now();
                 for _ in 0..p.messages {
@@ -251,7 +292,7 @@ const fn latency(key: &'static str, label: &'static str) -> Metric {
         label,
         unit: "µs",
         higher_is_better: false,
-        baselines: &["rxplus-ws"],
+        baselines: &["rxplus-ws", "rxplus-gateway"],
         decimals: 1,
     }
 }
@@ -275,7 +316,7 @@ impl Workload for GatewayEcho {
     }
 
     fn variants(&self) -> &'static [Variant] {
-        &VARIANTS
+        &VARIANTS_RESUME
     }
 
     fn metrics(&self) -> &'static [Metric] {
@@ -283,13 +324,23 @@ impl Workload for GatewayEcho {
     }
 
     fn targets(&self) -> Vec<Target> {
-        vec![Target::Ratio {
-            variant: "rxplus-gateway",
-            metric: "p50_us",
-            baseline: "rxplus-ws",
-            cmp: Cmp::AtMost,
-            bound: 1.15,
-        }]
+        vec![
+            Target::Ratio {
+                variant: "rxplus-gateway",
+                metric: "p50_us",
+                baseline: "rxplus-ws",
+                cmp: Cmp::AtMost,
+                bound: 1.15,
+            },
+            // "On ≥ 0.8× off" for a latency: at most 1.25× the plain link's.
+            Target::Ratio {
+                variant: "rxplus-gateway-resume",
+                metric: "p50_us",
+                baseline: "rxplus-gateway",
+                cmp: Cmp::AtMost,
+                bound: 1.25,
+            },
+        ]
     }
 
     fn runs(&self, quick: bool) -> usize {
@@ -312,8 +363,8 @@ impl Workload for GatewayEcho {
                 server.subscribe(move |m: TaggedData<Vec<u8>>| h.on_next(m));
                 Ok(Box::new(RxServer(Arc::new(server))))
             }
-            "rxplus-gateway" => {
-                let node = listening_node()?;
+            v if gateway_variant(v).is_some() => {
+                let node = listening_node(gateway_variant(v) == Some(true))?;
                 let h = node.handle();
                 // The inbound frame carries its connection: sending it back answers that peer.
                 node.subscribe(move |f: TaggedFrame<DefaultFrame>| h.on_next(f));
@@ -344,8 +395,8 @@ impl Workload for GatewayEcho {
                     }
                 }
             }
-            "rxplus-gateway" => {
-                let (node, id) = dialing_node(addr)?;
+            v if gateway_variant(v).is_some() => {
+                let (node, id) = dialing_node(addr, gateway_variant(v) == Some(true))?;
                 let inbox = node.stream();
                 for i in 0..total {
                     let t = Instant::now();
@@ -473,7 +524,7 @@ impl Workload for ConnectStorm {
     fn server(&self, variant: &str, _params: &Value) -> Result<Box<dyn RunningServer>> {
         match variant {
             "rxplus-ws" => Ok(Box::new(RxServer(Arc::new(rx::server::<Vec<u8>>(Binary)?)))),
-            "rxplus-gateway" => Ok(Box::new(GatewayServer(Arc::new(listening_node()?)))),
+            "rxplus-gateway" => Ok(Box::new(GatewayServer(Arc::new(listening_node(false)?)))),
             other => bail!("g3 has no variant {other:?}"),
         }
     }
@@ -500,7 +551,7 @@ impl Workload for ConnectStorm {
                 let url = format!("ws://{addr}{PATH}");
                 let mut nodes = Vec::with_capacity(p.dialers);
                 for _ in 0..p.dialers {
-                    let n = Node::new(node_cfg())?;
+                    let n = Node::new(node_cfg(false))?;
                     let id = n.connect_to(&url)?;
                     nodes.push((n, id));
                 }

@@ -8,19 +8,25 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use tungstenite::handshake::server::{Request, Response};
 use tungstenite::handshake::HandshakeError;
+use tungstenite::http::HeaderValue;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket};
 use tungstenite::Message;
 
 use super::peer::Peer;
 use super::Inner;
 use crate::error::{CodecError, Context, Error};
+use crate::gateway::resume::{
+    LinkFrame, LinkHello, ResumeRequest, Session, SessionId, Status, RESUME_FORMAT, RESUME_HEADER,
+};
 use crate::gateway::{
     close_code, ConnectionState, Direction, DisconnectCause, DuplicatePolicy, Framing,
-    GatewayEvent, HelloPayload, TaggedFrame, PROTOCOL_VERSION,
+    GatewayEvent, HelloPayload, ResumeFailure, TaggedFrame, PROTOCOL_VERSION,
 };
+use crate::overflow::OverflowStrategy;
 use crate::telemetry::{self, event, Outcome};
-use crate::ws::conn::{ConnEnd, ConnInfo, ConnRun, EndReason, HalfStream, Outbound};
+use crate::ws::conn::{ConnEnd, ConnHandle, ConnInfo, ConnRun, EndReason, HalfStream, Outbound};
 use crate::ws::handshake::{self, reply_http, reply_http_on, BAD_REQUEST, UNAVAILABLE};
 use crate::ws::listen::{Acceptor, HandshakeSlot, Handshakes, Refusal};
 use crate::ws::{ConnId, WSConnectionConfig};
@@ -83,7 +89,7 @@ fn serve_inbound<F: Framing>(
     // One deadline from accept for the upgrade and the HELLO exchange.
     let deadline = started + inner.cfg.handshake_timeout;
     handshake::start(&raw, inner.cfg.handshake_timeout);
-    let peer = Arc::new(Peer::new(ConnId::new(), Direction::Inbound, None, seq));
+    let mut peer = Arc::new(Peer::new(ConnId::new(), Direction::Inbound, None, seq));
     {
         let mut peers = inner.peers.write();
         if inner.stopping() {
@@ -99,6 +105,8 @@ fn serve_inbound<F: Framing>(
     }
     peer.begin_transport(&raw, addr, ConnectionState::Pending);
     log::info!(component = &*inner.core.name, conn_id:% = peer.id, peer:% = addr; "{}", event::CONNECTION_OPENED);
+    // What the dialer's resume header asked for, when this node offers resume.
+    let asked: Arc<parking_lot::Mutex<Option<ResumeRequest>>> = Arc::default();
     let upgraded = match handshake::server_stream(&raw, deadline, &inner.cfg.ws) {
         Err(e) => {
             let _ = raw.shutdown(Shutdown::Both);
@@ -113,8 +121,25 @@ fn serve_inbound<F: Framing>(
         }
         Ok(stream) => {
             let tls = stream.tls().cloned();
-            tungstenite::accept_with_config(stream, Some(inner.cfg.ws.tungstenite())).map_err(|e| {
-                match e {
+            let offer = inner.cfg.resume.enabled;
+            let got = asked.clone();
+            // tungstenite's callback type fixes the error type.
+            #[allow(clippy::result_large_err)]
+            let callback = move |req: &Request, mut resp: Response| {
+                let wanted = req
+                    .headers()
+                    .get(RESUME_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(ResumeRequest::parse);
+                if let (true, Some(r)) = (offer, wanted) {
+                    *got.lock() = Some(r);
+                    resp.headers_mut()
+                        .insert(RESUME_HEADER, HeaderValue::from(u16::from(RESUME_FORMAT)));
+                }
+                Ok(resp)
+            };
+            tungstenite::accept_hdr_with_config(stream, callback, Some(inner.cfg.ws.tungstenite()))
+                .map_err(|e| match e {
                     HandshakeError::Interrupted(_) => {
                         let _ = raw.shutdown(Shutdown::Both);
                         DisconnectCause::HandshakeTimeout
@@ -128,26 +153,49 @@ fn serve_inbound<F: Framing>(
                             reason: format!("upgrade failed: {e}"),
                         }
                     }
-                }
-            })
+                })
         }
     };
+    let asked = asked.lock().take();
     let end = match upgraded {
-        Ok(ws) => run_link(&inner, &peer, ws, raw, addr, started, Some(slot)),
+        Ok(ws) => run_link(&inner, &mut peer, ws, raw, addr, started, Some(slot), asked),
         Err(cause) => {
             handshake_failed(&inner, &peer, &cause, started);
             LinkEnd::HandshakeFailed(cause)
         }
     };
+    // A resumable link whose transport dropped waits (without a thread) for its dialer to
+    // resume it, until `session_expiry` (the node's resume thread ends it then). Said before
+    // the link is let go: a resume waits for that, so `Interrupted` comes before `Resumed`.
+    let detach = matches!(&end, LinkEnd::Ended(c) if resumable_end(&peer, c)) && !inner.stopping();
+    if detach {
+        peer.interrupted();
+        if let LinkEnd::Ended(cause) = &end {
+            log::info!(component = &*inner.core.name, conn_id:% = peer.id, reason:% = cause; "{}", event::GATEWAY_INTERRUPTED);
+        }
+        inner
+            .events
+            .next(GatewayEvent::Interrupted { conn_id: peer.id });
+    }
     peer.set_link_done();
     inner.notify_state();
-    let (LinkEnd::HandshakeFailed(cause) | LinkEnd::Ended(cause)) = end;
-    inner.finish(&peer, cause);
+    if !detach {
+        let (LinkEnd::HandshakeFailed(cause) | LinkEnd::Ended(cause)) = end;
+        inner.finish(&peer, cause);
+    }
+}
+
+/// True when the end of a resumable link's transport leaves it waiting for a resume: the
+/// transport failed (no close frame either way, no local decision).
+fn resumable_end(peer: &Peer, cause: &DisconnectCause) -> bool {
+    peer.session_id().is_some()
+        && peer.cause().is_none()
+        && matches!(cause, DisconnectCause::Closed { code: None, .. })
 }
 
 pub(super) fn dial_loop<F: Framing>(
     weak: Weak<Inner<F>>,
-    peer: Arc<Peer>,
+    mut peer: Arc<Peer>,
     conn: WSConnectionConfig,
 ) {
     let mut failures: u32 = 0;
@@ -159,6 +207,13 @@ pub(super) fn dial_loop<F: Framing>(
         if inner.stopping() {
             break DisconnectCause::Stopped;
         }
+        let expiry = inner.cfg.resume.session_expiry;
+        if peer.try_expire(Instant::now(), expiry) {
+            // Interrupted longer than the session lives: the link ends, the next handshake is
+            // a fresh one.
+            let lost = peer.lost(None);
+            peer = fail_outbound(&inner, &peer, ResumeFailure::Expired, lost);
+        }
         let started = Instant::now();
         let deadline = started + inner.cfg.handshake_timeout;
         inner
@@ -168,6 +223,18 @@ pub(super) fn dial_loop<F: Framing>(
             .fetch_add(1, Ordering::Relaxed);
         let mut ws_cfg = inner.cfg.ws.clone();
         ws_cfg.handshake_timeout = inner.cfg.handshake_timeout;
+        let ask = inner.cfg.resume.enabled.then(|| match peer.session_id() {
+            Some(session) => ResumeRequest::Resume {
+                session,
+                recv: peer.recv.load(Ordering::Acquire),
+            },
+            None => ResumeRequest::New,
+        });
+        if let Some(a) = &ask {
+            ws_cfg
+                .request_headers
+                .push((RESUME_HEADER.into(), a.header_value()));
+        }
         let ending = || inner.stopping() || peer.cause().is_some();
         let attempt = crate::ws::dial(
             &conn,
@@ -193,26 +260,45 @@ pub(super) fn dial_loop<F: Framing>(
             }
         };
         let wait = match attempt {
-            Ok((ws, addr, raw, _)) => match run_link(&inner, &peer, ws, raw, addr, started, None) {
-                LinkEnd::HandshakeFailed(c) if c.is_final() => break c,
-                LinkEnd::HandshakeFailed(c) => {
-                    failures += 1;
-                    match failed(failures, c.to_string()) {
-                        Ok(d) => d,
-                        Err(c) => break c,
+            Ok((ws, addr, raw, accepted)) => {
+                let offered = accepted.headers.iter().any(|(n, v)| {
+                    n.eq_ignore_ascii_case(RESUME_HEADER) && v.trim() == RESUME_FORMAT.to_string()
+                });
+                let asked = ask.filter(|_| offered);
+                if ask.is_some() && asked.is_none() && peer.session_id().is_some() {
+                    // The other node no longer offers resume: the session cannot go on.
+                    let lost = peer.lost(None);
+                    peer = fail_outbound(&inner, &peer, ResumeFailure::UnknownSession, lost);
+                    peer.begin_transport(&raw, addr, ConnectionState::Pending);
+                }
+                match run_link(&inner, &mut peer, ws, raw, addr, started, None, asked) {
+                    LinkEnd::HandshakeFailed(c) if c.is_final() => break c,
+                    LinkEnd::HandshakeFailed(c) => {
+                        failures += 1;
+                        match failed(failures, c.to_string()) {
+                            Ok(d) => d,
+                            Err(c) => break c,
+                        }
+                    }
+                    LinkEnd::Ended(c) if c.is_final() || inner.stopping() => break c,
+                    // The other side closed a resumable link on purpose: its session is over.
+                    LinkEnd::Ended(c)
+                        if peer.session_id().is_some() && !resumable_end(&peer, &c) =>
+                    {
+                        break c
+                    }
+                    LinkEnd::Ended(c) => {
+                        failures = 0;
+                        peer.interrupted();
+                        log::info!(component = &*inner.core.name, conn_id:% = peer.id, reason:% = c; "{}", event::GATEWAY_INTERRUPTED);
+                        inner.notify_state();
+                        inner
+                            .events
+                            .next(GatewayEvent::Interrupted { conn_id: peer.id });
+                        retry.delay(0)
                     }
                 }
-                LinkEnd::Ended(c) if c.is_final() || inner.stopping() => break c,
-                LinkEnd::Ended(c) => {
-                    failures = 0;
-                    log::info!(component = &*inner.core.name, conn_id:% = peer.id, reason:% = c; "{}", event::GATEWAY_INTERRUPTED);
-                    inner.notify_state();
-                    inner
-                        .events
-                        .next(GatewayEvent::Interrupted { conn_id: peer.id });
-                    retry.delay(0)
-                }
-            },
+            }
             Err(e) => {
                 peer.transport_ended();
                 failures += 1;
@@ -248,34 +334,109 @@ pub(super) fn dial_loop<F: Framing>(
                 }
             }
         };
+        // An interrupted session is not kept waiting past its expiry.
+        let wait = peer
+            .expiry_left(inner.cfg.resume.session_expiry)
+            .map_or(wait, |left| wait.min(left));
         drop(inner);
         let _ = peer.wake_rx.recv_timeout(wait);
     };
     peer.set_link_done();
     if let Some(inner) = weak.upgrade() {
+        if let (DisconnectCause::RetriesExhausted { .. }, Some(_)) = (&cause, peer.session_id()) {
+            // Redials gave up on an interrupted resumable link: what it held is lost.
+            let lost = peer.lost(None);
+            if lost > 0 {
+                inner.core.stats.dropped.fetch_add(lost, Ordering::Relaxed);
+            }
+        }
         inner.notify_state();
         inner.finish(&peer, cause);
     }
 }
 
+/// Reports a resumable link that cannot go on (`ResumeFailed`) and ends it (`Disconnected`).
+fn resume_failed<F: Framing>(inner: &Inner<F>, peer: &Arc<Peer>, why: ResumeFailure, lost: u64) {
+    inner.resume_lost.fetch_add(lost, Ordering::Relaxed);
+    log::warn!(component = &*inner.core.name, conn_id:% = peer.id, cause:% = why, lost; "{}", event::GATEWAY_RESUME_FAILED);
+    inner.events.next(GatewayEvent::ResumeFailed {
+        conn_id: peer.id,
+        cause: why,
+        lost,
+    });
+    inner.end_peer(peer, DisconnectCause::ResumeFailed(why));
+}
+
+/// An interrupted inbound link whose session expired (its cause is set already).
+pub(super) fn session_expired<F: Framing>(inner: &Inner<F>, peer: &Arc<Peer>) {
+    resume_failed(inner, peer, ResumeFailure::Expired, peer.lost(None));
+}
+
+/// Ends a dialer's link whose resume failed (`ResumeFailed`, `Disconnected`; the transport in
+/// hand, if any, is kept) and returns the new connection (new id, no session) that goes on.
+fn fail_outbound<F: Framing>(
+    inner: &Inner<F>,
+    old: &Arc<Peer>,
+    why: ResumeFailure,
+    lost: u64,
+) -> Arc<Peer> {
+    old.set_link_done();
+    old.forget_transport();
+    resume_failed(inner, old, why, lost);
+    let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
+    let peer = Arc::new(Peer::new(
+        ConnId::new(),
+        Direction::Outbound,
+        old.url.clone(),
+        seq,
+    ));
+    inner.peers.write().insert(peer.id, peer.clone());
+    peer
+}
+
+/// What the HELLO exchange decided about a link's session.
+enum Plan {
+    /// Format 1: no resume.
+    Plain,
+    /// A new session; `failed`: the link whose resume failed instead (ended first), with why
+    /// and how many of its frames are lost.
+    Fresh {
+        session: SessionId,
+        failed: Option<(Arc<Peer>, ResumeFailure, u64)>,
+    },
+    /// `target` goes on over this transport; the other side has its frames up to `peer_recv`.
+    Resumed { target: Arc<Peer>, peer_recv: u64 },
+}
+
 /// The HELLO exchange, the duplicate check, publication, then the connection's read loop. An
 /// accepted link counts as a handshake in progress (`slot`) until its HELLO exchange is over.
+/// `asked`: the link is resumable (format 2), with what the dialer asked for. `peer` becomes
+/// the link this transport serves: a resumed one, or a dialer's fresh one after a failed
+/// resume.
+#[allow(clippy::too_many_arguments)]
 fn run_link<F: Framing>(
     inner: &Arc<Inner<F>>,
-    peer: &Arc<Peer>,
+    peer: &mut Arc<Peer>,
     mut ws: WebSocket<HalfStream>,
     raw: Arc<TcpStream>,
     addr: SocketAddr,
     started: Instant,
     slot: Option<HandshakeSlot>,
+    asked: Option<ResumeRequest>,
 ) -> LinkEnd {
     let accepting = peer.direction == Direction::Inbound;
-    let hello = match hello_exchange(inner, peer, &mut ws, accepting) {
+    let exchanged = match asked {
+        Some(asked) => resume_exchange(inner, peer, &mut ws, accepting, asked),
+        None => hello_exchange(inner, peer, &mut ws, accepting).map(|h| (h, Plan::Plain)),
+    };
+    let (hello, plan) = match exchanged {
         Ok(h) => h,
         Err(cause) => {
             match cause.code() {
-                Some(code @ close_code::HANDSHAKE_TIMEOUT..=close_code::SELF_CONNECTION)
-                    if !matches!(cause, DisconnectCause::Refused { .. }) =>
+                Some(code @ close_code::HANDSHAKE_TIMEOUT..=close_code::SESSION)
+                    if !matches!(cause, DisconnectCause::Refused { .. })
+                        && code != close_code::DUPLICATE
+                        && code != close_code::OVERFLOW =>
                 {
                     close_raw(&mut ws, &raw, code, &cause, inner.cfg.ws.close_timeout)
                 }
@@ -289,6 +450,54 @@ fn run_link<F: Framing>(
         }
     };
     drop(slot);
+    let mut session = None;
+    let mut resumed = None;
+    match plan {
+        Plan::Plain => {}
+        Plan::Fresh {
+            session: id,
+            failed,
+        } => {
+            if let Some((old, why, lost)) = failed {
+                if Arc::ptr_eq(&old, peer) {
+                    *peer = fail_outbound(inner, &old, why, lost);
+                    peer.begin_transport(&raw, addr, ConnectionState::Handshaking);
+                } else {
+                    resume_failed(inner, &old, why, lost);
+                }
+            }
+            session = Some(Session::new(
+                id,
+                inner.cfg.overflow_strategy,
+                inner.cfg.resume.buffer_frames,
+                inner.cfg.resume.buffer_bytes,
+            ));
+        }
+        Plan::Resumed { target, peer_recv } => {
+            if !Arc::ptr_eq(&target, peer) {
+                // The old transport's thread lets go of the link first (it was cut by
+                // `begin_attach`), so one reader at a time delivers its frames, in order.
+                if !wait_detached(inner, &target, started + inner.cfg.handshake_timeout) {
+                    target.end_attach();
+                    let cause = DisconnectCause::HandshakeTimeout;
+                    close_raw(
+                        &mut ws,
+                        &raw,
+                        close_code::SESSION,
+                        &cause,
+                        inner.cfg.ws.close_timeout,
+                    );
+                    handshake_failed(inner, peer, &cause, started);
+                    return LinkEnd::HandshakeFailed(cause);
+                }
+                inner.discard(peer);
+                target.set_link_running();
+                target.begin_transport(&raw, addr, ConnectionState::Handshaking);
+                *peer = target;
+            }
+            resumed = Some(peer_recv);
+        }
+    }
     ws.get_mut().set_deadline(None);
     handshake::finish(&raw);
     let role = if accepting {
@@ -302,15 +511,27 @@ fn run_link<F: Framing>(
         seq: peer.seq,
         peer: addr,
     };
-    let (run, handle) = match ConnRun::new(
-        ws,
-        info,
-        inner.core.name.clone(),
+    let resumable = session.is_some() || resumed.is_some();
+    let outbound = if resumable {
+        // The resend buffer bounds what is in flight; this queue only must never drop a
+        // numbered frame (a refusal cuts the transport and the resume replays it).
+        Outbound::PerConnection {
+            strategy: OverflowStrategy::DropNew,
+            capacity: inner.cfg.resume.buffer_frames + RESUME_QUEUE_SLACK,
+            max_bytes: inner.cfg.resume.buffer_bytes + (RESUME_QUEUE_SLACK << 10),
+        }
+    } else {
         Outbound::PerConnection {
             strategy: inner.cfg.overflow_strategy,
             capacity: inner.cfg.overflow_size,
             max_bytes: inner.cfg.ws.outbound_max_bytes,
-        },
+        }
+    };
+    let (run, handle) = match ConnRun::new(
+        ws,
+        info,
+        inner.core.name.clone(),
+        outbound,
         params,
         inner.core.stats.clone(),
         &inner.core.threads,
@@ -323,47 +544,76 @@ fn run_link<F: Framing>(
                 code: None,
                 reason: e.to_string(),
             };
+            if resumed.is_some() {
+                peer.end_attach();
+                peer.transport_ended();
+            }
             handshake_failed(inner, peer, &cause, started);
             return LinkEnd::HandshakeFailed(cause);
         }
     };
     handle.set_overflow_close(close_code::OVERFLOW);
-    let losers = {
-        let _publishing = inner.publish.lock();
-        let losers = match duplicates(inner, peer, hello) {
-            Ok(losers) => losers,
+    let took = started.elapsed();
+    if let Some(peer_recv) = resumed {
+        let replayed = match peer.publish_resumed(handle.clone(), hello, peer_recv) {
+            Ok(n) => n,
             Err(cause) => {
-                drop(_publishing);
-                handle.close_now(close_code::DUPLICATE, "duplicate");
-                handshake_failed(inner, peer, &cause, started);
-                return LinkEnd::HandshakeFailed(cause);
+                handle.close_now(cause.code().unwrap_or(1000), "ending");
+                return LinkEnd::Ended(cause);
             }
         };
-        if let Err(cause) = peer.publish(handle.clone(), hello) {
-            drop(_publishing);
-            handle.close_now(cause.code().unwrap_or(1000), "ending");
-            return LinkEnd::HandshakeFailed(cause);
+        telemetry::record_handshake(&inner.core.name, Outcome::Ok, took);
+        inner.resumes.fetch_add(1, Ordering::Relaxed);
+        inner.replayed.fetch_add(replayed, Ordering::Relaxed);
+        log::info!(component = &*inner.core.name, conn_id:% = peer.id, remote_node_id:% = hello.node_id, replayed, duration_ms = took.as_secs_f64() * 1e3; "{}", event::GATEWAY_RESUMED);
+        inner.notify_state();
+        inner.events.next(GatewayEvent::Resumed {
+            conn_id: peer.id,
+            replayed,
+        });
+    } else {
+        let losers = {
+            let _publishing = inner.publish.lock();
+            let losers = match duplicates(inner, peer, hello) {
+                Ok(losers) => losers,
+                Err(cause) => {
+                    drop(_publishing);
+                    handle.close_now(close_code::DUPLICATE, "duplicate");
+                    handshake_failed(inner, peer, &cause, started);
+                    return LinkEnd::HandshakeFailed(cause);
+                }
+            };
+            if let Err(cause) = peer.publish(handle.clone(), hello, session) {
+                drop(_publishing);
+                handle.close_now(cause.code().unwrap_or(1000), "ending");
+                return LinkEnd::HandshakeFailed(cause);
+            }
+            losers
+        };
+        for l in losers {
+            l.end_with(DisconnectCause::Duplicate);
         }
-        losers
-    };
-    for l in losers {
-        l.end_with(DisconnectCause::Duplicate);
+        telemetry::record_handshake(&inner.core.name, Outcome::Ok, took);
+        inner
+            .core
+            .stats
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
+        log::info!(component = &*inner.core.name, conn_id:% = peer.id, remote_node_id:% = hello.node_id, direction:% = peer.direction, resumable, duration_ms = took.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_COMPLETED);
+        inner.notify_state();
+        inner.events.next(GatewayEvent::Connected {
+            conn_id: peer.id,
+            remote_node_id: hello.node_id,
+            direction: peer.direction,
+        });
     }
-    let took = started.elapsed();
-    telemetry::record_handshake(&inner.core.name, Outcome::Ok, took);
-    inner
-        .core
-        .stats
-        .connections_opened
-        .fetch_add(1, Ordering::Relaxed);
-    log::info!(component = &*inner.core.name, conn_id:% = peer.id, remote_node_id:% = hello.node_id, direction:% = peer.direction, duration_ms = took.as_secs_f64() * 1e3; "{}", event::HANDSHAKE_COMPLETED);
-    inner.notify_state();
-    inner.events.next(GatewayEvent::Connected {
-        conn_id: peer.id,
-        remote_node_id: hello.node_id,
-        direction: peer.direction,
-    });
-    let end = run.run(|msg| on_message(inner, peer, msg));
+    let p: &Peer = peer;
+    let end = if resumable {
+        let every = u64::from(inner.cfg.resume.ack_every);
+        run.run(|msg| on_link_message(inner, p, &handle, every, msg))
+    } else {
+        run.run(|msg| on_message(inner, p, msg))
+    };
     handle.abort();
     inner
         .core
@@ -376,6 +626,26 @@ fn run_link<F: Framing>(
         .or_else(|| handle.overflowed().then_some(DisconnectCause::Overflow))
         .unwrap_or_else(|| ended_by(&end));
     LinkEnd::Ended(cause)
+}
+
+/// Room in a resumable link's write queue beyond the resend buffer's bounds, for the
+/// acknowledgements it also carries (frames; the bytes allowance is this many KiB).
+const RESUME_QUEUE_SLACK: usize = 256;
+
+/// Waits until the link's previous transport has let go of it (its thread ended), up to
+/// `deadline`.
+fn wait_detached<F: Framing>(inner: &Inner<F>, target: &Peer, deadline: Instant) -> bool {
+    let mut guard = inner.state_lock.lock();
+    while target.link_running() {
+        if inner
+            .state_changed
+            .wait_until(&mut guard, deadline)
+            .timed_out()
+        {
+            return !target.link_running();
+        }
+    }
+    true
 }
 
 /// Why a transport ended, as the reader saw it.
@@ -417,20 +687,6 @@ fn hello_exchange<F: Framing>(
     accepting: bool,
 ) -> Result<HelloPayload, DisconnectCause> {
     let cfg = &inner.cfg;
-    let lost = |e: tungstenite::Error| match e {
-        tungstenite::Error::Io(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            DisconnectCause::HandshakeTimeout
-        }
-        e => DisconnectCause::Closed {
-            code: None,
-            reason: e.to_string(),
-        },
-    };
     // Every read and write below is bounded by the deadline the stream carries.
     if accepting {
         peer.set_state(ConnectionState::Handshaking);
@@ -460,34 +716,259 @@ fn hello_exchange<F: Framing>(
                 Err(e) => decode_error(inner, peer.id, e),
             },
             Message::Text(_) => early_frame(inner, peer.id),
-            Message::Close(frame) => {
-                return Err(match frame {
-                    Some(f) => from_close(u16::from(f.code), &f.reason),
-                    None => DisconnectCause::Closed {
-                        code: None,
-                        reason: "closed during the handshake".into(),
-                    },
-                })
-            }
+            Message::Close(frame) => return Err(closed_in_handshake(frame)),
             _ => {}
         }
     };
-    peer.set_remote(hello);
-    if hello.version < cfg.min_version {
-        return Err(DisconnectCause::Version {
-            version: hello.version,
-            min: cfg.min_version,
-        });
-    }
-    if hello.node_id == inner.node_id {
-        return Err(DisconnectCause::SelfConnection);
-    }
+    check_hello(inner, peer, hello)?;
     if !accepting {
         let ack = F::create_hello_ack(inner.node_id, cfg.protocol_version);
         ws.send(Message::Binary(ack.encode().into()))
             .map_err(lost)?;
     }
     Ok(hello)
+}
+
+fn lost(e: tungstenite::Error) -> DisconnectCause {
+    match e {
+        tungstenite::Error::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            DisconnectCause::HandshakeTimeout
+        }
+        e => DisconnectCause::Closed {
+            code: None,
+            reason: e.to_string(),
+        },
+    }
+}
+
+fn closed_in_handshake(frame: Option<CloseFrame>) -> DisconnectCause {
+    match frame {
+        Some(f) => from_close(u16::from(f.code), &f.reason),
+        None => DisconnectCause::Closed {
+            code: None,
+            reason: "closed during the handshake".into(),
+        },
+    }
+}
+
+/// The checks every HELLO / HELLO_ACK passes: the version, and not this very node.
+fn check_hello<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Peer,
+    hello: HelloPayload,
+) -> Result<(), DisconnectCause> {
+    peer.set_remote(hello);
+    if hello.version < inner.cfg.min_version {
+        return Err(DisconnectCause::Version {
+            version: hello.version,
+            min: inner.cfg.min_version,
+        });
+    }
+    if hello.node_id == inner.node_id {
+        return Err(DisconnectCause::SelfConnection);
+    }
+    Ok(())
+}
+
+/// A refusal of a resume or of a session id, closed with 4006.
+fn session_refused(reason: &str) -> DisconnectCause {
+    DisconnectCause::Closed {
+        code: Some(close_code::SESSION),
+        reason: reason.into(),
+    }
+}
+
+/// Reads the other side's format 2 HELLO (dialing) or HELLO_ACK (accepting) under the
+/// stream's deadline; other frames are dropped and counted.
+fn read_link_hello<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Peer,
+    ws: &mut WebSocket<HalfStream>,
+    accepting: bool,
+) -> Result<LinkHello, DisconnectCause> {
+    loop {
+        match ws.read().map_err(lost)? {
+            Message::Binary(b) => match LinkFrame::decode(&b) {
+                Ok(LinkFrame::HelloAck(h)) if accepting => return Ok(h),
+                Ok(LinkFrame::Hello(h)) if !accepting => return Ok(h),
+                Ok(_) => early_frame(inner, peer.id),
+                Err(e) => decode_error(inner, peer.id, e),
+            },
+            Message::Text(_) => early_frame(inner, peer.id),
+            Message::Close(frame) => return Err(closed_in_handshake(frame)),
+            _ => {}
+        }
+    }
+}
+
+/// The inbound link with `session` in this node's table (only a link this node accepted can
+/// be resumed by a dial; an outbound one resumes by its own redial).
+fn find_session<F: Framing>(inner: &Inner<F>, session: SessionId) -> Option<Arc<Peer>> {
+    inner
+        .peers
+        .read()
+        .values()
+        .find(|p| p.direction == Direction::Inbound && p.session_id() == Some(session))
+        .cloned()
+}
+
+/// The HELLO exchange of a resumable link (format 2): the accepting side's HELLO answers the
+/// dialer's request (resumed, fresh, or why not), the dialer's HELLO_ACK confirms or declines.
+/// Both carry the highest sequence number received in order, so each side knows what to
+/// replay.
+fn resume_exchange<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Arc<Peer>,
+    ws: &mut WebSocket<HalfStream>,
+    accepting: bool,
+    asked: ResumeRequest,
+) -> Result<(HelloPayload, Plan), DisconnectCause> {
+    let cfg = &inner.cfg;
+    let me = |session, recv, status| LinkHello {
+        node_id: inner.node_id,
+        version: cfg.protocol_version,
+        session,
+        recv,
+        status,
+    };
+    let payload = |h: &LinkHello| HelloPayload {
+        node_id: h.node_id,
+        version: h.version,
+    };
+    if accepting {
+        peer.set_state(ConnectionState::Handshaking);
+        // The session asked for, and whether every frame the dialer lacks is still here.
+        let (found, dialer_recv) = match asked {
+            ResumeRequest::New => (None, 0),
+            ResumeRequest::Resume { session, recv } => (find_session(inner, session), recv),
+        };
+        let ours = match &found {
+            None if asked == ResumeRequest::New => me(SessionId::random(), 0, Status::Fresh),
+            None => me(SessionId::random(), 0, Status::Unknown),
+            Some(p) => {
+                let recv = p.recv.load(Ordering::Acquire);
+                match p.session_id() {
+                    Some(s) if p.can_replay_from(dialer_recv) => me(s, recv, Status::Resumed),
+                    _ => me(SessionId::random(), recv, Status::Overflow),
+                }
+            }
+        };
+        ws.send(Message::Binary(LinkFrame::Hello(ours).encode()))
+            .map_err(lost)?;
+        let ack = read_link_hello(inner, peer, ws, true)?;
+        let hello = payload(&ack);
+        check_hello(inner, peer, hello)?;
+        let Some(old) = found else {
+            // A fresh session, named by us.
+            if ack.status == Status::Resumed || ack.session != ours.session {
+                return Err(session_refused("not the session offered"));
+            }
+            return Ok((
+                hello,
+                Plan::Fresh {
+                    session: ours.session,
+                    failed: None,
+                },
+            ));
+        };
+        if old.remote() != Some(ack.node_id) {
+            return Err(session_refused("session of another node"));
+        }
+        match (ours.status, ack.status) {
+            (Status::Resumed, Status::Resumed) if ack.session == ours.session => {
+                if !old.begin_attach() {
+                    return Err(session_refused("session ended or being resumed"));
+                }
+                Ok((
+                    hello,
+                    Plan::Resumed {
+                        target: old,
+                        peer_recv: ack.recv,
+                    },
+                ))
+            }
+            // We could not replay (Overflow), or the dialer could not (its own fresh id).
+            (_, Status::Fresh | Status::Overflow) => {
+                let fresh_ok = (ours.status != Status::Resumed || ack.session != ours.session)
+                    && find_session(inner, ack.session).is_none();
+                if !fresh_ok {
+                    return Err(session_refused("fresh session id taken"));
+                }
+                let lost = old.lost(Some(dialer_recv));
+                Ok((
+                    hello,
+                    Plan::Fresh {
+                        session: ack.session,
+                        failed: Some((old, ResumeFailure::Overflow, lost)),
+                    },
+                ))
+            }
+            _ => Err(session_refused("unexpected resume status")),
+        }
+    } else {
+        let h = read_link_hello(inner, peer, ws, false)?;
+        let hello = payload(&h);
+        check_hello(inner, peer, hello)?;
+        let my_recv = peer.recv.load(Ordering::Acquire);
+        let (ack, plan) = match (asked, h.status) {
+            (ResumeRequest::New, Status::Fresh) => (
+                me(h.session, 0, Status::Fresh),
+                Plan::Fresh {
+                    session: h.session,
+                    failed: None,
+                },
+            ),
+            (ResumeRequest::Resume { session, .. }, Status::Resumed) if h.session == session => {
+                if peer.can_replay_from(h.recv) {
+                    (
+                        me(session, my_recv, Status::Resumed),
+                        Plan::Resumed {
+                            target: peer.clone(),
+                            peer_recv: h.recv,
+                        },
+                    )
+                } else {
+                    let fresh = SessionId::random();
+                    (
+                        me(fresh, 0, Status::Overflow),
+                        Plan::Fresh {
+                            session: fresh,
+                            failed: Some((
+                                peer.clone(),
+                                ResumeFailure::Overflow,
+                                peer.lost(Some(h.recv)),
+                            )),
+                        },
+                    )
+                }
+            }
+            (ResumeRequest::Resume { .. }, Status::Unknown | Status::Overflow) => {
+                let known = (h.status == Status::Overflow).then_some(h.recv);
+                let why = h.status.failure().unwrap_or(ResumeFailure::UnknownSession);
+                (
+                    me(h.session, 0, Status::Fresh),
+                    Plan::Fresh {
+                        session: h.session,
+                        failed: Some((peer.clone(), why, peer.lost(known))),
+                    },
+                )
+            }
+            _ => {
+                return Err(DisconnectCause::Closed {
+                    code: None,
+                    reason: format!("unexpected resume status {:?}", h.status),
+                })
+            }
+        };
+        ws.send(Message::Binary(LinkFrame::HelloAck(ack).encode()))
+            .map_err(lost)?;
+        Ok((hello, plan))
+    }
 }
 
 /// Under `DuplicatePolicy::KeepOne`, decides between this link and the connected ones to the
@@ -551,6 +1032,7 @@ fn close_raw(
         DisconnectCause::HandshakeTimeout => "handshake timeout",
         DisconnectCause::Version { .. } => "protocol version not supported",
         DisconnectCause::SelfConnection => "connected to itself",
+        DisconnectCause::Closed { reason, .. } => reason.as_str(),
         _ => "refused",
     };
     let _ = ws.close(Some(CloseFrame {
@@ -602,16 +1084,23 @@ fn decode_error<F: Framing>(inner: &Inner<F>, conn_id: ConnId, e: CodecError) {
 fn on_message<F: Framing>(inner: &Inner<F>, peer: &Peer, msg: Message) {
     let data = match msg {
         Message::Binary(b) => b,
-        Message::Text(_) => {
-            return decode_error(
-                inner,
-                peer.id,
-                CodecError::msg("text message: gateway frames are binary"),
-            )
-        }
+        Message::Text(_) => return text_message(inner, peer),
         _ => return,
     };
-    let frame = match F::decode(&data) {
+    deliver(inner, peer, &data);
+}
+
+fn text_message<F: Framing>(inner: &Inner<F>, peer: &Peer) {
+    decode_error(
+        inner,
+        peer.id,
+        CodecError::msg("text message: gateway frames are binary"),
+    )
+}
+
+/// One application frame: decoded, tracked on its stream, delivered.
+fn deliver<F: Framing>(inner: &Inner<F>, peer: &Peer, data: &[u8]) {
+    let frame = match F::decode(data) {
         Ok(f) => f,
         Err(e) => return decode_error(inner, peer.id, e),
     };
@@ -623,6 +1112,53 @@ fn on_message<F: Framing>(inner: &Inner<F>, peer: &Peer, msg: Message) {
         track(inner, peer, stream_id, seq);
     }
     inner.core.inbound.next(TaggedFrame::new(peer.id, frame));
+}
+
+/// One message from a live resumable link: a numbered frame is delivered once, in order (a
+/// replayed one already delivered is dropped); an acknowledgement frees the resend buffer. A
+/// frame out of order or an acknowledgement of frames never sent cuts the transport: the
+/// resume that follows sets both sides straight.
+fn on_link_message<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Peer,
+    h: &ConnHandle,
+    ack_every: u64,
+    msg: Message,
+) {
+    let data = match msg {
+        Message::Binary(b) => b,
+        Message::Text(_) => return text_message(inner, peer),
+        _ => return,
+    };
+    match LinkFrame::decode(&data) {
+        Ok(LinkFrame::Data { seq, frame }) => {
+            let recv = peer.recv.load(Ordering::Acquire);
+            if seq <= recv {
+                inner.duplicates.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if seq != recv + 1 {
+                log::warn!(component = &*inner.core.name, conn_id:% = peer.id, expected = recv + 1, seq; "resumable link: frame out of order; transport cut");
+                h.cut_for("resumable link: frame out of order");
+                return;
+            }
+            peer.recv.store(seq, Ordering::Release);
+            deliver(inner, peer, frame);
+            if peer.ack_owed() >= ack_every {
+                peer.ack_now(h);
+            }
+        }
+        Ok(LinkFrame::Ack(upto)) => {
+            if !peer.on_ack(upto) {
+                log::warn!(component = &*inner.core.name, conn_id:% = peer.id, upto; "resumable link: acknowledgement of frames never sent; transport cut");
+                h.cut_for("resumable link: bad acknowledgement");
+            }
+        }
+        Ok(_) => {
+            log::debug!(component = &*inner.core.name, conn_id:% = peer.id; "handshake frame on a live link; dropped");
+        }
+        Err(e) => decode_error(inner, peer.id, e),
+    }
 }
 
 /// Opens the stream on its first frame and reports missing sequence numbers as a `Gap`.

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
-use tungstenite::Message;
 
 use crate::component::{front_end, Core, Endpoint};
 use crate::error::{Context, Error, Result, SendError};
@@ -124,6 +124,12 @@ pub(crate) struct Inner<F: Framing> {
     /// Frames that arrived before their connection's handshake completed (never delivered).
     pub(crate) early_frames: AtomicU64,
     pub(crate) handshakes_failed: AtomicU64,
+    /// Resumable links resumed, frames replayed, replayed frames dropped as already
+    /// delivered, and frames reported lost by `ResumeFailed`.
+    pub(crate) resumes: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) resume_lost: AtomicU64,
     _metrics: telemetry::Tracked,
 }
 
@@ -145,6 +151,16 @@ pub struct GatewayStats {
     pub connections: usize,
     /// Connections in `Connected` now.
     pub connected: usize,
+    /// Resumable links resumed on a new transport.
+    pub resumes: u64,
+    /// Frames sent again by resumes.
+    pub replayed: u64,
+    /// Frames received twice (replayed, already delivered) and dropped.
+    pub duplicates: u64,
+    /// Frames reported lost by `ResumeFailed` events.
+    pub resume_lost: u64,
+    /// Resumable links waiting for their resume now (interrupted).
+    pub interrupted: usize,
 }
 
 impl<F: Framing> GatewayNode<F> {
@@ -174,7 +190,7 @@ impl<F: Framing> GatewayNode<F> {
             None,
             cfg.overflow_strategy.name(),
         );
-        Ok(GatewayNode {
+        let node = GatewayNode {
             inner: Arc::new(Inner {
                 events: Subject::new(name.to_string(), cfg.ws.stream_capacity),
                 core,
@@ -191,9 +207,21 @@ impl<F: Framing> GatewayNode<F> {
                 send_errors: AtomicU64::new(0),
                 early_frames: AtomicU64::new(0),
                 handshakes_failed: AtomicU64::new(0),
+                resumes: AtomicU64::new(0),
+                replayed: AtomicU64::new(0),
+                duplicates: AtomicU64::new(0),
+                resume_lost: AtomicU64::new(0),
                 _metrics: metrics,
             }),
-        })
+        };
+        if node.inner.cfg.resume.enabled {
+            let weak = Arc::downgrade(&node.inner);
+            node.inner
+                .core
+                .threads
+                .spawn("rxgw-resume".into(), move || resume_loop(weak))?;
+        }
+        Ok(node)
     }
 
     /// This node's id.
@@ -272,7 +300,8 @@ impl<F: Framing> GatewayNode<F> {
         self.inner.send_frame(conn_id, frame).map_err(|(e, _)| e)
     }
 
-    /// Sends `frame` to every connected peer (encoded once). Returns how many took it.
+    /// Sends `frame` to every connected peer, and to every interrupted resumable link (encoded
+    /// once). Returns how many took it.
     pub fn broadcast(&self, frame: F) -> usize {
         self.inner.broadcast(&frame)
     }
@@ -369,6 +398,14 @@ impl<F: Framing> GatewayNode<F> {
             connected: peers
                 .iter()
                 .filter(|p| p.state() == ConnectionState::Connected)
+                .count(),
+            resumes: i.resumes.load(Ordering::Relaxed),
+            replayed: i.replayed.load(Ordering::Relaxed),
+            duplicates: i.duplicates.load(Ordering::Relaxed),
+            resume_lost: i.resume_lost.load(Ordering::Relaxed),
+            interrupted: peers
+                .iter()
+                .filter(|p| p.session_id().is_some() && p.state() != ConnectionState::Connected)
                 .count(),
         }
     }
@@ -481,7 +518,7 @@ impl<F: Framing> Inner<F> {
             });
         };
         let sent = peer.send(
-            Message::Binary(frame.encode().into()),
+            Bytes::from(frame.encode()),
             &self.cfg,
             &self.core.name,
             &self.core.stats,
@@ -498,7 +535,7 @@ impl<F: Framing> Inner<F> {
                 if let (true, Some(peer)) = (disconnect, peer) {
                     // Interrupted, over its buffer-k bound: the connection ends (no transport
                     // to send 4005 on); wake its dialer to say so.
-                    peer.end_with(DisconnectCause::Overflow);
+                    self.end_peer(&peer, DisconnectCause::Overflow);
                 }
                 Err(Error::Overflow {
                     ctx: Context::new(&self.core.name, Some(conn_id.to_string())),
@@ -510,11 +547,12 @@ impl<F: Framing> Inner<F> {
     }
 
     fn broadcast(&self, frame: &F) -> usize {
-        let msg = Message::Binary(frame.encode().into());
+        let msg = Bytes::from(frame.encode());
         let mut n = 0;
         // Under the read lock, as a single send: no copy of the table per broadcast.
         for p in self.peers.read().values() {
-            if p.state() != ConnectionState::Connected {
+            // An interrupted resumable link takes it too: it goes out after the resume.
+            if p.state() != ConnectionState::Connected && p.session_id().is_none() {
                 continue;
             }
             match p.send(msg.clone(), &self.cfg, &self.core.name, &self.core.stats) {
@@ -533,8 +571,25 @@ impl<F: Framing> Inner<F> {
                 ctx: Context::new(&self.core.name, Some(conn_id.to_string())),
             });
         };
-        peer.end_with(cause);
+        self.end_peer(&peer, cause);
         Ok(())
+    }
+
+    /// Ends a connection for good: its link thread reports it, or, for an interrupted
+    /// resumable link (which has none), this call does.
+    pub(crate) fn end_peer(&self, peer: &Arc<Peer>, cause: DisconnectCause) {
+        peer.end_with(cause.clone());
+        if !peer.link_running() {
+            self.finish(peer, cause);
+        }
+    }
+
+    /// Drops a connection that never went live and never will (the accepting side's
+    /// placeholder for a transport that resumed another link): no event.
+    pub(crate) fn discard(&self, peer: &Peer) {
+        if peer.mark_ended() {
+            self.peers.write().remove(&peer.id);
+        }
     }
 
     /// Emits `Disconnected` once for `peer` and removes it from the table. While the node
@@ -617,6 +672,42 @@ impl<F: Framing> Inner<F> {
     fn wake_accept(&self) {
         if let Some(addr) = *self.local_addr.lock() {
             listen::wake(&self.listener.lock(), addr);
+        }
+    }
+}
+
+/// The node's resume thread (`rxgw-resume`, with resume on): acknowledges what arrived on each
+/// resumable link at least every `ack_interval`, and ends the interrupted inbound links whose
+/// session expired (an outbound one is ended by its own dialer).
+fn resume_loop<F: Framing>(weak: Weak<Inner<F>>) {
+    let tick = match weak.upgrade() {
+        Some(i) => i.cfg.resume.ack_interval,
+        None => return,
+    };
+    loop {
+        // Short sleeps: a stop never waits long for this thread.
+        let mut slept = Duration::ZERO;
+        while slept < tick {
+            let step = (tick - slept).min(Duration::from_millis(20));
+            std::thread::sleep(step);
+            slept += step;
+            match weak.upgrade() {
+                Some(i) if !i.stopping() => {}
+                _ => return,
+            }
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let peers: Vec<Arc<Peer>> = inner.peers.read().values().cloned().collect();
+        let now = Instant::now();
+        for p in peers {
+            if let Some(h) = p.ack_due() {
+                p.ack_now(&h);
+            }
+            if p.direction == crate::gateway::Direction::Inbound
+                && p.try_expire(now, inner.cfg.resume.session_expiry)
+            {
+                link::session_expired(&inner, &p);
+            }
         }
     }
 }

@@ -1,15 +1,18 @@
 //! One connection's state, shared by its link thread and every sender.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
+use crate::gateway::resume::{Admit, LinkFrame, Session, SessionId, DATA_HEADER};
 use crate::gateway::{
     Connection, ConnectionState, Direction, DisconnectCause, GatewayConfig, HelloPayload, NodeId,
     StreamTable,
@@ -33,6 +36,10 @@ pub(crate) struct Peer {
     /// Wakes a dialer waiting between attempts.
     wake_tx: Sender<()>,
     pub(crate) wake_rx: Receiver<()>,
+    /// A resumable link: the highest sequence number received in order...
+    pub(crate) recv: AtomicU64,
+    /// ...and the highest one acknowledged to the other side.
+    acked_sent: AtomicU64,
 }
 
 struct PeerState {
@@ -51,6 +58,12 @@ struct PeerState {
     /// Set when this side decided the end (disconnect, stop, duplicate, overflow).
     cause: Option<DisconnectCause>,
     link_running: bool,
+    /// A resumable link's session (from its first handshake on).
+    session: Option<Session>,
+    /// When the transport of a resumable link dropped (cleared by its resume).
+    interrupted_at: Option<Instant>,
+    /// A new transport is being attached to this resumable link.
+    attaching: bool,
 }
 
 /// What became of a frame handed to a peer.
@@ -89,10 +102,15 @@ impl Peer {
                 pending: None,
                 cause: None,
                 link_running: true,
+                session: None,
+                interrupted_at: None,
+                attaching: false,
             }),
             ended: AtomicBool::new(false),
             wake_tx,
             wake_rx,
+            recv: AtomicU64::new(0),
+            acked_sent: AtomicU64::new(0),
         }
     }
 
@@ -114,6 +132,10 @@ impl Peer {
 
     pub(crate) fn set_link_done(&self) {
         self.st.lock().link_running = false;
+    }
+
+    pub(crate) fn set_link_running(&self) {
+        self.st.lock().link_running = true;
     }
 
     /// True for the first caller: the one who emits `Disconnected`.
@@ -159,11 +181,13 @@ impl Peer {
         &self,
         handle: Arc<ConnHandle>,
         hello: HelloPayload,
+        session: Option<Session>,
     ) -> std::result::Result<(), DisconnectCause> {
         let mut st = self.st.lock();
         if let Some(c) = &st.cause {
             return Err(c.clone());
         }
+        st.session = session;
         // Into the write buffer before the link runs and before anyone else can send on it:
         // the writer sends them first, all of them, in order.
         if let Some(p) = &st.pending {
@@ -175,6 +199,158 @@ impl Peer {
         st.handle = Some(handle);
         st.was_connected = true;
         Ok(())
+    }
+
+    /// A resumable link back on a new transport: the frames the other side lacks (after
+    /// `peer_recv`) and those sent while interrupted go first, in order, under the lock senders
+    /// take. Returns how many; `Err` with the cause when the connection was ended meanwhile.
+    pub(crate) fn publish_resumed(
+        &self,
+        handle: Arc<ConnHandle>,
+        hello: HelloPayload,
+        peer_recv: u64,
+    ) -> std::result::Result<u64, DisconnectCause> {
+        let mut st = self.st.lock();
+        st.attaching = false;
+        if let Some(c) = &st.cause {
+            return Err(c.clone());
+        }
+        if st.state == ConnectionState::Disconnected {
+            return Err(DisconnectCause::Stopped);
+        }
+        let replay = match st.session.as_mut() {
+            Some(s) => s.replay_from(peer_recv),
+            None => Vec::new(),
+        };
+        let replayed = replay.len() as u64;
+        handle.preload(replay.into_iter().map(Message::Binary));
+        st.state = ConnectionState::Connected;
+        st.remote = Some(hello.node_id);
+        st.remote_version = Some(hello.version);
+        st.handle = Some(handle);
+        st.interrupted_at = None;
+        Ok(replayed)
+    }
+
+    /// A resumable link's session id.
+    pub(crate) fn session_id(&self) -> Option<SessionId> {
+        self.st.lock().session.as_ref().map(|s| s.id)
+    }
+
+    /// Whether this resumable link can replay everything after `recv`.
+    pub(crate) fn can_replay_from(&self, recv: u64) -> bool {
+        self.st
+            .lock()
+            .session
+            .as_ref()
+            .is_some_and(|s| s.can_replay_from(recv))
+    }
+
+    /// Frames the other side will never get if the session ends now (it has up to `recv`,
+    /// when known).
+    pub(crate) fn lost(&self, recv: Option<u64>) -> u64 {
+        self.st.lock().session.as_ref().map_or(0, |s| s.lost(recv))
+    }
+
+    /// The other side acknowledged everything up to `upto`; false for an acknowledgement of
+    /// frames never sent.
+    pub(crate) fn on_ack(&self, upto: u64) -> bool {
+        match self.st.lock().session.as_mut() {
+            Some(s) => s.ack(upto),
+            None => false,
+        }
+    }
+
+    /// Sends an acknowledgement of what arrived, unless one covering it went already.
+    pub(crate) fn ack_now(&self, h: &ConnHandle) {
+        let r = self.recv.load(Ordering::Acquire);
+        if self.acked_sent.fetch_max(r, Ordering::AcqRel) < r {
+            let _ = h.send(Message::Binary(LinkFrame::Ack(r).encode()));
+        }
+    }
+
+    /// The live transport of a resumable link with frames not yet acknowledged.
+    pub(crate) fn ack_due(&self) -> Option<Arc<ConnHandle>> {
+        if self.recv.load(Ordering::Acquire) <= self.acked_sent.load(Ordering::Acquire) {
+            return None;
+        }
+        let st = self.st.lock();
+        if st.session.is_none() || st.state != ConnectionState::Connected {
+            return None;
+        }
+        st.handle.clone()
+    }
+
+    /// The transport of a resumable link dropped: it waits to be resumed (frames sent meanwhile
+    /// go to its resend buffer).
+    pub(crate) fn interrupted(&self) {
+        let mut st = self.st.lock();
+        st.interrupted_at.get_or_insert_with(Instant::now);
+    }
+
+    /// How long a resumable link may still wait for its resume.
+    pub(crate) fn expiry_left(&self, expiry: Duration) -> Option<Duration> {
+        let st = self.st.lock();
+        st.interrupted_at
+            .map(|t| expiry.saturating_sub(t.elapsed()))
+    }
+
+    /// Claims this resumable link for a new transport: false when it has ended, is not
+    /// resumable, or another transport is being attached. The current transport, if the old
+    /// one is still up, is cut.
+    pub(crate) fn begin_attach(&self) -> bool {
+        let mut st = self.st.lock();
+        if st.attaching
+            || st.session.is_none()
+            || st.cause.is_some()
+            || st.state == ConnectionState::Disconnected
+        {
+            return false;
+        }
+        st.attaching = true;
+        if let Some(h) = &st.handle {
+            h.cut_for("resumed on a new transport");
+        }
+        true
+    }
+
+    /// Ends a resumable link that waited for its resume longer than `expiry` (and none is
+    /// under way): true for the caller who ends it (the cause is set, so no resume can start).
+    pub(crate) fn try_expire(&self, now: Instant, expiry: Duration) -> bool {
+        let mut st = self.st.lock();
+        let expired = !st.attaching
+            && st.cause.is_none()
+            && st.session.is_some()
+            && st.state != ConnectionState::Connected
+            && st
+                .interrupted_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= expiry);
+        if expired {
+            st.cause = Some(DisconnectCause::ResumeFailed(
+                crate::gateway::ResumeFailure::Expired,
+            ));
+        }
+        expired
+    }
+
+    /// Lets go of the transport in hand without cutting it (a dialer's link whose resume
+    /// failed hands it to the fresh link that follows).
+    pub(crate) fn forget_transport(&self) {
+        let mut st = self.st.lock();
+        st.raw = None;
+        st.handle = None;
+    }
+
+    /// Frames received and not yet acknowledged.
+    pub(crate) fn ack_owed(&self) -> u64 {
+        self.recv
+            .load(Ordering::Acquire)
+            .saturating_sub(self.acked_sent.load(Ordering::Acquire))
+    }
+
+    /// Gives up a claim from `begin_attach` (the new transport failed).
+    pub(crate) fn end_attach(&self) {
+        self.st.lock().attaching = false;
     }
 
     /// The remote id learned from a refused handshake (for the `Disconnected` event).
@@ -198,7 +374,7 @@ impl Peer {
     /// Sends one encoded frame by the connection's state.
     pub(crate) fn send(
         &self,
-        msg: Message,
+        frame: Bytes,
         cfg: &GatewayConfig,
         component: &str,
         stats: &Stats,
@@ -207,6 +383,10 @@ impl Peer {
         if st.cause.is_some() || st.state == ConnectionState::Disconnected {
             return Sent::NotConnected;
         }
+        if st.session.is_some() {
+            return self.send_resumable(&mut st, &frame, component, stats);
+        }
+        let msg = Message::Binary(frame);
         if st.state == ConnectionState::Connected {
             let Some(h) = st.handle.clone() else {
                 return Sent::NotConnected;
@@ -244,6 +424,48 @@ impl Peer {
         }
     }
 
+    /// A resumable link's send: numbered and kept until acknowledged, written now when the link
+    /// is live (under the lock, so the wire order is the numbering order), replayed on resume
+    /// otherwise.
+    fn send_resumable(
+        &self,
+        st: &mut PeerState,
+        frame: &[u8],
+        component: &str,
+        stats: &Stats,
+    ) -> Sent {
+        let Some(session) = st.session.as_mut() else {
+            return Sent::NotConnected;
+        };
+        match session.admit(DATA_HEADER + frame.len()) {
+            Admit::Refused => {
+                stats.record_overflow_drop(1);
+                return Sent::Overflow { disconnect: false };
+            }
+            Admit::Disconnect => {
+                stats.record_overflow_drop(1);
+                return Sent::Overflow { disconnect: true };
+            }
+            Admit::Kept(0) => {}
+            Admit::Kept(n) => {
+                stats.record_overflow_drop(n as u64);
+                log::debug!(component, conn_id:% = self.id, count = n; "resend buffer full: oldest unacknowledged frames given up");
+            }
+        }
+        let data = session.push(frame);
+        if st.state == ConnectionState::Connected {
+            if let Some(h) = &st.handle {
+                // Not written now (its queue is full, or the transport just ended): the frame
+                // is in the resend buffer, and a gap is never left behind it, so the transport
+                // is cut and the resume replays it.
+                if h.send(Message::Binary(data)) == Err(Refused::Overflow) {
+                    h.cut_for("resumable link: write queue full");
+                }
+            }
+        }
+        Sent::Ok
+    }
+
     /// Ends the connection for good with `cause` (the first cause set wins): a close frame
     /// when it is live, the socket cut while it handshakes, the dialer woken while it waits.
     pub(crate) fn end_with(&self, cause: DisconnectCause) {
@@ -253,9 +475,15 @@ impl Peer {
         }
         let handle = st.handle.clone();
         let raw = st.raw.clone();
+        let resumable = st.session.is_some();
         drop(st);
         match handle {
             Some(h) => {
+                if resumable {
+                    // What arrived is acknowledged before the close (the other side keeps no
+                    // frame it need not).
+                    self.ack_now(&h);
+                }
                 let (code, reason) = match cause {
                     DisconnectCause::Duplicate => {
                         (crate::gateway::close_code::DUPLICATE, "duplicate")
@@ -314,7 +542,11 @@ impl Peer {
             remote_version: st.remote_version,
             streams,
             overflow: (cfg.overflow_strategy, cfg.overflow_size),
-            queued: st.pending.as_ref().map_or(0, |p| p.len()),
+            queued: match &st.session {
+                Some(s) => s.held(),
+                None => st.pending.as_ref().map_or(0, |p| p.len()),
+            },
+            session: st.session.as_ref().map(|s| s.id.to_string()),
             created_at: self.created_at,
         }
     }
