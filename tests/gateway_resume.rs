@@ -113,6 +113,15 @@ fn watch(n: &Node) -> Arc<Seen> {
     seen
 }
 
+/// A raw client's reads fail after 10 s instead of hanging the test.
+fn bounded_reads(
+    ws: &tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+) {
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+    }
+}
+
 fn frame(k: u32) -> DefaultFrame {
     let mut p = k.to_be_bytes().to_vec();
     p.extend_from_slice(&[0xa5; 60]);
@@ -397,6 +406,7 @@ fn nodes_with_and_without_resume_and_a_format_1_client_interoperate() {
     let a = node(cfg(Some(resume())));
     let sa = watch(&a);
     let (mut ws, _) = tungstenite::connect(url(&a)).unwrap();
+    bounded_reads(&ws);
     let hello = match ws.read().unwrap() {
         Message::Binary(b) => DefaultFrame::decode(&b).unwrap(),
         m => panic!("{m:?}"),
@@ -437,6 +447,7 @@ fn a_session_presented_by_another_node_is_refused_and_stays_resumable() {
     req.headers_mut()
         .insert("x-rxplus-resume", format!("{session} 0").parse().unwrap());
     let (mut ws, resp) = tungstenite::connect(req).unwrap();
+    bounded_reads(&ws);
     assert_eq!(
         resp.headers()
             .get("x-rxplus-resume")
@@ -570,6 +581,7 @@ fn the_format_2_wire_as_documented_duplicates_dropped_gaps_cut() {
     req.headers_mut()
         .insert("x-rxplus-resume", "new".parse().unwrap());
     let (mut ws, resp) = tungstenite::connect(req).unwrap();
+    bounded_reads(&ws);
     assert_eq!(resp.headers()["x-rxplus-resume"], "2");
     let hello = match ws.read().unwrap() {
         Message::Binary(b) => b.to_vec(),
@@ -655,9 +667,11 @@ fn a_full_resend_buffer_under_disconnect_ends_the_link_and_broadcast_waits_for_r
     for k in 0..10 {
         b.send_to(to_a, frame(k)).unwrap();
     }
-    let e = b.send_to(to_a, frame(10)).unwrap_err();
-    assert!(matches!(e, rxplus::Error::Overflow { .. }), "{e}");
+    // Over the bound: a broadcast is refused and ends the link (as `send_to` would).
+    assert_eq!(b.broadcast(frame(10)), 0);
     assert!(wait_until(WAIT, || sb.disconnected() == 1));
+    let e = b.send_to(to_a, frame(11)).unwrap_err();
+    assert!(matches!(e, rxplus::Error::NoConnection { .. }), "{e}");
     assert!(sb.events.lock().iter().any(|e| matches!(e, GatewayEvent::Disconnected { conn_id, cause: DisconnectCause::Overflow, .. } if *conn_id == to_a)));
     b.stop();
     // A broadcast while a resumable link is interrupted reaches it after its resume.
@@ -685,6 +699,14 @@ fn a_full_resend_buffer_under_disconnect_ends_the_link_and_broadcast_waits_for_r
     assert!(wait_until(WAIT, || sc.resumed() == 1 && sc.received() == 1));
     assert_eq!(sc.frames.lock()[&to_a], vec![2]);
     assert_eq!(to_b, sa.connected_ids()[0]);
+    // b's session still waits on a (b gave up; no close could reach a). Disconnecting it ends
+    // it at once, without a thread of its own, and counts the two broadcasts it held.
+    assert_eq!(a.get_connection(to_b).unwrap().queued, 2);
+    a.disconnect(to_b).unwrap();
+    assert!(wait_until(WAIT, || a.get_connection(to_b).is_none()));
+    assert!(sa.events.lock().iter().any(|e| matches!(e, GatewayEvent::Disconnected { conn_id, cause: DisconnectCause::Local, .. } if *conn_id == to_b)));
+    assert_eq!(a.stats().resume_lost, 2);
+    assert_eq!(a.stats().interrupted, 0);
     c.stop();
     a.stop();
 }

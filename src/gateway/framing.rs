@@ -103,6 +103,12 @@ pub const DEFAULT_FORMAT: u8 = 1;
 pub trait Framing: Clone + Send + Sync + Sized + 'static {
     /// The frame as one binary WebSocket message.
     fn encode(&self) -> Vec<u8>;
+    /// Appends what [`encode`](Self::encode) returns to `out`. The gateway calls this when it
+    /// puts a header of its own first (a resumable link's sequence number); the default copies
+    /// `encode`'s bytes, an override that writes them in place saves that copy.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.encode());
+    }
     /// A frame from one binary WebSocket message; an error (never a panic) on malformed input.
     fn decode(data: &[u8]) -> std::result::Result<Self, CodecError>;
     /// A HELLO announcing `node_id`, speaking `version`.
@@ -293,6 +299,12 @@ fn decode_data(data: &[u8]) -> Result<DefaultFrame, CodecError> {
 
 impl Framing for DefaultFrame {
     fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
             DefaultFrame::Hello(h) | DefaultFrame::HelloAck(h) => {
                 let kind = if matches!(self, DefaultFrame::Hello(_)) {
@@ -300,16 +312,15 @@ impl Framing for DefaultFrame {
                 } else {
                     KIND_HELLO_ACK
                 };
-                let mut out = Vec::with_capacity(HELLO_LEN);
+                out.reserve_exact(HELLO_LEN);
                 out.push(DEFAULT_FORMAT);
                 out.push(kind);
                 out.extend_from_slice(h.node_id.as_bytes());
                 out.extend_from_slice(&h.version.to_be_bytes());
-                out
             }
             DefaultFrame::Data { stream, payload } => {
                 let header = DATA_HEADER_LEN + stream.map_or(0, |_| STREAM_HEADER_LEN);
-                let mut out = Vec::with_capacity(header + payload.len());
+                out.reserve_exact(header + payload.len());
                 out.push(DEFAULT_FORMAT);
                 out.push(KIND_DATA);
                 match stream {
@@ -321,7 +332,6 @@ impl Framing for DefaultFrame {
                     None => out.push(0),
                 }
                 out.extend_from_slice(payload);
-                out
             }
         }
     }

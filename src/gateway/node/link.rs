@@ -179,7 +179,9 @@ fn serve_inbound<F: Framing>(
     }
     peer.set_link_done();
     inner.notify_state();
-    if !detach {
+    // Ended meanwhile (a disconnect, an expiry, a failed resume while `Interrupted` was being
+    // delivered): nobody else will report it now that its thread let go.
+    if !detach || peer.cause().is_some() {
         let (LinkEnd::HandshakeFailed(cause) | LinkEnd::Ended(cause)) = end;
         inner.finish(&peer, cause);
     }
@@ -187,10 +189,19 @@ fn serve_inbound<F: Framing>(
 
 /// True when the end of a resumable link's transport leaves it waiting for a resume: the
 /// transport failed (no close frame either way, no local decision).
+/// A 4006 (the other side refused a resume it had not confirmed yet: another transport was
+/// still being let go) counts as one too: the next attempt resumes, or learns the session is
+/// gone and says so.
 fn resumable_end(peer: &Peer, cause: &DisconnectCause) -> bool {
     peer.session_id().is_some()
         && peer.cause().is_none()
-        && matches!(cause, DisconnectCause::Closed { code: None, .. })
+        && matches!(
+            cause,
+            DisconnectCause::Closed {
+                code: None | Some(close_code::SESSION),
+                ..
+            }
+        )
 }
 
 pub(super) fn dial_loop<F: Framing>(
@@ -211,8 +222,7 @@ pub(super) fn dial_loop<F: Framing>(
         if peer.try_expire(Instant::now(), expiry) {
             // Interrupted longer than the session lives: the link ends, the next handshake is
             // a fresh one.
-            let lost = peer.lost(None);
-            peer = fail_outbound(&inner, &peer, ResumeFailure::Expired, lost);
+            peer = fail_outbound(&inner, &peer, ResumeFailure::Expired, None);
         }
         let started = Instant::now();
         let deadline = started + inner.cfg.handshake_timeout;
@@ -267,12 +277,19 @@ pub(super) fn dial_loop<F: Framing>(
                 let asked = ask.filter(|_| offered);
                 if ask.is_some() && asked.is_none() && peer.session_id().is_some() {
                     // The other node no longer offers resume: the session cannot go on.
-                    let lost = peer.lost(None);
-                    peer = fail_outbound(&inner, &peer, ResumeFailure::UnknownSession, lost);
+                    peer = fail_outbound(&inner, &peer, ResumeFailure::UnknownSession, None);
                     peer.begin_transport(&raw, addr, ConnectionState::Pending);
                 }
                 match run_link(&inner, &mut peer, ws, raw, addr, started, None, asked) {
-                    LinkEnd::HandshakeFailed(c) if c.is_final() => break c,
+                    // A resume that timed out is tried again (the session waits on the other
+                    // side); any other final refusal ends the link.
+                    LinkEnd::HandshakeFailed(c)
+                        if c.is_final()
+                            && !(c == DisconnectCause::HandshakeTimeout
+                                && peer.session_id().is_some()) =>
+                    {
+                        break c
+                    }
                     LinkEnd::HandshakeFailed(c) => {
                         failures += 1;
                         match failed(failures, c.to_string()) {
@@ -343,20 +360,21 @@ pub(super) fn dial_loop<F: Framing>(
     };
     peer.set_link_done();
     if let Some(inner) = weak.upgrade() {
-        if let (DisconnectCause::RetriesExhausted { .. }, Some(_)) = (&cause, peer.session_id()) {
-            // Redials gave up on an interrupted resumable link: what it held is lost.
-            let lost = peer.lost(None);
-            if lost > 0 {
-                inner.core.stats.dropped.fetch_add(lost, Ordering::Relaxed);
-            }
-        }
         inner.notify_state();
         inner.finish(&peer, cause);
     }
 }
 
 /// Reports a resumable link that cannot go on (`ResumeFailed`) and ends it (`Disconnected`).
-fn resume_failed<F: Framing>(inner: &Inner<F>, peer: &Arc<Peer>, why: ResumeFailure, lost: u64) {
+/// `recv`: what the other side said it has, when it said so. The count of lost frames is taken
+/// as the cause is set, under one lock, so no send slips in between.
+fn resume_failed<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Arc<Peer>,
+    why: ResumeFailure,
+    recv: Option<u64>,
+) {
+    let lost = peer.fail_session(why, recv);
     inner.resume_lost.fetch_add(lost, Ordering::Relaxed);
     log::warn!(component = &*inner.core.name, conn_id:% = peer.id, cause:% = why, lost; "{}", event::GATEWAY_RESUME_FAILED);
     inner.events.next(GatewayEvent::ResumeFailed {
@@ -369,7 +387,7 @@ fn resume_failed<F: Framing>(inner: &Inner<F>, peer: &Arc<Peer>, why: ResumeFail
 
 /// An interrupted inbound link whose session expired (its cause is set already).
 pub(super) fn session_expired<F: Framing>(inner: &Inner<F>, peer: &Arc<Peer>) {
-    resume_failed(inner, peer, ResumeFailure::Expired, peer.lost(None));
+    resume_failed(inner, peer, ResumeFailure::Expired, None);
 }
 
 /// Ends a dialer's link whose resume failed (`ResumeFailed`, `Disconnected`; the transport in
@@ -378,11 +396,11 @@ fn fail_outbound<F: Framing>(
     inner: &Inner<F>,
     old: &Arc<Peer>,
     why: ResumeFailure,
-    lost: u64,
+    recv: Option<u64>,
 ) -> Arc<Peer> {
     old.set_link_done();
     old.forget_transport();
-    resume_failed(inner, old, why, lost);
+    resume_failed(inner, old, why, recv);
     let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
     let peer = Arc::new(Peer::new(
         ConnId::new(),
@@ -390,7 +408,14 @@ fn fail_outbound<F: Framing>(
         old.url.clone(),
         seq,
     ));
-    inner.peers.write().insert(peer.id, peer.clone());
+    let mut peers = inner.peers.write();
+    if inner.stopping() {
+        // `stop` took its list already: this one ends now instead of joining the table.
+        drop(peers);
+        peer.end_with(DisconnectCause::Stopped);
+    } else {
+        peers.insert(peer.id, peer.clone());
+    }
     peer
 }
 
@@ -399,10 +424,10 @@ enum Plan {
     /// Format 1: no resume.
     Plain,
     /// A new session; `failed`: the link whose resume failed instead (ended first), with why
-    /// and how many of its frames are lost.
+    /// and what the other side said it has of it (when it said).
     Fresh {
         session: SessionId,
-        failed: Option<(Arc<Peer>, ResumeFailure, u64)>,
+        failed: Option<(Arc<Peer>, ResumeFailure, Option<u64>)>,
     },
     /// `target` goes on over this transport; the other side has its frames up to `peer_recv`.
     Resumed { target: Arc<Peer>, peer_recv: u64 },
@@ -432,6 +457,8 @@ fn run_link<F: Framing>(
     let (hello, plan) = match exchanged {
         Ok(h) => h,
         Err(cause) => {
+            // A dialer that claimed its link for a resume lets go of it.
+            peer.end_attach();
             match cause.code() {
                 Some(code @ close_code::HANDSHAKE_TIMEOUT..=close_code::SESSION)
                     if !matches!(cause, DisconnectCause::Refused { .. })
@@ -458,12 +485,12 @@ fn run_link<F: Framing>(
             session: id,
             failed,
         } => {
-            if let Some((old, why, lost)) = failed {
+            if let Some((old, why, recv)) = failed {
                 if Arc::ptr_eq(&old, peer) {
-                    *peer = fail_outbound(inner, &old, why, lost);
+                    *peer = fail_outbound(inner, &old, why, recv);
                     peer.begin_transport(&raw, addr, ConnectionState::Handshaking);
                 } else {
-                    resume_failed(inner, &old, why, lost);
+                    resume_failed(inner, &old, why, recv);
                 }
             }
             session = Some(Session::new(
@@ -881,6 +908,9 @@ fn resume_exchange<F: Framing>(
         }
         match (ours.status, ack.status) {
             (Status::Resumed, Status::Resumed) if ack.session == ours.session => {
+                if ack.recv != dialer_recv {
+                    return Err(session_refused("received count differs from the request"));
+                }
                 if !old.begin_attach() {
                     return Err(session_refused("session ended or being resumed"));
                 }
@@ -899,12 +929,11 @@ fn resume_exchange<F: Framing>(
                 if !fresh_ok {
                     return Err(session_refused("fresh session id taken"));
                 }
-                let lost = old.lost(Some(dialer_recv));
                 Ok((
                     hello,
                     Plan::Fresh {
                         session: ack.session,
-                        failed: Some((old, ResumeFailure::Overflow, lost)),
+                        failed: Some((old, ResumeFailure::Overflow, Some(dialer_recv))),
                     },
                 ))
             }
@@ -924,7 +953,8 @@ fn resume_exchange<F: Framing>(
                 },
             ),
             (ResumeRequest::Resume { session, .. }, Status::Resumed) if h.session == session => {
-                if peer.can_replay_from(h.recv) {
+                // Claimed first (no `drop-old` eviction until the replay), then checked.
+                if peer.begin_attach() && peer.can_replay_from(h.recv) {
                     (
                         me(session, my_recv, Status::Resumed),
                         Plan::Resumed {
@@ -933,16 +963,13 @@ fn resume_exchange<F: Framing>(
                         },
                     )
                 } else {
+                    peer.end_attach();
                     let fresh = SessionId::random();
                     (
                         me(fresh, 0, Status::Overflow),
                         Plan::Fresh {
                             session: fresh,
-                            failed: Some((
-                                peer.clone(),
-                                ResumeFailure::Overflow,
-                                peer.lost(Some(h.recv)),
-                            )),
+                            failed: Some((peer.clone(), ResumeFailure::Overflow, Some(h.recv))),
                         },
                     )
                 }
@@ -954,7 +981,7 @@ fn resume_exchange<F: Framing>(
                     me(h.session, 0, Status::Fresh),
                     Plan::Fresh {
                         session: h.session,
-                        failed: Some((peer.clone(), why, peer.lost(known))),
+                        failed: Some((peer.clone(), why, known)),
                     },
                 )
             }

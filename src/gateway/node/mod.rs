@@ -157,7 +157,9 @@ pub struct GatewayStats {
     pub replayed: u64,
     /// Frames received twice (replayed, already delivered) and dropped.
     pub duplicates: u64,
-    /// Frames reported lost by `ResumeFailed` events.
+    /// Frames sent on resumable links that the other side never got: those reported by
+    /// `ResumeFailed` events, and those an interrupted link still held when it ended otherwise
+    /// (its redials spent, `disconnect`, `stop`; logged at WARN).
     pub resume_lost: u64,
     /// Resumable links waiting for their resume now (interrupted).
     pub interrupted: usize,
@@ -517,8 +519,9 @@ impl<F: Framing> Inner<F> {
                 ctx: Context::new(&self.core.name, Some(conn_id.to_string())),
             });
         };
+        let encode = |out: &mut Vec<u8>| frame.encode_into(out);
         let sent = peer.send(
-            Bytes::from(frame.encode()),
+            peer::Outgoing::Encode(&encode),
             &self.cfg,
             &self.core.name,
             &self.core.stats,
@@ -549,18 +552,31 @@ impl<F: Framing> Inner<F> {
     fn broadcast(&self, frame: &F) -> usize {
         let msg = Bytes::from(frame.encode());
         let mut n = 0;
+        let mut over = Vec::new();
         // Under the read lock, as a single send: no copy of the table per broadcast.
         for p in self.peers.read().values() {
             // An interrupted resumable link takes it too: it goes out after the resume.
             if p.state() != ConnectionState::Connected && p.session_id().is_none() {
                 continue;
             }
-            match p.send(msg.clone(), &self.cfg, &self.core.name, &self.core.stats) {
+            match p.send(
+                peer::Outgoing::Encoded(msg.clone()),
+                &self.cfg,
+                &self.core.name,
+                &self.core.stats,
+            ) {
                 peer::Sent::Ok => n += 1,
-                _ => {
+                sent => {
                     self.send_errors.fetch_add(1, Ordering::Relaxed);
+                    if let peer::Sent::Overflow { disconnect: true } = sent {
+                        over.push(p.clone());
+                    }
                 }
             }
+        }
+        // `buffer-k` / `disconnect` over their bound: those links end (after the lock).
+        for p in over {
+            self.end_peer(&p, DisconnectCause::Overflow);
         }
         n
     }
@@ -606,8 +622,19 @@ impl<F: Framing> Inner<F> {
         // A cause this side set (disconnect, stop, duplicate, overflow) wins over how the
         // transport happened to end.
         let cause = peer.cause().unwrap_or(cause);
+        let interrupted = peer.session_id().is_some() && peer.state() != ConnectionState::Connected;
         if !peer.mark_ended() {
             return;
+        }
+        if interrupted && !matches!(cause, DisconnectCause::ResumeFailed(_)) {
+            // An interrupted resumable link ends without a resume (its redials spent,
+            // `disconnect`, `stop`): what it still held was never acknowledged; said and
+            // counted (a failed resume said it already).
+            let lost = peer.lost(None);
+            if lost > 0 {
+                self.resume_lost.fetch_add(lost, Ordering::Relaxed);
+                log::warn!(component = &*self.core.name, conn_id:% = peer.id, cause:% = cause, lost; "interrupted resumable link ended with frames never acknowledged");
+            }
         }
         self.peers.write().remove(&peer.id);
         let remote = peer.remote();
@@ -703,6 +730,7 @@ fn resume_loop<F: Framing>(weak: Weak<Inner<F>>) {
             if let Some(h) = p.ack_due() {
                 p.ack_now(&h);
             }
+            p.trim();
             if p.direction == crate::gateway::Direction::Inbound
                 && p.try_expire(now, inner.cfg.resume.session_expiry)
             {

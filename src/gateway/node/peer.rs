@@ -40,6 +40,8 @@ pub(crate) struct Peer {
     pub(crate) recv: AtomicU64,
     /// ...and the highest one acknowledged to the other side.
     acked_sent: AtomicU64,
+    /// Has a session (set once, with it): sends take the resumable path.
+    resumable: AtomicBool,
 }
 
 struct PeerState {
@@ -64,6 +66,43 @@ struct PeerState {
     interrupted_at: Option<Instant>,
     /// A new transport is being attached to this resumable link.
     attaching: bool,
+}
+
+/// A frame handed to a peer: encoded already (a broadcast encodes once), or encoded by the
+/// send itself (straight into a resumable link's frame, after its header).
+pub(crate) enum Outgoing<'a> {
+    Encoded(Bytes),
+    Encode(&'a dyn Fn(&mut Vec<u8>)),
+}
+
+impl Outgoing<'_> {
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Outgoing::Encoded(b) => b,
+            Outgoing::Encode(f) => {
+                let mut v = Vec::new();
+                f(&mut v);
+                Bytes::from(v)
+            }
+        }
+    }
+
+    /// As a resumable link's DATA frame, its header left for the sequence number.
+    /// Exactly sized when the framing reserves exactly (as `DefaultFrame` does): a `Bytes`
+    /// made of a vector with spare room allocates a second time.
+    fn framed(self) -> Vec<u8> {
+        let extra = match &self {
+            Outgoing::Encoded(b) => b.len(),
+            Outgoing::Encode(_) => 0,
+        };
+        let mut v = Vec::with_capacity(DATA_HEADER + extra);
+        v.extend_from_slice(&[0; DATA_HEADER]);
+        match self {
+            Outgoing::Encoded(b) => v.extend_from_slice(&b),
+            Outgoing::Encode(f) => f(&mut v),
+        }
+        v
+    }
 }
 
 /// What became of a frame handed to a peer.
@@ -111,6 +150,7 @@ impl Peer {
             wake_rx,
             recv: AtomicU64::new(0),
             acked_sent: AtomicU64::new(0),
+            resumable: AtomicBool::new(false),
         }
     }
 
@@ -186,6 +226,9 @@ impl Peer {
         let mut st = self.st.lock();
         if let Some(c) = &st.cause {
             return Err(c.clone());
+        }
+        if session.is_some() {
+            self.resumable.store(true, Ordering::Release);
         }
         st.session = session;
         // Into the write buffer before the link runs and before anyone else can send on it:
@@ -265,7 +308,16 @@ impl Peer {
     pub(crate) fn ack_now(&self, h: &ConnHandle) {
         let r = self.recv.load(Ordering::Acquire);
         if self.acked_sent.fetch_max(r, Ordering::AcqRel) < r {
-            let _ = h.send(Message::Binary(LinkFrame::Ack(r).encode()));
+            // Queued for the writer thread: the reader that calls this is the link's busiest
+            // thread and should not pay the write.
+            let _ = h.enqueue(Message::Binary(LinkFrame::Ack(r).encode()));
+        }
+    }
+
+    /// Gives back the memory of an empty resend buffer that grew large.
+    pub(crate) fn trim(&self) {
+        if let Some(s) = self.st.lock().session.as_mut() {
+            s.trim();
         }
     }
 
@@ -348,6 +400,21 @@ impl Peer {
             .saturating_sub(self.acked_sent.load(Ordering::Acquire))
     }
 
+    /// Ends a resumable link's session with `why` (the first cause set wins) and returns how
+    /// many frames it sent that the other side will never get (it has up to `recv`, when
+    /// known), both under one lock: nothing sent after the count is taken is accepted.
+    pub(crate) fn fail_session(
+        &self,
+        why: crate::gateway::ResumeFailure,
+        recv: Option<u64>,
+    ) -> u64 {
+        let mut st = self.st.lock();
+        if st.cause.is_none() {
+            st.cause = Some(DisconnectCause::ResumeFailed(why));
+        }
+        st.session.as_ref().map_or(0, |s| s.lost(recv))
+    }
+
     /// Gives up a claim from `begin_attach` (the new transport failed).
     pub(crate) fn end_attach(&self) {
         self.st.lock().attaching = false;
@@ -371,22 +438,34 @@ impl Peer {
         st.cause.clone()
     }
 
-    /// Sends one encoded frame by the connection's state.
+    /// Sends one frame by the connection's state.
     pub(crate) fn send(
         &self,
-        frame: Bytes,
+        frame: Outgoing<'_>,
         cfg: &GatewayConfig,
         component: &str,
         stats: &Stats,
     ) -> Sent {
+        // Encoded before the lock is taken (a resumable link's frame with room for its header).
+        if self.resumable.load(Ordering::Acquire) {
+            let framed = frame.framed();
+            let mut st = self.st.lock();
+            if st.cause.is_some() || st.state == ConnectionState::Disconnected {
+                return Sent::NotConnected;
+            }
+            return self.send_resumable(&mut st, framed, component, stats);
+        }
+        let bytes = frame.into_bytes();
         let mut st = self.st.lock();
         if st.cause.is_some() || st.state == ConnectionState::Disconnected {
             return Sent::NotConnected;
         }
         if st.session.is_some() {
-            return self.send_resumable(&mut st, &frame, component, stats);
+            // Its first handshake completed since the check above: numbered like the rest.
+            let framed = Outgoing::Encoded(bytes).framed();
+            return self.send_resumable(&mut st, framed, component, stats);
         }
-        let msg = Message::Binary(frame);
+        let msg = Message::Binary(bytes);
         if st.state == ConnectionState::Connected {
             let Some(h) = st.handle.clone() else {
                 return Sent::NotConnected;
@@ -430,14 +509,14 @@ impl Peer {
     fn send_resumable(
         &self,
         st: &mut PeerState,
-        frame: &[u8],
+        framed: Vec<u8>,
         component: &str,
         stats: &Stats,
     ) -> Sent {
         let Some(session) = st.session.as_mut() else {
             return Sent::NotConnected;
         };
-        match session.admit(DATA_HEADER + frame.len()) {
+        match session.admit(framed.len(), st.attaching) {
             Admit::Refused => {
                 stats.record_overflow_drop(1);
                 return Sent::Overflow { disconnect: false };
@@ -452,7 +531,7 @@ impl Peer {
                 log::debug!(component, conn_id:% = self.id, count = n; "resend buffer full: oldest unacknowledged frames given up");
             }
         }
-        let data = session.push(frame);
+        let data = session.push_framed(framed);
         if st.state == ConnectionState::Connected {
             if let Some(h) = &st.handle {
                 // Not written now (its queue is full, or the transport just ended): the frame
@@ -489,6 +568,7 @@ impl Peer {
                         (crate::gateway::close_code::DUPLICATE, "duplicate")
                     }
                     DisconnectCause::Stopped => (1001, "node stopping"),
+                    DisconnectCause::Overflow => (crate::gateway::close_code::OVERFLOW, "overflow"),
                     _ => (1000, "disconnect"),
                 };
                 // Graceful when the writer can take it; a writer with a backlog may be stuck
