@@ -38,19 +38,9 @@ type Node = GatewayNode<DefaultFrame>;
 
 const PATH: &str = "/gw";
 
-static VARIANTS: [Variant; 2] = [
-    Variant {
-        key: "rxplus-ws",
-        label: "WebSocket layer (client → server)",
-    },
-    Variant {
-        key: "rxplus-gateway",
-        label: "gateway link (node → node)",
-    },
-];
-
-/// g1 and g2 also run a resumable link: resume on against off.
-static VARIANTS_RESUME: [Variant; 3] = [
+/// The WebSocket layer and a gateway link; g1 and g2 also run a resumable link (resume on
+/// against off), g3 only the first two.
+static VARIANTS: [Variant; 3] = [
     Variant {
         key: "rxplus-ws",
         label: "WebSocket layer (client → server)",
@@ -170,7 +160,7 @@ impl Workload for GatewayOneWay {
     }
 
     fn variants(&self) -> &'static [Variant] {
-        &VARIANTS_RESUME
+        &VARIANTS
     }
 
     fn metrics(&self) -> &'static [Metric] {
@@ -316,7 +306,7 @@ impl Workload for GatewayEcho {
     }
 
     fn variants(&self) -> &'static [Variant] {
-        &VARIANTS_RESUME
+        &VARIANTS
     }
 
     fn metrics(&self) -> &'static [Metric] {
@@ -471,7 +461,7 @@ impl Workload for ConnectStorm {
     }
 
     fn variants(&self) -> &'static [Variant] {
-        &VARIANTS
+        &VARIANTS[..2]
     }
 
     fn metrics(&self) -> &'static [Metric] {
