@@ -173,7 +173,14 @@ fn dispose_from_a_callback_delivers_nothing_more_and_is_bounded() {
             other < DISPOSE_BOUND,
             "round {round}: the concurrent dispose took {other:?}"
         );
-        assert_eq!(server.thread_count(), 0);
+        // Every thread is joined but the one that disposed from its callback: it cannot join
+        // itself, and leaves the registry as its callback returns (a moment after `took` is
+        // set: 1 failure in CI with an exact check here).
+        assert!(
+            wait_until(WAIT, || server.thread_count() == 0),
+            "round {round}: {} threads left",
+            server.thread_count()
+        );
     }
 }
 
