@@ -20,6 +20,13 @@ pub(crate) struct Stats {
     pub(crate) direct_writes: AtomicU64,
     /// Gateway nodes: missing sequence numbers reported as gaps.
     pub(crate) gaps: AtomicU64,
+    /// Gateway nodes, resumable links: resumes, frames replayed, replayed frames dropped as
+    /// already delivered, frames lost (reported by `ResumeFailed`, or held by an interrupted
+    /// link that ended otherwise).
+    pub(crate) resumes: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) resume_lost: AtomicU64,
     pub(crate) write_timeouts: AtomicU64,
 }
 

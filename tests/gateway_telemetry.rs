@@ -9,7 +9,7 @@ use std::net::TcpStream;
 
 use capture::{one, point, Otel};
 use log::{Level, LevelFilter};
-use rxplus::gateway::{DefaultFrame, Framing, GatewayConfig, GatewayNode, NodeId};
+use rxplus::gateway::{DefaultFrame, Framing, GatewayConfig, GatewayNode, NodeId, ResumeConfig};
 use rxplus::telemetry::{event, key, metric};
 use rxplus::tungstenite::{self, Message};
 use rxplus::OverflowStrategy;
@@ -103,4 +103,62 @@ fn the_seed_log_events_and_the_metrics() {
     assert_eq!(point(&points, metric::CONNECTIONS_OPEN, &[]).value, 0.0);
     assert_eq!(point(&points, metric::GATEWAY_GAPS, &[]).value, 0.0);
     assert!(points.iter().any(|p| p.name == metric::HANDSHAKE_DURATION));
+}
+
+/// A resumable link cut once: `Connection interrupted` and `Connection resumed` on each side,
+/// and the resume counters as metric points.
+#[test]
+fn a_resume_is_logged_and_counted() {
+    let otel = otel();
+    let cfg = |name: &str| {
+        GatewayConfig::default()
+            .host("127.0.0.1")
+            .port(0)
+            .name(name)
+            .ws(quiet())
+            .retry(
+                rxplus::ws::RetryPolicy::default()
+                    .initial_delay(std::time::Duration::from_millis(10))
+                    .jitter(0.0),
+            )
+            .resume(ResumeConfig::enabled())
+    };
+    let a = Node::new(cfg("gw-ra")).unwrap();
+    a.start().unwrap();
+    let b = Node::new(cfg("gw-rb")).unwrap();
+    let proxy = support::proxy::Proxy::start(a.local_addr().unwrap());
+    let to_a = b.connect_to(&proxy.url()).unwrap();
+    assert!(b.wait_connected(to_a, WAIT));
+    assert!(wait_until(WAIT, || a.get_connected_peers().len() == 1));
+    let to_b = a.get_connected_peers()[0];
+    b.send_to(to_a, DefaultFrame::data("before")).unwrap();
+    proxy.cut();
+    assert!(wait_until(WAIT, || a.stats().resumes == 1 && b.stats().resumes == 1));
+    assert!(wait_until(WAIT, || b
+        .get_connection(to_a)
+        .is_some_and(|c| c.queued == 0)));
+    b.stop();
+    a.stop();
+
+    for (name, conn) in [("gw-ra", to_b), ("gw-rb", to_a)] {
+        let recs = otel.records_of(&[name]);
+        let conn = conn.to_string();
+        // At least the cut's; the teardown through the proxy can add one (a stop whose close
+        // frame the proxy drops is, to the other side, one more interruption).
+        let interrupted = capture::named(&recs, event::GATEWAY_INTERRUPTED);
+        assert!(
+            interrupted
+                .iter()
+                .any(|r| r.attr(key::CONN_ID) == Some(conn.as_str()) && r.level == Level::Info),
+            "{interrupted:?}"
+        );
+        let resumed = one(&recs, event::GATEWAY_RESUMED, &[(key::CONN_ID, &conn)]);
+        assert_eq!(resumed.level, Level::Info);
+        assert!(resumed.attr("replayed").is_some());
+        let points = otel.points_of(&[name]);
+        assert_eq!(point(&points, metric::GATEWAY_RESUMES, &[]).value, 1.0);
+        assert_eq!(point(&points, metric::GATEWAY_RESUME_LOST, &[]).value, 0.0);
+        assert_eq!(point(&points, metric::GATEWAY_DUPLICATES, &[]).value, 0.0);
+        assert!(point(&points, metric::GATEWAY_REPLAYED, &[]).value >= 0.0);
+    }
 }

@@ -326,6 +326,42 @@ fn build_instruments(meter: &Meter, gen: u64) {
     counter(
         meter,
         gen,
+        metric::GATEWAY_RESUMES,
+        "{resume}",
+        "Resumable gateway links resumed on a new transport",
+        Some(Kind::Gateway),
+        |s| load(&s.resumes),
+    );
+    counter(
+        meter,
+        gen,
+        metric::GATEWAY_REPLAYED,
+        "{message}",
+        "Frames sent again by resumes",
+        Some(Kind::Gateway),
+        |s| load(&s.replayed),
+    );
+    counter(
+        meter,
+        gen,
+        metric::GATEWAY_DUPLICATES,
+        "{message}",
+        "Replayed frames received again and dropped",
+        Some(Kind::Gateway),
+        |s| load(&s.duplicates),
+    );
+    counter(
+        meter,
+        gen,
+        metric::GATEWAY_RESUME_LOST,
+        "{message}",
+        "Frames sent on resumable links that the other side never got",
+        Some(Kind::Gateway),
+        |s| load(&s.resume_lost),
+    );
+    counter(
+        meter,
+        gen,
         metric::DECODE_ERRORS,
         "{error}",
         "Received messages that failed to decode",

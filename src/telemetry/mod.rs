@@ -252,4 +252,13 @@ pub mod metric {
     /// Observable counter, `{message}`: missing sequence numbers reported as gaps on a gateway
     /// node's streams.
     pub const GATEWAY_GAPS: &str = "rxplus.gateway.gaps";
+    /// Observable counter, `{resume}`: resumable gateway links resumed on a new transport.
+    pub const GATEWAY_RESUMES: &str = "rxplus.gateway.resumes";
+    /// Observable counter, `{message}`: frames sent again by resumes.
+    pub const GATEWAY_REPLAYED: &str = "rxplus.gateway.replayed";
+    /// Observable counter, `{message}`: replayed frames received again and dropped.
+    pub const GATEWAY_DUPLICATES: &str = "rxplus.gateway.duplicates";
+    /// Observable counter, `{message}`: frames sent on resumable links that the other side
+    /// never got (reported by `ResumeFailed`, or held by an interrupted link that ended).
+    pub const GATEWAY_RESUME_LOST: &str = "rxplus.gateway.resume_lost";
 }

@@ -375,7 +375,11 @@ fn resume_failed<F: Framing>(
     recv: Option<u64>,
 ) {
     let lost = peer.fail_session(why, recv);
-    inner.resume_lost.fetch_add(lost, Ordering::Relaxed);
+    inner
+        .core
+        .stats
+        .resume_lost
+        .fetch_add(lost, Ordering::Relaxed);
     log::warn!(component = &*inner.core.name, conn_id:% = peer.id, cause:% = why, lost; "{}", event::GATEWAY_RESUME_FAILED);
     inner.events.next(GatewayEvent::ResumeFailed {
         conn_id: peer.id,
@@ -590,8 +594,12 @@ fn run_link<F: Framing>(
             }
         };
         telemetry::record_handshake(&inner.core.name, Outcome::Ok, took);
-        inner.resumes.fetch_add(1, Ordering::Relaxed);
-        inner.replayed.fetch_add(replayed, Ordering::Relaxed);
+        inner.core.stats.resumes.fetch_add(1, Ordering::Relaxed);
+        inner
+            .core
+            .stats
+            .replayed
+            .fetch_add(replayed, Ordering::Relaxed);
         log::info!(component = &*inner.core.name, conn_id:% = peer.id, remote_node_id:% = hello.node_id, replayed, duration_ms = took.as_secs_f64() * 1e3; "{}", event::GATEWAY_RESUMED);
         inner.notify_state();
         inner.events.next(GatewayEvent::Resumed {
@@ -1161,7 +1169,7 @@ fn on_link_message<F: Framing>(
         Ok(LinkFrame::Data { seq, frame }) => {
             let recv = peer.recv.load(Ordering::Acquire);
             if seq <= recv {
-                inner.duplicates.fetch_add(1, Ordering::Relaxed);
+                inner.core.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             if seq != recv + 1 {

@@ -124,12 +124,6 @@ pub(crate) struct Inner<F: Framing> {
     /// Frames that arrived before their connection's handshake completed (never delivered).
     pub(crate) early_frames: AtomicU64,
     pub(crate) handshakes_failed: AtomicU64,
-    /// Resumable links resumed, frames replayed, replayed frames dropped as already
-    /// delivered, and frames reported lost by `ResumeFailed`.
-    pub(crate) resumes: AtomicU64,
-    pub(crate) replayed: AtomicU64,
-    pub(crate) duplicates: AtomicU64,
-    pub(crate) resume_lost: AtomicU64,
     _metrics: telemetry::Tracked,
 }
 
@@ -209,10 +203,6 @@ impl<F: Framing> GatewayNode<F> {
                 send_errors: AtomicU64::new(0),
                 early_frames: AtomicU64::new(0),
                 handshakes_failed: AtomicU64::new(0),
-                resumes: AtomicU64::new(0),
-                replayed: AtomicU64::new(0),
-                duplicates: AtomicU64::new(0),
-                resume_lost: AtomicU64::new(0),
                 _metrics: metrics,
             }),
         };
@@ -401,14 +391,11 @@ impl<F: Framing> GatewayNode<F> {
                 .iter()
                 .filter(|p| p.state() == ConnectionState::Connected)
                 .count(),
-            resumes: i.resumes.load(Ordering::Relaxed),
-            replayed: i.replayed.load(Ordering::Relaxed),
-            duplicates: i.duplicates.load(Ordering::Relaxed),
-            resume_lost: i.resume_lost.load(Ordering::Relaxed),
-            interrupted: peers
-                .iter()
-                .filter(|p| p.session_id().is_some() && p.state() != ConnectionState::Connected)
-                .count(),
+            resumes: i.core.stats.resumes.load(Ordering::Relaxed),
+            replayed: i.core.stats.replayed.load(Ordering::Relaxed),
+            duplicates: i.core.stats.duplicates.load(Ordering::Relaxed),
+            resume_lost: i.core.stats.resume_lost.load(Ordering::Relaxed),
+            interrupted: peers.iter().filter(|p| p.is_interrupted()).count(),
         }
     }
 
@@ -622,7 +609,7 @@ impl<F: Framing> Inner<F> {
         // A cause this side set (disconnect, stop, duplicate, overflow) wins over how the
         // transport happened to end.
         let cause = peer.cause().unwrap_or(cause);
-        let interrupted = peer.session_id().is_some() && peer.state() != ConnectionState::Connected;
+        let interrupted = peer.is_interrupted();
         if !peer.mark_ended() {
             return;
         }
@@ -632,7 +619,10 @@ impl<F: Framing> Inner<F> {
             // counted (a failed resume said it already).
             let lost = peer.lost(None);
             if lost > 0 {
-                self.resume_lost.fetch_add(lost, Ordering::Relaxed);
+                self.core
+                    .stats
+                    .resume_lost
+                    .fetch_add(lost, Ordering::Relaxed);
                 log::warn!(component = &*self.core.name, conn_id:% = peer.id, cause:% = cause, lost; "interrupted resumable link ended with frames never acknowledged");
             }
         }

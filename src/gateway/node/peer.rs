@@ -340,6 +340,11 @@ impl Peer {
         st.interrupted_at.get_or_insert_with(Instant::now);
     }
 
+    /// A resumable link whose transport dropped and which waits for its resume.
+    pub(crate) fn is_interrupted(&self) -> bool {
+        self.st.lock().interrupted_at.is_some()
+    }
+
     /// How long a resumable link may still wait for its resume.
     pub(crate) fn expiry_left(&self, expiry: Duration) -> Option<Duration> {
         let st = self.st.lock();
