@@ -90,6 +90,19 @@ fn parse(args: &[String]) -> Result<(GatewayConfig, Vec<String>), String> {
     Ok((cfg, connect))
 }
 
+/// Dials `url` and prints `dialing CONNID`. Stdout stays locked from before the dial until the
+/// line is out, so the link's `connected` line (printed from its own thread) always follows it.
+fn dial(node: &GatewayNode<DefaultFrame>, url: &str) {
+    let mut o = std::io::stdout().lock();
+    match node.connect_to(url) {
+        Ok(id) => {
+            let _ = writeln!(o, "dialing {id}");
+            let _ = o.flush();
+        }
+        Err(e) => eprintln!("error: connect {url}: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cfg, connect) = match parse(&args) {
@@ -141,10 +154,7 @@ fn main() -> ExitCode {
     let addr = node.local_addr().map(|a| a.to_string()).unwrap_or_default();
     out(&format!("listening on {addr} node {}", node.node_id()));
     for url in connect {
-        match node.connect_to(&url) {
-            Ok(id) => out(&format!("dialing {id}")),
-            Err(e) => eprintln!("error: connect {url}: {e}"),
-        }
+        dial(&node, &url);
     }
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
@@ -176,10 +186,7 @@ fn main() -> ExitCode {
                 }
                 out(&line);
             }
-            "connect" => match node.connect_to(rest.trim()) {
-                Ok(id) => out(&format!("dialing {id}")),
-                Err(e) => eprintln!("error: connect: {e}"),
-            },
+            "connect" => dial(&node, rest.trim()),
             "quit" => break,
             other => {
                 eprintln!("error: unknown command {other:?} (send, all, peers, connect, quit)")
