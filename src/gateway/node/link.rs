@@ -167,16 +167,13 @@ fn serve_inbound<F: Framing>(
     // A resumable link whose transport dropped waits (without a thread) for its dialer to
     // resume it, until `session_expiry` (the node's resume thread ends it then). Said before
     // the link is let go: a resume waits for that, so `Interrupted` comes before `Resumed`.
-    let detach = matches!(&end, LinkEnd::Ended(c) if resumable_end(&peer, c)) && !inner.stopping();
-    if detach {
-        peer.interrupted();
-        if let LinkEnd::Ended(cause) = &end {
-            log::info!(component = &*inner.core.name, conn_id:% = peer.id, reason:% = cause; "{}", event::GATEWAY_INTERRUPTED);
+    let detach = match &end {
+        LinkEnd::Ended(c) if resumable_end(&peer, c) && !inner.stopping() => {
+            interrupted(&inner, &peer, c);
+            true
         }
-        inner
-            .events
-            .next(GatewayEvent::Interrupted { conn_id: peer.id });
-    }
+        _ => false,
+    };
     peer.set_link_done();
     inner.notify_state();
     // Ended meanwhile (a disconnect, an expiry, a failed resume while `Interrupted` was being
@@ -185,6 +182,17 @@ fn serve_inbound<F: Framing>(
         let (LinkEnd::HandshakeFailed(cause) | LinkEnd::Ended(cause)) = end;
         inner.finish(&peer, cause);
     }
+}
+
+/// A link's transport dropped and it waits (a redial, or the dialer's resume): marked, logged,
+/// `Interrupted`.
+fn interrupted<F: Framing>(inner: &Inner<F>, peer: &Peer, why: &DisconnectCause) {
+    peer.interrupted();
+    log::info!(component = &*inner.core.name, conn_id:% = peer.id, reason:% = why; "{}", event::GATEWAY_INTERRUPTED);
+    inner.notify_state();
+    inner
+        .events
+        .next(GatewayEvent::Interrupted { conn_id: peer.id });
 }
 
 /// True when the end of a resumable link's transport leaves it waiting for a resume: the
@@ -306,12 +314,7 @@ pub(super) fn dial_loop<F: Framing>(
                     }
                     LinkEnd::Ended(c) => {
                         failures = 0;
-                        peer.interrupted();
-                        log::info!(component = &*inner.core.name, conn_id:% = peer.id, reason:% = c; "{}", event::GATEWAY_INTERRUPTED);
-                        inner.notify_state();
-                        inner
-                            .events
-                            .next(GatewayEvent::Interrupted { conn_id: peer.id });
+                        interrupted(&inner, &peer, &c);
                         retry.delay(0)
                     }
                 }
@@ -368,7 +371,7 @@ pub(super) fn dial_loop<F: Framing>(
 /// Reports a resumable link that cannot go on (`ResumeFailed`) and ends it (`Disconnected`).
 /// `recv`: what the other side said it has, when it said so. The count of lost frames is taken
 /// as the cause is set, under one lock, so no send slips in between.
-fn resume_failed<F: Framing>(
+pub(super) fn resume_failed<F: Framing>(
     inner: &Inner<F>,
     peer: &Arc<Peer>,
     why: ResumeFailure,
@@ -387,11 +390,6 @@ fn resume_failed<F: Framing>(
         lost,
     });
     inner.end_peer(peer, DisconnectCause::ResumeFailed(why));
-}
-
-/// An interrupted inbound link whose session expired (its cause is set already).
-pub(super) fn session_expired<F: Framing>(inner: &Inner<F>, peer: &Arc<Peer>) {
-    resume_failed(inner, peer, ResumeFailure::Expired, None);
 }
 
 /// Ends a dialer's link whose resume failed (`ResumeFailed`, `Disconnected`; the transport in
@@ -464,11 +462,12 @@ fn run_link<F: Framing>(
             // A dialer that claimed its link for a resume lets go of it.
             peer.end_attach();
             match cause.code() {
-                Some(code @ close_code::HANDSHAKE_TIMEOUT..=close_code::SESSION)
-                    if !matches!(cause, DisconnectCause::Refused { .. })
-                        && code != close_code::DUPLICATE
-                        && code != close_code::OVERFLOW =>
-                {
+                Some(
+                    code @ (close_code::HANDSHAKE_TIMEOUT
+                    | close_code::VERSION
+                    | close_code::SELF_CONNECTION
+                    | close_code::SESSION),
+                ) if !matches!(cause, DisconnectCause::Refused { .. }) => {
                     close_raw(&mut ws, &raw, code, &cause, inner.cfg.ws.close_timeout)
                 }
                 _ => {
@@ -729,32 +728,18 @@ fn hello_exchange<F: Framing>(
         ws.send(Message::Binary(hello.encode().into()))
             .map_err(lost)?;
     }
-    let hello = loop {
-        match ws.read().map_err(lost)? {
-            Message::Binary(b) => match F::decode(&b) {
-                Ok(f) if (accepting && f.is_hello_ack()) || (!accepting && f.is_hello()) => {
-                    match f.get_hello_node_id() {
-                        Some(node_id) => {
-                            break HelloPayload {
-                                node_id,
-                                version: f.get_hello_version().unwrap_or(PROTOCOL_VERSION),
-                            }
-                        }
-                        None => decode_error(
-                            inner,
-                            peer.id,
-                            CodecError::msg("handshake frame without a node id"),
-                        ),
-                    }
-                }
-                Ok(_) => early_frame(inner, peer.id),
-                Err(e) => decode_error(inner, peer.id, e),
-            },
-            Message::Text(_) => early_frame(inner, peer.id),
-            Message::Close(frame) => return Err(closed_in_handshake(frame)),
-            _ => {}
+    let hello = read_handshake(inner, peer, ws, |b| match F::decode(b)? {
+        f if (accepting && f.is_hello_ack()) || (!accepting && f.is_hello()) => {
+            let node_id = f
+                .get_hello_node_id()
+                .ok_or_else(|| CodecError::msg("handshake frame without a node id"))?;
+            Ok(Some(HelloPayload {
+                node_id,
+                version: f.get_hello_version().unwrap_or(PROTOCOL_VERSION),
+            }))
         }
-    };
+        _ => Ok(None),
+    })?;
     check_hello(inner, peer, hello)?;
     if !accepting {
         let ack = F::create_hello_ack(inner.node_id, cfg.protocol_version);
@@ -818,20 +803,20 @@ fn session_refused(reason: &str) -> DisconnectCause {
     }
 }
 
-/// Reads the other side's format 2 HELLO (dialing) or HELLO_ACK (accepting) under the
-/// stream's deadline; other frames are dropped and counted.
-fn read_link_hello<F: Framing>(
+/// Reads messages under the stream's deadline until `pick` accepts one (`Ok(Some)`): other
+/// frames are dropped and counted as early (`Ok(None)`), undecodable ones as decode errors; a
+/// close ends the handshake.
+fn read_handshake<F: Framing, T>(
     inner: &Inner<F>,
     peer: &Peer,
     ws: &mut WebSocket<HalfStream>,
-    accepting: bool,
-) -> Result<LinkHello, DisconnectCause> {
+    pick: impl Fn(&[u8]) -> Result<Option<T>, CodecError>,
+) -> Result<T, DisconnectCause> {
     loop {
         match ws.read().map_err(lost)? {
-            Message::Binary(b) => match LinkFrame::decode(&b) {
-                Ok(LinkFrame::HelloAck(h)) if accepting => return Ok(h),
-                Ok(LinkFrame::Hello(h)) if !accepting => return Ok(h),
-                Ok(_) => early_frame(inner, peer.id),
+            Message::Binary(b) => match pick(&b) {
+                Ok(Some(t)) => return Ok(t),
+                Ok(None) => early_frame(inner, peer.id),
                 Err(e) => decode_error(inner, peer.id, e),
             },
             Message::Text(_) => early_frame(inner, peer.id),
@@ -839,6 +824,22 @@ fn read_link_hello<F: Framing>(
             _ => {}
         }
     }
+}
+
+/// The other side's format 2 HELLO (dialing) or HELLO_ACK (accepting).
+fn read_link_hello<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Peer,
+    ws: &mut WebSocket<HalfStream>,
+    accepting: bool,
+) -> Result<LinkHello, DisconnectCause> {
+    read_handshake(inner, peer, ws, |b| {
+        Ok(match LinkFrame::decode(b)? {
+            LinkFrame::HelloAck(h) if accepting => Some(h),
+            LinkFrame::Hello(h) if !accepting => Some(h),
+            _ => None,
+        })
+    })
 }
 
 /// The inbound link with `session` in this node's table (only a link this node accepted can

@@ -20,7 +20,7 @@ use crate::component::{front_end, Core, Endpoint};
 use crate::error::{Context, Error, Result, SendError};
 use crate::gateway::{
     Connection, ConnectionState, DisconnectCause, Framing, GatewayConfig, GatewayEvent, NodeId,
-    TaggedFrame,
+    ResumeFailure, TaggedFrame,
 };
 use crate::reactive::{Notification, Subject};
 use crate::stats::StatsSnapshot;
@@ -697,22 +697,15 @@ impl<F: Framing> Inner<F> {
 /// resumable link at least every `ack_interval`, and ends the interrupted inbound links whose
 /// session expired (an outbound one is ended by its own dialer).
 fn resume_loop<F: Framing>(weak: Weak<Inner<F>>) {
-    let tick = match weak.upgrade() {
-        Some(i) => i.cfg.resume.ack_interval,
+    let (tick, stop) = match weak.upgrade() {
+        Some(i) => (
+            i.cfg.resume.ack_interval,
+            i.core.threads.stop_signal().clone(),
+        ),
         None => return,
     };
-    loop {
-        // Short sleeps: a stop never waits long for this thread.
-        let mut slept = Duration::ZERO;
-        while slept < tick {
-            let step = (tick - slept).min(Duration::from_millis(20));
-            std::thread::sleep(step);
-            slept += step;
-            match weak.upgrade() {
-                Some(i) if !i.stopping() => {}
-                _ => return,
-            }
-        }
+    // Ready (disconnected) once the node stops.
+    while stop.recv_timeout(tick) == Err(crossbeam_channel::RecvTimeoutError::Timeout) {
         let Some(inner) = weak.upgrade() else { return };
         let peers: Vec<Arc<Peer>> = inner.peers.read().values().cloned().collect();
         let now = Instant::now();
@@ -724,7 +717,8 @@ fn resume_loop<F: Framing>(weak: Weak<Inner<F>>) {
             if p.direction == crate::gateway::Direction::Inbound
                 && p.try_expire(now, inner.cfg.resume.session_expiry)
             {
-                link::session_expired(&inner, &p);
+                // The cause is set already (no resume can start now).
+                link::resume_failed(&inner, &p, ResumeFailure::Expired, None);
             }
         }
     }

@@ -375,10 +375,10 @@ impl Peer {
     /// under way): true for the caller who ends it (the cause is set, so no resume can start).
     pub(crate) fn try_expire(&self, now: Instant, expiry: Duration) -> bool {
         let mut st = self.st.lock();
+        // `interrupted_at` is cleared when a resume publishes the link.
         let expired = !st.attaching
             && st.cause.is_none()
             && st.session.is_some()
-            && st.state != ConnectionState::Connected
             && st
                 .interrupted_at
                 .is_some_and(|t| now.saturating_duration_since(t) >= expiry);
@@ -451,25 +451,26 @@ impl Peer {
         component: &str,
         stats: &Stats,
     ) -> Sent {
-        // Encoded before the lock is taken (a resumable link's frame with room for its header).
-        if self.resumable.load(Ordering::Acquire) {
-            let framed = frame.framed();
-            let mut st = self.st.lock();
-            if st.cause.is_some() || st.state == ConnectionState::Disconnected {
-                return Sent::NotConnected;
-            }
-            return self.send_resumable(&mut st, framed, component, stats);
-        }
-        let bytes = frame.into_bytes();
+        // Encoded before the lock is taken, in the shape the link takes: a resumable link's
+        // frame with room for its header (`resumable` is set with the session, never cleared).
+        let encoded = if self.resumable.load(Ordering::Acquire) {
+            Err(frame.framed())
+        } else {
+            Ok(frame.into_bytes())
+        };
         let mut st = self.st.lock();
         if st.cause.is_some() || st.state == ConnectionState::Disconnected {
             return Sent::NotConnected;
         }
-        if st.session.is_some() {
-            // Its first handshake completed since the check above: numbered like the rest.
-            let framed = Outgoing::Encoded(bytes).framed();
-            return self.send_resumable(&mut st, framed, component, stats);
-        }
+        let bytes = match encoded {
+            // Its first handshake may have completed since the check above: numbered too.
+            Ok(bytes) if st.session.is_some() => {
+                let framed = Outgoing::Encoded(bytes).framed();
+                return self.send_resumable(&mut st, framed, component, stats);
+            }
+            Ok(bytes) => bytes,
+            Err(framed) => return self.send_resumable(&mut st, framed, component, stats),
+        };
         let msg = Message::Binary(bytes);
         if st.state == ConnectionState::Connected {
             let Some(h) = st.handle.clone() else {
