@@ -9,6 +9,8 @@
 //!   stream header; truncated, extended and bit-flipped frames. It has no length field (one
 //!   WebSocket message is one frame), so a truncated DATA frame is a shorter DATA frame;
 //! * `NodeId` and `ConnId` from text;
+//! * with the `pickle` feature, `Pickle` and `PickleValue` fed pickle-shaped opcode sequences
+//!   (lengths claiming gigabytes among them), and `Value`s encoded and decoded back;
 //! * the sequence numbers and stream ids a peer sends, as `StreamTable` checks them (the
 //!   gateway opens a table entry per stream id a peer names, so the cap must hold).
 //!
@@ -1508,4 +1510,157 @@ fn the_http_upgrade_survives_arbitrary_requests() {
     .unwrap();
     let id = other.connect_to(&format!("ws://{}/", targets[1])).unwrap();
     assert!(other.wait_connected(id, WAIT));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python pickle (feature `pickle`)
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(feature = "pickle")]
+mod pickle {
+    use super::*;
+    use rxplus::ws::pickle::{BigInt, HashableValue, Pickle, PickleValue, Value};
+
+    /// One opcode of a pickle, with an argument of the right shape (or a wrong one, sometimes):
+    /// every opcode the decoder knows and some it does not, lengths near the data and claims
+    /// of gigabytes.
+    fn opcode() -> impl Strategy<Value = Vec<u8>> {
+        let simple = prop::sample::select(
+            b"N\x88\x89]})\x8f(a s e u \x90 l t d \x91 \x85\x86\x87 0 1 2 \x94 R \x81 \x92 b o \x93 ."
+                .iter()
+                .copied()
+                .filter(|&b| b != b' ')
+                .collect::<Vec<u8>>(),
+        )
+        .prop_map(|b| vec![b]);
+        let fixed = (
+            prop::sample::select(vec![b'K', b'M', b'J', b'G', b'h', b'j', b'q', b'r', 0x80]),
+            bytes(8),
+        )
+            .prop_map(|(op, arg)| {
+                let n = match op {
+                    b'K' | b'h' | b'q' | 0x80 => 1,
+                    b'M' => 2,
+                    b'J' | b'j' | b'r' => 4,
+                    _ => 8,
+                };
+                let mut v = vec![op];
+                v.extend(arg.iter().copied().chain(std::iter::repeat(0)).take(n));
+                v
+            });
+        let counted = (
+            prop::sample::select(vec![
+                b'U', b'C', 0x8c, 0x8a, b'X', b'T', b'B', 0x8b, 0x8e, 0x96,
+            ]),
+            prop_oneof![0u64..16, Just(u64::from(u32::MAX)), Just(u64::MAX)],
+            bytes(16),
+        )
+            .prop_map(|(op, len, data)| {
+                let width = match op {
+                    b'U' | b'C' | 0x8c | 0x8a => 1,
+                    b'X' | b'T' | b'B' | 0x8b => 4,
+                    _ => 8,
+                };
+                let mut v = vec![op];
+                v.extend(&len.to_le_bytes()[..width]);
+                v.extend(data);
+                v
+            });
+        let lines = (
+            prop::sample::select(vec![b'I', b'L', b'F', b'S', b'V', b'p', b'g', b'c']),
+            "[0-9a-z.\\-']{0,8}",
+        )
+            .prop_map(|(op, text)| {
+                let mut v = vec![op];
+                v.extend(text.as_bytes());
+                v.push(b'\n');
+                if op == b'c' {
+                    // GLOBAL takes a module line and a name line.
+                    v.extend(b"set\n");
+                }
+                v
+            });
+        prop_oneof![6 => simple, 2 => fixed, 2 => counted, 1 => lines, 1 => bytes(4)]
+    }
+
+    fn picklish() -> impl Strategy<Value = Vec<u8>> {
+        (
+            2u8..=5,
+            proptest::collection::vec(opcode(), 0..24),
+            any::<bool>(),
+        )
+            .prop_map(|(proto, ops, stop)| {
+                let mut v = vec![0x80, proto];
+                v.extend(ops.concat());
+                if stop {
+                    v.push(b'.');
+                }
+                v
+            })
+    }
+
+    fn hashable() -> impl Strategy<Value = HashableValue> {
+        prop_oneof![
+            Just(HashableValue::None),
+            any::<bool>().prop_map(HashableValue::Bool),
+            any::<i64>().prop_map(HashableValue::I64),
+            ".{0,8}".prop_map(HashableValue::String),
+            bytes(8).prop_map(HashableValue::Bytes),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::None),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::I64),
+            any::<[u8; 12]>().prop_map(|b| {
+                // Beyond 64 bits (what decodes as I64 never comes back as Int).
+                let big = BigInt::from_signed_bytes_le(&b) * BigInt::from(1u64 << 40);
+                match i64::try_from(&big) {
+                    Ok(i) => Value::I64(i),
+                    Err(_) => Value::Int(big),
+                }
+            }),
+            any::<f64>()
+                .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
+                .prop_map(Value::F64),
+            ".{0,16}".prop_map(Value::String),
+            bytes(16).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Tuple),
+                proptest::collection::btree_set(hashable(), 0..6).prop_map(Value::Set),
+                proptest::collection::btree_set(hashable(), 0..6).prop_map(Value::FrozenSet),
+                proptest::collection::btree_map(hashable(), inner, 0..6).prop_map(Value::Dict),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Pickle-shaped bytes decode or give an error, never panic, and never ask for the
+        /// gigabytes a length claims.
+        #[test]
+        fn pickle_decoders_take_any_bytes(b in picklish(), raw in bytes(64)) {
+            for data in [b, raw] {
+                let _ = PickleValue::default().decode(Message::Binary(data.clone().into()));
+                let _ = Datatype::<serde_json::Value>::decode(
+                    &Pickle::default(),
+                    Message::Binary(data.into()),
+                );
+            }
+            assert_no_huge_allocation();
+        }
+
+        /// What we encode decodes back to itself.
+        #[test]
+        fn pickle_values_round_trip(v in value()) {
+            let wire = PickleValue::default().encode(v.clone()).unwrap();
+            prop_assert_eq!(PickleValue::default().decode(wire).unwrap(), v);
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! | [`Binary`] | `Vec<u8>`, [`WSMessage`] (binary only) | binary frames | binary; text is a decode error |
 //! | [`Json`] | any `Serialize + DeserializeOwned` | text frames of JSON | text or binary JSON |
 //! | [`Raw`] | [`WSMessage`] | the item's own kind | both kinds, kind preserved |
+//! | `Pickle`, `PickleValue` | serde types; dynamic Python values | binary Python pickle | binary pickle (feature `pickle`, `rxplus::ws::pickle`) |
 //!
 //! A frame that fails to decode is logged and counted and the connection keeps going; an item
 //! a datatype cannot encode (for example a binary [`WSMessage`] given to [`Text`]) is an error

@@ -17,6 +17,8 @@
 //! | [`Binary`] | `Vec<u8>`, [`WSMessage`] (binary only) | binary frames | binary; text is a decode error |
 //! | [`Json`] | any `Serialize + DeserializeOwned` | text frames of JSON | text or binary JSON |
 //! | [`Raw`] | [`WSMessage`] | the item's own kind | both kinds, kind preserved |
+//! | `Pickle` (feature `pickle`) | any `Serialize + DeserializeOwned` | binary frames of Python pickle | binary pickle, protocols 0–5 |
+//! | `PickleValue` (feature `pickle`) | `pickle::Value` (tuples, sets, big ints kept) | binary frames of Python pickle | binary pickle, protocols 0–5 |
 //!
 //! A message that fails to decode is logged, counted and reported on the errors stream
 //! ([`Error::Decode`](crate::Error::Decode)); the connection keeps going. An item a datatype
@@ -36,6 +38,8 @@ mod group;
 pub(crate) mod handshake;
 pub(crate) mod listen;
 pub(crate) mod outbound;
+#[cfg(feature = "pickle")]
+pub mod pickle;
 mod server;
 mod types;
 
@@ -46,5 +50,7 @@ pub use config::{default_max_connections, RetryPolicy, WSConfig, WSConnectionCon
 pub use control::{check_close, AcceptHook, CloseInfo, HandshakeRequest, Verdict};
 pub use datatype::{Binary, Datatype, Datatypes, Json, Raw, Text, WSMessage};
 pub use group::{GroupHandle, RxWSClientGroup};
+#[cfg(feature = "pickle")]
+pub use pickle::{Pickle, PickleValue};
 pub use server::{RxWSServer, ServerHandle};
 pub use types::{ConnId, ConnectionEvent, ConnectionEventKind, ConnectionState, TaggedData};

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod pki;
+pub mod py;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
