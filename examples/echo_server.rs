@@ -29,29 +29,19 @@
 //! cannot be bound) prints `echo_server: <error>` on stderr (with the usage line for a bad
 //! argument) and exits 1.
 
-use std::io::Write;
+// The server is shared with `rxplus serve` (feature `cli`).
+#[path = "../src/bin/rxplus/server.rs"]
+// Flags this example does not take (`--broadcast`, `--json` ...) leave parts unused.
+#[allow(dead_code)]
+mod server;
 
-use rxplus::ws::{
-    AcceptHook, HandshakeRequest, Raw, RxWSServer, ServerHandle, TaggedData, Verdict, WSConfig,
-    WSMessage,
-};
+use server::{Mode, ServeOpts};
 
 const USAGE: &str = "usage: echo_server [--token TOKEN] [--protocols P1,P2] \
                      [--tls-cert CHAIN.pem --tls-key KEY.pem] [ADDR]";
 
-/// The parsed command line.
-struct Args {
-    addr: String,
-    /// `(chain, key)` PEM file paths: serve wss://.
-    tls: Option<(String, String)>,
-    /// The bearer token every handshake must carry.
-    token: Option<String>,
-    /// The subprotocols served (non-empty when given).
-    protocols: Option<Vec<String>>,
-}
-
 fn main() {
-    let args = match parse(std::env::args().skip(1)) {
+    let opts = match parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("echo_server: {msg}");
@@ -59,13 +49,13 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = run(&args) {
+    if let Err(e) = server::run("echo_server", &opts) {
         eprintln!("echo_server: {e}");
         std::process::exit(1);
     }
 }
 
-fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+fn parse(mut argv: impl Iterator<Item = String>) -> Result<ServeOpts, String> {
     let mut addr = None;
     let mut cert = None;
     let mut key = None;
@@ -82,16 +72,10 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--tls-key" => key = Some(value("--tls-key", "a file")?),
             "--token" => token = Some(value("--token", "a token")?),
             "--protocols" => {
-                let list: Vec<String> = value("--protocols", "a P1,P2 list")?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if list.is_empty() {
-                    return Err("--protocols needs at least one protocol".into());
-                }
-                protocols = Some(list);
+                protocols = Some(server::parse_protocols(&value(
+                    "--protocols",
+                    "a P1,P2 list",
+                )?)?)
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -102,112 +86,11 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             _ => addr = Some(a),
         }
     }
-    let tls = match (cert, key) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        (Some(_), None) => return Err("--tls-cert needs --tls-key as well".into()),
-        (None, Some(_)) => return Err("--tls-key needs --tls-cert as well".into()),
-    };
-    Ok(Args {
+    Ok(ServeOpts {
         addr: addr.unwrap_or_else(|| "127.0.0.1:9001".into()),
-        tls,
+        tls: server::tls_pair(cert, key)?,
         token,
         protocols,
+        mode: Mode::Echo,
     })
-}
-
-/// The accept hook of `--token` and `--protocols`: 401 without the token, 400 without a
-/// served subprotocol, else accept with the client's first served choice.
-fn decide(req: &HandshakeRequest, token: Option<&str>, served: Option<&[String]>) -> Verdict {
-    if let Some(token) = token {
-        let bearer = req
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t.trim() == token);
-        if !bearer && req.query_param("token") != Some(token) {
-            return Verdict::refuse(401, "missing or wrong token");
-        }
-    }
-    let Some(served) = served else {
-        return Verdict::accept();
-    };
-    match req.protocols().iter().find(|p| served.contains(p)) {
-        Some(p) => Verdict::accept().protocol(p.as_str()),
-        None if req.protocols().is_empty() => Verdict::refuse(
-            400,
-            format!("a subprotocol is required: one of {}", served.join(", ")),
-        ),
-        None => Verdict::refuse(
-            400,
-            format!(
-                "no offered subprotocol is served ({} offered; served: {})",
-                req.protocols().join(", "),
-                served.join(", ")
-            ),
-        ),
-    }
-}
-
-/// Echoes `m` to its connection, or closes the connection for a `close:CODE:REASON` text.
-fn on_message(server: &ServerHandle<WSMessage>, m: &TaggedData<WSMessage>) {
-    let command = match &m.data {
-        WSMessage::Text(t) => t.strip_prefix("close:"),
-        WSMessage::Binary(_) => None,
-    };
-    let (Some(command), Some(conn)) = (command, m.conn) else {
-        server.on_next(m.reply(m.data.clone()));
-        return;
-    };
-    let (code, reason) = command.split_once(':').unwrap_or((command, ""));
-    let closed = match code.parse::<u16>() {
-        Ok(code) => server.close(conn, code, reason).map_err(|e| e.to_string()),
-        Err(_) => Err(format!("close code {code:?} is not a number")),
-    };
-    if let Err(e) = closed {
-        server.on_next(m.reply(WSMessage::Text(format!("error: {e}"))));
-    }
-}
-
-fn run(args: &Args) -> Result<(), rxplus::Error> {
-    // The default heartbeat stays on: a peer that vanishes is closed, not held forever.
-    let cfg = WSConfig::default()
-        .max_message_size(64 << 20)
-        .max_frame_size(64 << 20);
-    let cfg = with_tls(cfg, args.tls.as_ref())?;
-    let cfg = if args.token.is_some() || args.protocols.is_some() {
-        let (token, served) = (args.token.clone(), args.protocols.clone());
-        cfg.accept_hook(AcceptHook::new(move |req| {
-            decide(req, token.as_deref(), served.as_deref())
-        }))
-    } else {
-        cfg
-    };
-    let server = RxWSServer::<WSMessage>::bind_with_config(args.addr.as_str(), Raw, cfg)?;
-    let echo = server.handle();
-    server.subscribe(move |m: TaggedData<WSMessage>| on_message(&echo, &m));
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "listening on {}", server.local_addr());
-    let _ = out.flush();
-    loop {
-        std::thread::park();
-    }
-}
-
-#[cfg(feature = "tls")]
-fn with_tls(cfg: WSConfig, tls: Option<&(String, String)>) -> Result<WSConfig, rxplus::Error> {
-    Ok(match tls {
-        Some((chain, key)) => cfg.tls_server(rxplus::tls::ServerTls::from_pem_files(chain, key)?),
-        None => cfg,
-    })
-}
-
-#[cfg(not(feature = "tls"))]
-fn with_tls(cfg: WSConfig, tls: Option<&(String, String)>) -> Result<WSConfig, rxplus::Error> {
-    match tls {
-        Some(_) => {
-            eprintln!("echo_server: --tls-cert/--tls-key need rxplus's `tls` feature");
-            std::process::exit(1);
-        }
-        None => Ok(cfg),
-    }
 }

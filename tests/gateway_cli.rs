@@ -1,5 +1,6 @@
 //! The `gateway_node` example's command-line contract, driven as a user would: two processes,
-//! one listening, one dialing; the output lines and the stdin commands of the issue.
+//! one listening, one dialing; the output lines and the stdin commands of the issue. With the
+//! `cli` feature, the same scenario runs against `rxplus gateway`.
 
 mod support;
 
@@ -28,8 +29,21 @@ struct Proc {
 impl Proc {
     fn start(args: &[&str]) -> Proc {
         let exe = example("gateway_node").expect("gateway_node example built by cargo test");
-        let mut child = Command::new(exe)
-            .args(args)
+        Self::spawn(Command::new(exe).args(args))
+    }
+
+    /// `rxplus gateway ARGS` (feature `cli`).
+    #[cfg(feature = "cli")]
+    fn start_cli(args: &[&str]) -> Proc {
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_rxplus"))
+                .arg("gateway")
+                .args(args),
+        )
+    }
+
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -88,8 +102,18 @@ impl Proc {
 
 #[test]
 fn two_nodes_on_the_command_line() {
+    two_nodes(Proc::start);
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn two_nodes_with_rxplus_gateway() {
+    two_nodes(Proc::start_cli);
+}
+
+fn two_nodes(start: fn(&[&str]) -> Proc) {
     let node_a = "0123456789abcdef0123456789abcdef";
-    let mut a = Proc::start(&["--listen", "127.0.0.1:0", "--node-id", node_a]);
+    let mut a = start(&["--listen", "127.0.0.1:0", "--node-id", node_a]);
     let first = a.expect("listening on ");
     let parts: Vec<&str> = first.split(' ').collect();
     assert_eq!(parts.len(), 5, "{first}");
@@ -99,7 +123,7 @@ fn two_nodes_on_the_command_line() {
     );
     let addr = parts[2];
     let url = format!("ws://{addr}/");
-    let mut b = Proc::start(&[
+    let mut b = start(&[
         "--listen",
         "127.0.0.1:0",
         "--connect",
