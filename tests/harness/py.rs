@@ -29,32 +29,27 @@ pub struct Py {
     pub out: Lines,
 }
 
+/// `python -u SCRIPT ARGS`, stdout piped, stderr inherited.
+fn command(name: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg("-u")
+        .arg(script(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
 impl Py {
     pub fn start(name: &str, args: &[&str]) -> Py {
-        let mut proc = Proc::spawn(
-            name,
-            Command::new(python())
-                .arg("-u")
-                .arg(script(name))
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit()),
-        );
+        let mut proc = Proc::spawn(name, &mut command(name, args));
         let out = proc.stdout_lines();
         Py { proc, out }
     }
 
     /// Like [`start`](Self::start), with stdin piped (for `client.py --mode interactive`).
     pub fn start_with_stdin(name: &str, args: &[&str]) -> (Py, std::process::ChildStdin) {
-        let mut proc = Proc::spawn_with_stdin(
-            name,
-            Command::new(python())
-                .arg("-u")
-                .arg(script(name))
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit()),
-        );
+        let mut proc = Proc::spawn_with_stdin(name, &mut command(name, args));
         let stdin = proc.stdin();
         let out = proc.stdout_lines();
         (Py { proc, out }, stdin)
