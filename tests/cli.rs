@@ -265,6 +265,15 @@ fn usage_errors_exit_2() {
         &["connect"],
         &["gateway", "--listen", "127.0.0.1:0", "--overflow", "nope"],
         &["bogus"],
+        &["bench", "--messages", "0", "ws://127.0.0.1:1/"],
+        &[
+            "bench",
+            "--messages",
+            "18446744073709551615",
+            "ws://127.0.0.1:1/",
+        ],
+        &["bench", "--size", "999999999999", "ws://127.0.0.1:1/"],
+        &["bench", "--idle", "0", "ws://127.0.0.1:1/"],
     ] {
         let out = rxplus().args(args).output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");

@@ -19,10 +19,12 @@
 //! `int`, `float`, `str`, `bytes`, `bytearray`, `list`, `tuple`, `dict`, `set`, `frozenset`);
 //! any other global the pickle names (`datetime.datetime`, `os.system`, a class of the
 //! sender's) is a decode error, as are persistent ids, extension codes and protocol 5's
-//! out-of-band buffers. Before decoding, every message is checked against [`PickleLimits`]:
-//! a pickle that would nest deeper than `max_depth` (a stack overflow in a recursive decoder)
-//! or expand beyond `max_expanded` bytes through shared references (the pickle form of a
-//! "billion laughs") is refused without being built. Like every decode error, a refused
+//! out-of-band buffers. Before decoding, every message is walked against [`PickleLimits`]
+//! by a model of the decoder's stack and memo: a pickle that would nest deeper than
+//! `max_depth` (a stack overflow in a recursive decoder), expand beyond `max_expanded` bytes
+//! through shared references or copies (the pickle form of a "billion laughs"), or change a
+//! value after placing it in another (which would let the nesting grow behind the walk's back)
+//! is refused without being built. Like every decode error, a refused
 //! message is logged, counted and reported on the errors stream
 //! ([`Error::Decode`](crate::Error::Decode)), and the connection keeps going.
 //!
@@ -77,11 +79,13 @@ pub use serde_pickle::{HashableValue, Value};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PickleLimits {
-    /// The deepest nesting of containers (a list in a list is depth 2). Default 32: decoding
-    /// runs on the connection's thread and recurses once per level, about 1.3 KiB of stack
-    /// each; connection threads have small stacks
+    /// The deepest nesting of containers (a list in a list is depth 2). Default 16: decoding
+    /// runs on the connection's thread and recurses per level, about 2.2 KiB of stack each
+    /// for the nesting Python writes (every container memoized; measured in a release
+    /// build); connection threads have small stacks
     /// ([`WSConfig::thread_stack_size`](crate::ws::WSConfig::thread_stack_size): 256 KiB by
-    /// default, 64 KiB at the least), and 32 levels fit in 48 KiB. Raise both together.
+    /// default, 64 KiB at the least), and 16 levels fit in 48 KiB. For deeper data raise
+    /// both, about 3 KiB of stack per level.
     pub max_depth: usize,
     /// The most the decoded value may take, in bytes (each value counts 48 bytes plus its
     /// string, bytes or integer payload; a value referenced twice counts twice, as it is
@@ -92,7 +96,7 @@ pub struct PickleLimits {
 impl Default for PickleLimits {
     fn default() -> Self {
         PickleLimits {
-            max_depth: 32,
+            max_depth: 16,
             max_expanded: 64 << 20,
         }
     }
@@ -199,10 +203,20 @@ const VALUE_COST: u64 = 48;
 /// sign and suffix): parsing a longer one is quadratic.
 const MAX_DECIMAL_INT: usize = 4310;
 
-/// Walks the pickle's opcodes with a model of its stack, without building anything: each
-/// value is its depth and its cost, shared references are counted once per copy. Refuses a
-/// pickle that exceeds `limits`, names an opcode the decoder does not support, or is cut
-/// short. The decoder checks everything else.
+/// Walks the pickle's opcodes with a model of the decoder's stack and memo, without building
+/// anything: each value is its depth and its cost. Refuses a pickle that exceeds `limits`,
+/// names an opcode the decoder does not support, or is cut short; the decoder checks
+/// everything else.
+///
+/// The decoder shares a memoized value by reference until the end, so a value changed after
+/// it was placed in another would change every place that holds it, after the walk counted
+/// it. The walk refuses that (a value is frozen once placed), as it refuses binding a memo
+/// key twice, memoizing a value twice and placing a value in itself: Python's pickler never
+/// writes any of these for data the decoder accepts. With those refused, a placed value's
+/// depth and cost are final, and a container's are the sum over what it holds, each shared
+/// value counted once per place (the decoder copies it once per place). Copies the decoder
+/// makes while parsing (`DUP`, the arguments of `REDUCE` and `STACK_GLOBAL`) and every new
+/// value count towards a total for the message, bounded by the same `max_expanded`.
 fn check(data: &[u8], limits: &PickleLimits) -> Result<(), CodecError> {
     Walk {
         data,
@@ -211,6 +225,7 @@ fn check(data: &[u8], limits: &PickleLimits) -> Result<(), CodecError> {
         objs: Vec::new(),
         stack: Vec::new(),
         memo: HashMap::new(),
+        total: 0,
     }
     .run()
 }
@@ -219,6 +234,10 @@ fn check(data: &[u8], limits: &PickleLimits) -> Result<(), CodecError> {
 struct Obj {
     depth: usize,
     cost: u64,
+    /// Held by another value: frozen.
+    placed: bool,
+    /// In the memo (under one key).
+    memoized: bool,
 }
 
 /// A stack slot: a mark, or an index into `Walk::objs`.
@@ -235,6 +254,8 @@ struct Walk<'a> {
     objs: Vec<Obj>,
     stack: Vec<Slot>,
     memo: HashMap<u64, usize>,
+    /// What the decoder allocates and copies while parsing.
+    total: u64,
 }
 
 fn refuse(reason: String) -> CodecError {
@@ -276,10 +297,29 @@ impl Walk<'_> {
         self.push(1, VALUE_COST + len)
     }
 
+    /// A new value on the stack (new, or a copy of one).
     fn push(&mut self, depth: usize, cost: u64) -> Result<(), CodecError> {
         self.bound(depth, cost)?;
-        self.objs.push(Obj { depth, cost });
+        self.charge(cost)?;
+        self.objs.push(Obj {
+            depth,
+            cost,
+            placed: false,
+            memoized: false,
+        });
         self.stack.push(Slot::Obj(self.objs.len() - 1));
+        Ok(())
+    }
+
+    /// Counts `cost` towards the message's total.
+    fn charge(&mut self, cost: u64) -> Result<(), CodecError> {
+        self.total = self.total.saturating_add(cost);
+        if self.total > self.limits.max_expanded {
+            return Err(refuse(format!(
+                "would take more than {} bytes to decode",
+                self.limits.max_expanded
+            )));
+        }
         Ok(())
     }
 
@@ -334,14 +374,29 @@ impl Walk<'_> {
         Ok(items)
     }
 
-    /// `child` copied into the value `into`.
+    /// `child` placed in the value `into`.
     fn add(&mut self, into: usize, child: usize) -> Result<(), CodecError> {
+        if into == child {
+            return Err(refuse("a value placed in itself".into()));
+        }
+        if self.objs[into].placed {
+            return Err(refuse(format!(
+                "a value changed after it was placed in another, at byte {}",
+                self.pos
+            )));
+        }
         let c = self.objs[child];
+        self.objs[child].placed = true;
         let o = &mut self.objs[into];
-        let depth = o.depth.max(c.depth + 1);
-        let cost = o.cost.saturating_add(c.cost);
-        *o = Obj { depth, cost };
+        o.depth = o.depth.max(c.depth + 1);
+        o.cost = o.cost.saturating_add(c.cost);
+        let (depth, cost) = (o.depth, o.cost);
         self.bound(depth, cost)
+    }
+
+    /// The decoder copies a value it takes as an argument (`REDUCE`, `STACK_GLOBAL`).
+    fn copied(&mut self, i: usize) -> Result<(), CodecError> {
+        self.charge(self.objs[i].cost)
     }
 
     /// A new container holding copies of `items`.
@@ -365,7 +420,13 @@ impl Walk<'_> {
 
     fn memo_put(&mut self, id: u64) -> Result<(), CodecError> {
         let top = self.top()?;
-        self.memo.insert(id, top);
+        if self.objs[top].memoized {
+            return Err(refuse("a value memoized twice".into()));
+        }
+        if self.memo.insert(id, top).is_some() {
+            return Err(refuse(format!("memo key {id} bound twice")));
+        }
+        self.objs[top].memoized = true;
         Ok(())
     }
 
@@ -391,9 +452,10 @@ impl Walk<'_> {
                 b'1' => {
                     self.pop_mark()?;
                 }
+                // DUP copies the value (through a memo reference too).
                 b'2' => {
-                    let top = self.top()?;
-                    self.stack.push(Slot::Obj(top));
+                    let top = self.objs[self.top()?];
+                    self.push(top.depth, top.cost)?;
                 }
                 // Scalars.
                 b'N' | 0x88 | 0x89 => self.push(1, VALUE_COST)?,
@@ -492,32 +554,44 @@ impl Walk<'_> {
                     let n = self.line()?.len() + self.line()?.len();
                     self.push(1, VALUE_COST + n as u64)?;
                 }
-                0x93 => {
+                // STACK_GLOBAL and REDUCE take copies of their arguments; REDUCE's result
+                // (a set, a list, bytes ...) holds what its arguments held.
+                0x93 | b'R' => {
                     let items = [self.pop()?, self.pop()?];
+                    for &i in &items {
+                        self.copied(i)?;
+                    }
                     self.build(&items)?;
                 }
-                b'R' | 0x81 => {
-                    let items = [self.pop()?, self.pop()?];
-                    self.build(&items)?;
+                // Objects of classes: the decoder drops the arguments and pushes an empty
+                // dict (OBJ also pops the class below the mark).
+                0x81 => {
+                    self.pop()?;
+                    self.pop()?;
+                    self.push(1, VALUE_COST)?;
                 }
                 0x92 => {
-                    let items = [self.pop()?, self.pop()?, self.pop()?];
-                    self.build(&items)?;
-                }
-                b'b' => {
-                    let state = self.pop()?;
-                    let top = self.top()?;
-                    self.add(top, state)?;
+                    self.pop()?;
+                    self.pop()?;
+                    self.pop()?;
+                    self.push(1, VALUE_COST)?;
                 }
                 b'o' => {
-                    let items = self.pop_mark()?;
-                    self.build(&items)?;
+                    self.pop_mark()?;
+                    self.pop()?;
+                    self.push(1, VALUE_COST)?;
                 }
                 b'i' => {
                     self.line()?;
                     self.line()?;
-                    let items = self.pop_mark()?;
-                    self.build(&items)?;
+                    self.pop_mark()?;
+                    self.push(1, VALUE_COST)?;
+                }
+                // BUILD replaces the object with its state.
+                b'b' => {
+                    let state = self.pop()?;
+                    self.pop()?;
+                    self.stack.push(Slot::Obj(state));
                 }
                 // Framing.
                 0x80 => {
@@ -555,10 +629,13 @@ mod tests {
         Message::Binary(b.into())
     }
 
-    /// `depth` lists nested in each other, the way Python pickles them (protocol 2).
+    /// `depth` lists nested in each other, the way Python pickles them (protocol 4: each one
+    /// memoized, which costs the decoder more stack per level).
     fn nested(depth: usize) -> Vec<u8> {
-        let mut p = vec![0x80, 2];
-        p.extend(std::iter::repeat_n(b']', depth));
+        let mut p = vec![0x80, 4];
+        for _ in 0..depth {
+            p.extend([b']', 0x94]);
+        }
         p.extend(std::iter::repeat_n(b'a', depth - 1));
         p.push(b'.');
         p
@@ -612,9 +689,14 @@ mod tests {
         let ok = nested(limits.max_depth);
         let too_deep = nested(limits.max_depth + 1);
         // Below the smallest stack a connection thread may have (64 KiB), leaving the
-        // connection's own frames 16 KiB.
+        // connection's own frames 16 KiB. Debug builds take several times the stack.
+        let stack = if cfg!(debug_assertions) {
+            1 << 20
+        } else {
+            48 << 10
+        };
         let t = std::thread::Builder::new()
-            .stack_size(48 << 10)
+            .stack_size(stack)
             .spawn(move || {
                 let v = PickleValue::default().decode(frame(ok.clone())).unwrap();
                 drop(v);
@@ -627,7 +709,7 @@ mod tests {
             })
             .unwrap();
         let e = t.join().unwrap();
-        assert!(e.contains("nested deeper than 32"), "{e}");
+        assert!(e.contains("nested deeper than 16"), "{e}");
         // Far deeper: refused before anything is built, no stack overflow.
         let e = PickleValue::default()
             .decode(frame(nested(1_000_000)))
@@ -648,10 +730,89 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("expand beyond"), "{e}");
         let small = PickleValue::default().limits(PickleLimits {
-            max_depth: 32,
+            max_depth: 16,
             max_expanded: 50_000,
         });
         assert!(small.decode(frame(shared(1024, 100))).is_err());
+    }
+
+    /// 250 memoized empty lists, then `step(i)` for each, then the first list: each step
+    /// tries to hang list i+1 under list i after i was placed, which the decoder would
+    /// resolve at the end into 250 levels of nesting from a few KB.
+    fn chain(step: fn(u8) -> Vec<u8>) -> Vec<u8> {
+        let mut p = vec![0x80, 2];
+        for i in 0..250u8 {
+            p.extend([b']', b'q', i, b'0']);
+        }
+        for i in 0..249u8 {
+            p.extend(step(i));
+        }
+        p.extend([b'h', 0, b'.']);
+        p
+    }
+
+    #[test]
+    fn values_changed_after_they_are_placed_are_refused() {
+        let steps: [fn(u8) -> Vec<u8>; 3] = [
+            // APPEND through memo references.
+            |i| vec![b'h', i, b'h', i + 1, b'a', b'0'],
+            // BUILD leaves the state (a memo reference) where the object was.
+            |i| vec![b'N', b'h', i, b'b', b'h', i + 1, b'a', b'0'],
+            // OBJ pops the class below the mark; the stack must stay in step.
+            |i| {
+                vec![
+                    b'(',
+                    b'h',
+                    i,
+                    b'N',
+                    b'(',
+                    b'o',
+                    b'0',
+                    b'h',
+                    i + 1,
+                    b'a',
+                    b'0',
+                    b'0',
+                ]
+            },
+        ];
+        for step in steps {
+            let e = PickleValue::default()
+                .decode(frame(chain(step)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("pickle refused"), "{e}");
+        }
+        // A list placed in another, then appended to through its memo key.
+        let mut p = vec![
+            0x80, 4, b']', 0x94, b'(', b'h', 0, b'l', 0x94, b'h', 0, b'N', b'a',
+        ];
+        p.extend([b'0', b'h', 1, b'.']);
+        let e = PickleValue::default().decode(frame(p)).unwrap_err();
+        assert!(e.to_string().contains("after it was placed"), "{e}");
+        // A memo key bound twice, a value memoized twice, a list placed in itself.
+        for bad in [
+            &b"\x80\x02]q\x00]q\x00h\x00."[..],
+            b"\x80\x02]q\x00q\x01.",
+            b"\x80\x02]q\x00h\x00a.",
+        ] {
+            let e = PickleValue::default()
+                .decode(frame(bad.to_vec()))
+                .unwrap_err();
+            assert!(e.to_string().contains("pickle refused"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn copies_made_while_parsing_count() {
+        // DUP copies: 1 MiB duplicated 100 times is 100 MiB.
+        let mut p = vec![0x80, 4, b'B'];
+        p.extend((1u32 << 20).to_le_bytes());
+        p.extend(std::iter::repeat_n(0, 1 << 20));
+        p.extend(std::iter::repeat_n(b'2', 100));
+        p.push(b'.');
+        let e = PickleValue::default().decode(frame(p)).unwrap_err();
+        assert!(e.to_string().contains("would take more than"), "{e}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ class Evil:
     """Unpickled by Python, this runs a shell command: the classic pickle exploit."""
 
     def __reduce__(self):
-        return (os.system, ("touch " + os.environ.get("PWNED", "/nonexistent/pwned"),))
+        return (os.system, ("touch /nonexistent/pwned",))
 
 
 CASES = {

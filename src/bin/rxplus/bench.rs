@@ -45,16 +45,16 @@ fn seq_of(m: &WSMessage) -> Option<u64> {
 }
 
 /// The `q` quantile of sorted `v`.
-fn quantile(v: &[Duration], q: f64) -> Duration {
+fn quantile(v: &[u32], q: f64) -> u32 {
     if v.is_empty() {
-        return Duration::ZERO;
+        return 0;
     }
     let i = ((v.len() - 1) as f64 * q).round() as usize;
     v[i.min(v.len() - 1)]
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+fn ms(micros: u32) -> String {
+    format!("{:.3} ms", f64::from(micros) / 1e3)
 }
 
 /// Runs the measurement; prints a progress bar on stderr (when it is a terminal) and one
@@ -82,13 +82,16 @@ pub fn run(opts: &BenchOpts) -> Result<(), String> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} echoed, {per_sec}, {eta} left")
             .map_err(|e| e.to_string())?,
     );
-    let mut sent_at = vec![None::<Instant>; n as usize];
-    let mut rtts = Vec::with_capacity(n as usize);
+    // In flight: `(seq, sent)` in slot `seq % window`; a message is echoed in order, so a
+    // slot is free again before it is reused. Round trips in microseconds (4 bytes each).
+    let window = usize::try_from(opts.window).map_err(|_| "--window too large".to_string())?;
+    let mut in_flight = vec![None::<(u64, Instant)>; window];
+    let mut rtts: Vec<u32> = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     let (mut sent, mut got) = (0u64, 0u64);
     let start = Instant::now();
     while got < n {
         while sent < n && sent - got < opts.window {
-            sent_at[sent as usize] = Some(Instant::now());
+            in_flight[(sent % opts.window) as usize] = Some((sent, Instant::now()));
             client
                 .send(payload(sent, opts.size, opts.binary))
                 .map_err(|e| format!("send: {}", e.error()))?;
@@ -100,9 +103,11 @@ pub fn run(opts: &BenchOpts) -> Result<(), String> {
                 opts.idle
             )
         })?;
-        // Each sequence number counts once: a broadcast server may send it back twice.
-        if let Some(t) = sent_at.get_mut(seq as usize).and_then(Option::take) {
-            rtts.push(at - t);
+        // Each sequence number in flight counts once: a broadcast server may send it back
+        // twice, or carry another client's numbers.
+        let slot = &mut in_flight[(seq % opts.window) as usize];
+        if let Some((_, t)) = slot.take_if(|(s, _)| *s == seq) {
+            rtts.push(u32::try_from((at - t).as_micros()).unwrap_or(u32::MAX));
             got += 1;
             if got % 256 == 0 || got == n {
                 bar.set_position(got);
@@ -152,9 +157,10 @@ mod tests {
 
     #[test]
     fn quantiles_of_sorted_samples() {
-        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&v, 0.5), Duration::from_millis(51));
-        assert_eq!(quantile(&v, 1.0), Duration::from_millis(100));
-        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), 51);
+        assert_eq!(quantile(&v, 1.0), 100);
+        assert_eq!(quantile(&[], 0.5), 0);
+        assert_eq!(ms(1500), "1.500 ms");
     }
 }

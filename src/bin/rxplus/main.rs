@@ -76,7 +76,7 @@ struct ConnectArgs {
     /// Lines must be JSON (others are refused on stderr); received JSON is pretty-printed.
     #[arg(long)]
     json: bool,
-    /// Give up after N failed connection attempts in a row, and exit 1 (default: retry
+    /// Give up after N retries (N+1 failed attempts in a row) and exit 1 (default: retry
     /// forever).
     #[arg(long, value_name = "N")]
     retries: Option<u32>,
@@ -150,20 +150,22 @@ struct GatewayArgs {
 struct BenchArgs {
     /// The echo server, ws://HOST:PORT/PATH.
     url: String,
-    /// How many messages to send.
-    #[arg(long, default_value_t = 100_000)]
+    /// How many messages to send (up to 10,000,000).
+    #[arg(long, default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     messages: u64,
-    /// The size of each message in bytes (at least its 16-byte sequence number).
-    #[arg(long, default_value_t = 64)]
-    size: usize,
-    /// How many messages may be in flight.
-    #[arg(long, default_value_t = 64)]
+    /// The size of each message in bytes (at least its 16-byte sequence number; up to 64 MiB).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=64 << 20))]
+    size: u64,
+    /// How many messages may be in flight (up to 65,536).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     window: u64,
     /// Send binary messages instead of text.
     #[arg(long)]
     binary: bool,
     /// Give up when no echo arrives for this many seconds.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     idle: u64,
 }
 
@@ -173,13 +175,14 @@ fn header(h: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `--log` replaces RUST_LOG entirely (its per-module rules included).
     let mut logger = env_logger::Builder::new();
-    logger
-        .filter_level(log::LevelFilter::Warn)
-        .parse_env("RUST_LOG");
-    if let Some(level) = cli.log {
-        logger.filter_level(level);
-    }
+    match cli.log {
+        Some(level) => logger.filter_level(level),
+        None => logger
+            .filter_level(log::LevelFilter::Warn)
+            .parse_env("RUST_LOG"),
+    };
     logger.init();
     match cli.command {
         Command::Connect(a) => {
@@ -235,7 +238,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => failed(bench::run(&bench::BenchOpts {
             url: a.url,
             messages: a.messages,
-            size: a.size,
+            // At most 64 MiB: fits any usize this builds for.
+            size: usize::try_from(a.size).unwrap_or(usize::MAX),
             window: a.window,
             binary: a.binary,
             idle: Duration::from_secs(a.idle),
