@@ -132,9 +132,13 @@ impl PickleValue {
 }
 
 /// The payload of a binary frame, after the limits check.
-fn received(msg: &Message, who: &str, limits: &PickleLimits) -> Result<(), CodecError> {
+fn received<'m>(
+    msg: &'m Message,
+    who: &str,
+    limits: &PickleLimits,
+) -> Result<&'m [u8], CodecError> {
     match msg {
-        Message::Binary(b) => check(b, limits),
+        Message::Binary(b) => check(b, limits).map(|()| &b[..]),
         Message::Text(_) => Err(CodecError::msg(format!(
             "{who} datatype expects a binary frame, got text"
         ))),
@@ -142,11 +146,10 @@ fn received(msg: &Message, who: &str, limits: &PickleLimits) -> Result<(), Codec
     }
 }
 
-fn payload(msg: &Message) -> &[u8] {
-    match msg {
-        Message::Binary(b) => b,
-        _ => &[],
-    }
+/// An encoder's result as a binary frame.
+fn sent(r: serde_pickle::Result<Vec<u8>>) -> Result<Message, CodecError> {
+    r.map(|v| Message::Binary(v.into()))
+        .map_err(|e| CodecError::context("cannot pickle", e))
 }
 
 // Unresolved globals stay errors (the default); no option that replaces them with None.
@@ -159,13 +162,10 @@ impl<T: Serialize + DeserializeOwned> Datatype<T> for Pickle {
         "pickle"
     }
     fn encode(&self, item: T) -> Result<Message, CodecError> {
-        serde_pickle::to_vec(&item, serde_pickle::SerOptions::new())
-            .map(|v| Message::Binary(v.into()))
-            .map_err(|e| CodecError::context("cannot pickle", e))
+        sent(serde_pickle::to_vec(&item, serde_pickle::SerOptions::new()))
     }
     fn decode(&self, msg: Message) -> Result<T, CodecError> {
-        received(&msg, "Pickle", &self.limits)?;
-        serde_pickle::from_slice(payload(&msg), de_options())
+        serde_pickle::from_slice(received(&msg, "Pickle", &self.limits)?, de_options())
             .map_err(|e| CodecError::context("invalid pickle", e))
     }
 }
@@ -175,13 +175,13 @@ impl Datatype<Value> for PickleValue {
         "pickle"
     }
     fn encode(&self, item: Value) -> Result<Message, CodecError> {
-        serde_pickle::value_to_vec(&item, serde_pickle::SerOptions::new())
-            .map(|v| Message::Binary(v.into()))
-            .map_err(|e| CodecError::context("cannot pickle", e))
+        sent(serde_pickle::value_to_vec(
+            &item,
+            serde_pickle::SerOptions::new(),
+        ))
     }
     fn decode(&self, msg: Message) -> Result<Value, CodecError> {
-        received(&msg, "PickleValue", &self.limits)?;
-        serde_pickle::value_from_slice(payload(&msg), de_options())
+        serde_pickle::value_from_slice(received(&msg, "PickleValue", &self.limits)?, de_options())
             .map_err(|e| CodecError::context("invalid pickle", e))
     }
 }
