@@ -136,7 +136,7 @@ impl<T: Clone + Send + 'static> RxWSClientGroup<T> {
     /// # Errors
     /// As [`open_path`](Self::open_path).
     pub fn wait_connected(&self, path: &str, timeout: std::time::Duration) -> Result<bool> {
-        Ok(self.inner.ensure_client(path)?.wait_connected(timeout))
+        Ok(self.inner.ensure_client(path)?.0.wait_connected(timeout))
     }
 
     /// Counters summed over the children.
@@ -167,15 +167,20 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
     }
 
     fn send(&self, item: TaggedData<T>) -> std::result::Result<(), SendError<TaggedData<T>>> {
-        let client = match self.ensure_client(&item.tag) {
+        let (client, created) = match self.ensure_client(&item.tag) {
             Ok(c) => c,
             Err(e) => return Err(SendError::new(e, Some(item))),
         };
-
         let tag = item.tag;
-        client
-            .send(item.data)
-            .map_err(|e| e.map_item(|data| TaggedData::new(tag, data)))
+        // The item that created the path's client is held for its first attempt even when
+        // that attempt already failed (a refused port fails at once): accepted, then reported
+        // as undelivered, never refused for coming a moment too late.
+        let sent = if created {
+            client.send_held(item.data)
+        } else {
+            client.send(item.data)
+        };
+        sent.map_err(|e| e.map_item(|data| TaggedData::new(tag, data)))
     }
 
     fn complete(&self, n: Notification<TaggedData<T>>) {
@@ -207,12 +212,13 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
 }
 
 impl<T: Clone + Send + 'static> Inner<T> {
-    fn ensure_client(&self, path: &str) -> Result<Arc<RxWSClient<T>>> {
+    /// The path's client, and whether this call created it.
+    fn ensure_client(&self, path: &str) -> Result<(Arc<RxWSClient<T>>, bool)> {
         if self.core.threads.is_stopping() || self.core.inbound.is_terminated() {
             return Err(self.core.closed());
         }
         if let Some(c) = self.clients.lock().get(path) {
-            return Ok(c.clone());
+            return Ok((c.clone(), false));
         }
         // The datatype chooser is user code: it runs before the lock, never under it, so it
         // may call back into the group.
@@ -225,7 +231,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             return Err(self.core.closed());
         }
         if let Some(c) = clients.get(path) {
-            return Ok(c.clone());
+            return Ok((c.clone(), false));
         }
         let cfg = self
             .cfg
@@ -245,7 +251,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
         let client = Arc::new(client);
         clients.insert(path.to_owned(), client.clone());
         log::info!(component = &*self.core.name, path; "{}", event::GROUP_PATH_OPENED);
-        Ok(client)
+        Ok((client, true))
     }
 
     fn children(&self) -> Vec<Arc<RxWSClient<T>>> {

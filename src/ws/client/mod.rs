@@ -311,6 +311,11 @@ impl<T: Clone + Send + 'static> RxWSClient<T> {
         self.inner.hold_first.store(true, Ordering::Release);
     }
 
+    /// Sends the item that created this client (see [`Inner::send_held`]).
+    pub(crate) fn send_held(&self, item: T) -> std::result::Result<(), SendError<T>> {
+        self.inner.send_held(item)
+    }
+
     /// Counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.core.stats.snapshot()
@@ -337,12 +342,91 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
     }
 
     fn send(&self, item: T) -> std::result::Result<(), SendError<T>> {
+        self.send_with(item, false)
+    }
+
+    fn complete(&self, n: Notification<T>) {
+        // Buffered items waiting for a first (or next) connection: give it a bounded chance.
+        if self.cfg.buffer_while_disconnected
+            && !self.queue.is_empty()
+            && !self.connected.load(Ordering::Acquire)
+            && !self.core.threads.on_own_thread()
+            && !self.stopping()
+        {
+            self.wait_connected(self.cfg.handshake_timeout);
+        }
+        if self.completing.swap(true, Ordering::AcqRel) || self.core.threads.is_stopping() {
+            self.dispose();
+            return;
+        }
+        log::info!(component = &*self.core.name; "{}", event::COMPLETING);
+        let (code, reason) = self.close_with.lock().take().unwrap_or(match n {
+            Notification::Error(_) => (u16::from(CloseCode::Error), String::new()),
+            _ => (u16::from(CloseCode::Normal), String::new()),
+        });
+        let current = self.current.lock().clone();
+        // Wake a retry wait: completion ends the reconnect loop.
+        self.wake_tx.lock().take();
+        if let Some(c) = current {
+            c.close(Some(CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            }));
+            if !self.core.threads.on_own_thread() {
+                let deadline =
+                    Instant::now() + self.cfg.close_timeout * 2 + Duration::from_millis(200);
+                let _ended_or_timed_out = self.ended_rx.recv_deadline(deadline);
+            }
+        }
+        // What is still queued could not be delivered within the bound: say how much.
+        let left = self.queue.len();
+        if left > 0 {
+            log::warn!(component = &*self.core.name, path = &*self.path, count = left; "{}", event::COMPLETED_UNDELIVERED);
+            self.core.report(Error::Undelivered {
+                ctx: Context::new(&self.core.name, None),
+                count: left,
+            });
+        }
+        self.core.terminate(n);
+        self.dispose();
+    }
+
+    fn dispose(&self) {
+        if !self.core.begin_dispose() {
+            return;
+        }
+        self.state.abort();
+        self.wake_tx.lock().take();
+        self.queue.close();
+        // The server sees 1001 (going away) where the socket takes it at once, not 1006.
+        if let Some(c) = self.current.lock().clone() {
+            c.going_away();
+        }
+        if let Some(s) = self.handshaking.lock().take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.core.threads.join_all();
+        self.drop_queued("disposed");
+        self.core.terminate(Notification::Completed);
+        self.close_state();
+    }
+}
+
+impl<T: Clone + Send + 'static> Inner<T> {
+    /// Sends an item that created this client (a group's first item for a path): held for
+    /// the first attempt even when that attempt has already failed, then reported with
+    /// the other held items.
+    pub(crate) fn send_held(&self, item: T) -> std::result::Result<(), SendError<T>> {
+        self.send_with(item, true)
+    }
+
+    fn send_with(&self, item: T, first: bool) -> std::result::Result<(), SendError<T>> {
         if self.core.threads.is_stopping() || self.completing.load(Ordering::Acquire) {
             self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::new(self.core.closed(), Some(item)));
         }
         let held = !self.connected.load(Ordering::Acquire) && !self.cfg.buffer_while_disconnected;
-        if held && !self.hold_first.load(Ordering::Acquire) {
+        if held && !first && !self.hold_first.load(Ordering::Acquire) {
             self.core.stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::debug!(component = &*self.core.name, path = &*self.path, reason = "not connected", count = 1; "{}", event::MESSAGE_DROPPED);
             let err = Error::NotConnected {
@@ -416,74 +500,6 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
         })
     }
 
-    fn complete(&self, n: Notification<T>) {
-        // Buffered items waiting for a first (or next) connection: give it a bounded chance.
-        if self.cfg.buffer_while_disconnected
-            && !self.queue.is_empty()
-            && !self.connected.load(Ordering::Acquire)
-            && !self.core.threads.on_own_thread()
-            && !self.stopping()
-        {
-            self.wait_connected(self.cfg.handshake_timeout);
-        }
-        if self.completing.swap(true, Ordering::AcqRel) || self.core.threads.is_stopping() {
-            self.dispose();
-            return;
-        }
-        log::info!(component = &*self.core.name; "{}", event::COMPLETING);
-        let (code, reason) = self.close_with.lock().take().unwrap_or(match n {
-            Notification::Error(_) => (u16::from(CloseCode::Error), String::new()),
-            _ => (u16::from(CloseCode::Normal), String::new()),
-        });
-        let current = self.current.lock().clone();
-        // Wake a retry wait: completion ends the reconnect loop.
-        self.wake_tx.lock().take();
-        if let Some(c) = current {
-            c.close(Some(CloseFrame {
-                code: code.into(),
-                reason: reason.into(),
-            }));
-            if !self.core.threads.on_own_thread() {
-                let deadline =
-                    Instant::now() + self.cfg.close_timeout * 2 + Duration::from_millis(200);
-                let _ended_or_timed_out = self.ended_rx.recv_deadline(deadline);
-            }
-        }
-        // What is still queued could not be delivered within the bound: say how much.
-        let left = self.queue.len();
-        if left > 0 {
-            log::warn!(component = &*self.core.name, path = &*self.path, count = left; "{}", event::COMPLETED_UNDELIVERED);
-            self.core.report(Error::Undelivered {
-                ctx: Context::new(&self.core.name, None),
-                count: left,
-            });
-        }
-        self.core.terminate(n);
-        self.dispose();
-    }
-
-    fn dispose(&self) {
-        if !self.core.begin_dispose() {
-            return;
-        }
-        self.state.abort();
-        self.wake_tx.lock().take();
-        self.queue.close();
-        // The server sees 1001 (going away) where the socket takes it at once, not 1006.
-        if let Some(c) = self.current.lock().clone() {
-            c.going_away();
-        }
-        if let Some(s) = self.handshaking.lock().take() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        self.core.threads.join_all();
-        self.drop_queued("disposed");
-        self.core.terminate(Notification::Completed);
-        self.close_state();
-    }
-}
-
-impl<T: Clone + Send + 'static> Inner<T> {
     /// Emits a state when it changes (and logs it).
     fn set_state(&self, s: ConnectionState) {
         // Only real changes: a retry loop does not emit `Reconnecting` once per attempt.
