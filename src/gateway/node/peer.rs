@@ -477,7 +477,7 @@ impl Peer {
                 return Sent::NotConnected;
             };
             drop(st);
-            return match h.send(msg) {
+            return match h.send_own(msg) {
                 Ok(()) => Sent::Ok,
                 Err(Refused::Overflow) => Sent::Overflow { disconnect: false },
                 Err(Refused::Closed) => Sent::NotConnected,
@@ -543,7 +543,7 @@ impl Peer {
                 // Not written now (its queue is full, or the transport just ended): the frame
                 // is in the resend buffer, and a gap is never left behind it, so the transport
                 // is cut and the resume replays it.
-                if h.send(Message::Binary(data)) == Err(Refused::Overflow) {
+                if h.send_own(Message::Binary(data)) == Err(Refused::Overflow) {
                     h.cut_for("resumable link: write queue full");
                 }
             }

@@ -91,7 +91,17 @@ impl ConnHandle {
     /// [`try_direct`](Self::try_direct)), otherwise queued by the outbound policy. `Err` when
     /// it was dropped.
     pub(crate) fn send(&self, msg: Message) -> std::result::Result<(), Refused> {
-        match self.try_direct(msg) {
+        match self.try_direct(msg, false) {
+            None => Ok(()),
+            Some(msg) => self.enqueue(msg),
+        }
+    }
+
+    /// [`send`](Self::send) for the thread that feeds this connection (a gateway peer's
+    /// sender): in a burst it also writes full batches and the queued backlog itself (see
+    /// [`try_direct`](Self::try_direct) with `own`).
+    pub(crate) fn send_own(&self, msg: Message) -> std::result::Result<(), Refused> {
+        match self.try_direct(msg, true) {
             None => Ok(()),
             Some(msg) => self.enqueue(msg),
         }
@@ -104,15 +114,25 @@ impl ConnHandle {
     /// writer thread rather than paying a syscall per message. Returns the message when it must
     /// be queued.
     ///
+    /// With `own` (the caller is the one thread feeding this connection: a client's sender, a
+    /// gateway peer's), a burst is sent from the caller's thread: a full batch is written here
+    /// when the socket takes it, and a backlog the writer thread has not drained yet is moved
+    /// into the socket before `msg`. Without it (a server's fan-out or a reply from a reader
+    /// thread, which must not take on one connection's writing), a backlog or a full batch
+    /// queues the message for the writer thread.
+    ///
     /// Ordering holds because messages leave the queue only under the same lock: with the lock
     /// held and the queue empty, everything sent before has been encoded.
-    pub(crate) fn try_direct(&self, msg: Message) -> Option<Message> {
+    pub(crate) fn try_direct(&self, msg: Message, own: bool) -> Option<Message> {
         if !cfg!(any(target_os = "linux", target_os = "android"))
             || self.ended.load(Ordering::Acquire)
         {
             return Some(msg);
         }
         let backlog = self.queue().is_some_and(|q| !q.is_empty());
+        if backlog && !own {
+            return Some(msg);
+        }
         let Some(mut w) = self.wr.try_lock() else {
             return Some(msg);
         };
@@ -151,6 +171,9 @@ impl ConnHandle {
             // In a burst: frame it behind what waits in the buffer and let the writer thread
             // send the lot with one syscall (woken once per batch, not per message).
             if w.out.0.len() >= MAX_BATCH_BYTES {
+                if !own {
+                    return Some(msg);
+                }
                 // A full batch: send it from this thread when the socket takes it now, rather
                 // than hand the burst to the writer thread (a third busy thread, and every
                 // message through the queue while it holds the lock).
