@@ -387,29 +387,11 @@ fn a_redis_restart_never_stops_local_delivery_and_every_loss_is_counted() {
     b.dispose();
 }
 
-/// Threads of this process whose name starts with `rxws` (every thread the crate starts).
-fn rxws_threads() -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter(|e| {
-            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let state = stat[stat.rfind(')').map_or(0, |i| i + 1)..]
-                .split_whitespace()
-                .next();
-            // A joined thread may linger in /proc as a zombie ("Z") or dead ("X") task.
-            comm.starts_with("rxws") && !matches!(state, Some("Z" | "X"))
-        })
-        .count()
-}
-
 #[test]
 fn dispose_joins_the_broker_threads_over_100_cycles() {
     let _one = serial();
     let redis = RedisServer::start();
-    let base = rxws_threads();
+    let base = support::live_threads_named("rxws");
     let mut names: HashMap<String, usize> = HashMap::new();
     for i in 0..100 {
         let br = broker(&redis, 64);
@@ -422,7 +404,7 @@ fn dispose_joins_the_broker_threads_over_100_cycles() {
         assert_eq!(br.thread_count(), 0, "cycle {i}");
         assert_eq!(br.connection_state(), ConnectionState::Closed, "cycle {i}");
         assert_eq!(
-            rxws_threads(),
+            support::live_threads_named("rxws"),
             base,
             "cycle {i}: {}",
             support::thread_report()
