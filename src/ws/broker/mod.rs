@@ -24,7 +24,7 @@
 //!     WSConfig::default().broker(broker.clone()),
 //! )?;
 //! // Reaches the /chat clients of this instance and of every other one on the same Redis.
-//! server.on_next(rxplus::ws::TaggedData::to_path("/chat", "hello".to_string()));
+//! server.on_next(rxplus::ws::TaggedData::new("/chat", "hello".to_string()));
 //! server.dispose(); // joins the broker's threads too
 //! # }
 //! # Ok::<(), rxplus::Error>(())
