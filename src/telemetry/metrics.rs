@@ -417,52 +417,50 @@ fn build_instruments(meter: &Meter, gen: u64) {
 /// counts publications in `messages_out`, receptions in `messages_in`, lost messages in `gaps`
 /// and its Redis connections in `connections_opened` / `connections_closed`.
 fn build_broker_instruments(meter: &Meter, gen: u64) {
-    let broker = Some(Kind::Broker);
-    counter(
-        meter,
-        gen,
-        metric::BROKER_PUBLISHED,
-        "{message}",
-        "Path messages the broker published for other instances",
-        broker,
-        |s| load(&s.messages_out),
-    );
-    counter(
-        meter,
-        gen,
-        metric::BROKER_RECEIVED,
-        "{message}",
-        "Path messages of other instances received through the broker",
-        broker,
-        |s| load(&s.messages_in),
-    );
-    counter(
-        meter,
-        gen,
-        metric::BROKER_DROPPED,
-        "{message}",
-        "Path messages not published (broker down, queue full, publish failed)",
-        broker,
-        |s| load(&s.dropped),
-    );
-    counter(
-        meter,
-        gen,
-        metric::BROKER_LOST,
-        "{message}",
-        "Messages of other instances that never arrived (sequence numbers skipped)",
-        broker,
-        |s| load(&s.gaps),
-    );
-    counter(
-        meter,
-        gen,
-        metric::BROKER_DECODE_ERRORS,
-        "{error}",
-        "Broker envelopes that could not be read",
-        broker,
-        |s| load(&s.decode_errors),
-    );
+    type Read = fn(&Stats) -> u64;
+    let counters: [(&'static str, &'static str, &'static str, Read); 5] = [
+        (
+            metric::BROKER_PUBLISHED,
+            "{message}",
+            "Path messages the broker published for other instances",
+            |s| load(&s.messages_out),
+        ),
+        (
+            metric::BROKER_RECEIVED,
+            "{message}",
+            "Path messages of other instances received through the broker",
+            |s| load(&s.messages_in),
+        ),
+        (
+            metric::BROKER_DROPPED,
+            "{message}",
+            "Path messages not published (broker down, queue full, publish failed)",
+            |s| load(&s.dropped),
+        ),
+        (
+            metric::BROKER_LOST,
+            "{message}",
+            "Messages of other instances that never arrived (sequence numbers skipped)",
+            |s| load(&s.gaps),
+        ),
+        (
+            metric::BROKER_DECODE_ERRORS,
+            "{error}",
+            "Broker envelopes that could not be read",
+            |s| load(&s.decode_errors),
+        ),
+    ];
+    for (name, unit, description, read) in counters {
+        counter(
+            meter,
+            gen,
+            name,
+            unit,
+            description,
+            Some(Kind::Broker),
+            read,
+        );
+    }
     meter
         .i64_observable_up_down_counter(metric::BROKER_CONNECTIONS)
         .with_unit("{connection}")

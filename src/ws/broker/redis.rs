@@ -22,7 +22,7 @@ use crate::error::{Context, Error, Result};
 use crate::reactive::{Notification, Subject, Subscription};
 use crate::stats::Stats;
 use crate::telemetry::{self, event, Kind, Tracked};
-use crate::threads::Threads;
+use crate::threads::{wait_for_state, Threads};
 use crate::ws::{ConnectionState, RetryPolicy};
 
 /// Where and how a [`RedisBroker`] talks to Redis. Public fields with defaults and chained
@@ -342,16 +342,15 @@ impl RedisBroker {
 
     /// Counters now.
     pub fn stats(&self) -> BrokerStats {
-        let s = &self.inner.stats;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = self.inner.stats.snapshot();
         BrokerStats {
-            published: g(&s.messages_out),
-            received: g(&s.messages_in),
-            dropped: g(&s.dropped),
-            lost: g(&s.gaps),
-            decode_errors: g(&s.decode_errors),
-            connect_attempts: g(&s.connect_attempts),
-            connections: g(&s.connections_opened),
+            published: s.messages_out,
+            received: s.messages_in,
+            dropped: s.dropped,
+            lost: self.inner.stats.gaps.load(Ordering::Relaxed),
+            decode_errors: s.decode_errors,
+            connect_attempts: s.connect_attempts,
+            connections: s.connections_opened,
         }
     }
 
@@ -388,23 +387,16 @@ impl RedisBroker {
 
     /// Waits until both connections are up; false at the timeout or once `Closed`.
     pub fn wait_connected(&self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut guard = self.inner.state_lock.lock();
-        loop {
-            match self.connection_state() {
-                ConnectionState::Connected => return true,
-                ConnectionState::Closed => return false,
-                _ => {}
-            }
-            if self
-                .inner
-                .state_changed
-                .wait_until(&mut guard, deadline)
-                .timed_out()
-            {
-                return self.connection_state() == ConnectionState::Connected;
-            }
-        }
+        wait_for_state(
+            &self.inner.state_lock,
+            &self.inner.state_changed,
+            timeout,
+            || match self.connection_state() {
+                ConnectionState::Connected => Some(true),
+                ConnectionState::Closed => Some(false),
+                _ => None,
+            },
+        )
     }
 
     /// Threads the broker runs now (0 before start and after stop, 2 while running).
