@@ -488,3 +488,47 @@ fn bad_broker_configs_are_errors_and_one_broker_serves_one_server() {
     first.dispose();
     assert_eq!(br.thread_count(), 0);
 }
+
+#[test]
+fn dispose_is_bounded_while_a_remote_delivery_waits_on_a_peer_that_stopped_reading() {
+    let _one = serial();
+    let redis = RedisServer::start();
+    let (ba, bb) = (broker(&redis, 4096), broker(&redis, 4096));
+    let a = server::<Vec<u8>>(&ba, Binary);
+    // B blocks its broadcasters on a full connection (queue of 1): its subscriber thread
+    // waits there once B's peer stops reading.
+    let b = RxWSServer::<Vec<u8>>::bind_with_config(
+        "127.0.0.1:0",
+        Binary,
+        WSConfig::default()
+            .no_heartbeat()
+            .outbound(1, OverflowStrategy::Block)
+            .broker(bb.clone()),
+    )
+    .unwrap();
+    assert!(bb.wait_connected(WAIT));
+    // A peer on B that completes its handshake and never reads again.
+    let sock = std::net::TcpStream::connect(b.local_addr()).unwrap();
+    let url = format!("ws://{}/blob", b.local_addr());
+    let (_ws, _) = rxplus::tungstenite::client(url.as_str(), sock).unwrap();
+    assert!(wait_until(WAIT, || b.connections("/blob").len() == 1));
+    // 32 MiB through Redis: far more than the socket buffers hold.
+    let blob = vec![7u8; 256 << 10];
+    for _ in 0..128 {
+        a.send(TaggedData::new("/blob", blob.clone())).unwrap();
+    }
+    assert!(
+        wait_until(WAIT, || bb.stats().received >= 5),
+        "deliveries under way: {:?}",
+        bb.stats()
+    );
+    let t = std::time::Instant::now();
+    b.dispose();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "dispose took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(bb.thread_count(), 0);
+    a.dispose();
+}

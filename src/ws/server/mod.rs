@@ -477,10 +477,6 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
             return;
         }
         self.events.abort();
-        // First: no remote message arrives once the connections start closing.
-        if let Some(broker) = &self.broker {
-            broker.stop();
-        }
         self.wake_accept();
         self.handshakes.abort_all();
         // Emptied at once, so each ending connection finds nothing to unregister (one by one,
@@ -495,6 +491,11 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
             c.going_away();
         }
         drop(conns);
+        // After the registry is emptied (a remote message finds no connection) and the
+        // connections are aborted (a delivery waiting on a full `block` queue is released).
+        if let Some(broker) = &self.broker {
+            broker.stop();
+        }
         self.core.threads.join_all();
         self.core.terminate(Notification::Completed);
         self.events.terminate(Notification::Completed);
