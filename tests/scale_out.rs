@@ -532,3 +532,41 @@ fn dispose_is_bounded_while_a_remote_delivery_waits_on_a_peer_that_stopped_readi
     assert_eq!(bb.thread_count(), 0);
     a.dispose();
 }
+
+#[test]
+fn out_of_retries_the_broker_closes_and_the_server_serves_locally() {
+    let _one = serial();
+    let mut redis = RedisServer::start();
+    let retry = RetryPolicy::default()
+        .initial_delay(Duration::from_millis(10))
+        .max_delay(Duration::from_millis(20))
+        .max_retries(Some(3));
+    let br = RedisBroker::new(
+        RedisConfig::new(&redis.url())
+            .unwrap()
+            .retry(retry)
+            .poll_interval(Duration::from_millis(20)),
+    )
+    .unwrap();
+    let errors: Arc<Mutex<Vec<Error>>> = Arc::default();
+    let e = errors.clone();
+    br.subscribe_errors(move |err| e.lock().push(err));
+    let s = server::<String>(&br, Text);
+    let (_c, got) = client::<String, _>(&s, "/chat", Text);
+    redis.stop();
+    // Both connections end for good: the subscriber gives up, and the publisher with it.
+    assert!(wait_until(WAIT, || br.connection_state() == ConnectionState::Closed));
+    assert!(wait_until(WAIT, || br.thread_count() == 0));
+    assert!(errors
+        .lock()
+        .iter()
+        .any(|e| matches!(e, Error::RetriesExhausted { attempts: 4, .. })));
+    let before = br.stats().dropped;
+    for i in 0..5 {
+        s.send(TaggedData::new("/chat", format!("m-{i}"))).unwrap();
+    }
+    assert!(wait_until(WAIT, || got.lock().len() == 5), "local delivery");
+    assert_eq!(br.stats().dropped, before + 5);
+    assert_eq!(br.stats().published, 0);
+    s.dispose();
+}

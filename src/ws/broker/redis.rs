@@ -270,6 +270,8 @@ struct Inner {
     ever_up: AtomicBool,
     /// Retries exhausted or stopped: the state is `Closed`.
     closed: AtomicBool,
+    /// `stop` has accounted for what was left in the queue.
+    stopped: AtomicBool,
     /// Only one thread emits states at a time (see `refresh_state`).
     emitting: AtomicBool,
     dirty: AtomicBool,
@@ -319,6 +321,7 @@ impl RedisBroker {
                 sub_up: AtomicBool::new(false),
                 ever_up: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
                 emitting: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
                 outage_drops: AtomicU64::new(0),
@@ -463,7 +466,7 @@ impl Broker for RedisBroker {
         if !matches!(message, Message::Text(_) | Message::Binary(_)) {
             return Err(inner.error("only text and binary messages cross instances", None));
         }
-        if !inner.pub_up.load(Ordering::Acquire) {
+        if inner.closed.load(Ordering::Acquire) || !inner.pub_up.load(Ordering::Acquire) {
             inner.drop_one(path, "broker down");
             return Err(inner.error("not connected to Redis: message dropped", None));
         }
@@ -489,9 +492,9 @@ impl Broker for RedisBroker {
         let threads = inner.threads.lock().clone();
         inner.closed.store(true, Ordering::Release);
         if let Some(t) = threads {
-            let first = t.begin_stop();
+            t.begin_stop();
             t.join_all();
-            if first {
+            if !inner.stopped.swap(true, Ordering::AcqRel) {
                 let left = inner.queue_rx.try_iter().count() as u64;
                 inner.stats.dropped.fetch_add(left, Ordering::Relaxed);
                 inner.pub_up.store(false, Ordering::Release);
@@ -621,8 +624,7 @@ impl Inner {
                     attempts: failures,
                     source: Box::new(e),
                 });
-                self.closed.store(true, Ordering::Release);
-                self.refresh_state();
+                self.give_up();
                 return None;
             }
             let delay = self.cfg.retry.delay(failures - 1);
@@ -636,6 +638,18 @@ impl Inner {
                 return None;
             }
         }
+    }
+
+    /// Out of retries: both threads end (the other one too, whatever it is doing), nothing is
+    /// published any more, and the state is `Closed`. The server delivers locally only.
+    fn give_up(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.pub_up.store(false, Ordering::SeqCst);
+        self.sub_up.store(false, Ordering::SeqCst);
+        if let Some(t) = self.threads.lock().clone() {
+            t.begin_stop();
+        }
+        self.refresh_state();
     }
 
     /// `rxws-broker-pub`: the queue to Redis, in pipelined batches, in order.
