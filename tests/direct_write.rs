@@ -56,6 +56,33 @@ fn client_sends_keep_order_across_direct_and_queued_writes() {
     }
 }
 
+/// One long burst: the sender frames into the buffer, sends full batches itself and takes
+/// back what the writer thread queued meanwhile; every message arrives once, in order.
+#[test]
+fn a_long_burst_keeps_order_whichever_thread_writes() {
+    for _ in 0..3 {
+        let (server, got) = collecting_server(0);
+        let port = server.local_addr().port();
+        let client = RxWSClient::<String>::with_config(local(port, "/"), Text, quiet()).unwrap();
+        assert!(client.wait_connected(WAIT));
+        let n = 100_000;
+        for i in 0..n {
+            client.on_next(i.to_string());
+        }
+        assert!(
+            wait_until(WAIT, || got.lock().len() >= n),
+            "{}",
+            got.lock().len()
+        );
+        assert_in_sequence(&got.lock(), n);
+        let stats = client.stats();
+        assert_eq!(stats.messages_out, n as u64);
+        assert_eq!(stats.dropped, 0);
+        client.dispose();
+        server.dispose();
+    }
+}
+
 #[test]
 fn server_replies_from_the_reader_thread_keep_order() {
     // Every reply is sent from the server's reader thread (a subscriber); the client paces

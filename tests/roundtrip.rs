@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rxplus::ws::{
-    Binary, ConnectionEventKind, Datatype, Datatypes, Json, Raw, RxWSClient, RxWSServer,
-    TaggedData, Text, WSMessage,
+    Binary, Bytes, ConnectionEventKind, Datatype, Datatypes, Json, Raw, RxWSClient, RxWSServer,
+    TaggedData, Text, Utf8Bytes, WSMessage,
 };
 use rxplus::{Error, Notification};
 use support::*;
@@ -47,6 +47,64 @@ fn server_client_roundtrip_bytes() {
     let payload: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
     client.on_next(payload.clone());
     assert_eq!(next(&rx), payload);
+}
+
+#[test]
+fn shared_buffer_items_cross_a_real_socket_both_ways() {
+    // Text as `Utf8Bytes`: echoed by a server whose items are `Utf8Bytes` too; a broadcast
+    // clone reaches every connection on the path.
+    let server = echo_server::<Utf8Bytes>(Text);
+    let port = server.local_addr().port();
+    let clients: Vec<_> = (0..3)
+        .map(|_| RxWSClient::<Utf8Bytes>::with_config(local(port, "/t"), Text, quiet()).unwrap())
+        .collect();
+    let rxs: Vec<_> = clients.iter().map(|c| c.stream()).collect();
+    assert!(wait_until(WAIT, || server.connections("/t").len() == 3));
+    for (i, c) in clients.iter().enumerate() {
+        c.on_next(Utf8Bytes::from(format!("héllo {i}")));
+        assert_eq!(next(&rxs[i]).as_str(), format!("héllo {i}"));
+    }
+    server.on_next(TaggedData::new("/t", Utf8Bytes::from_static("to all")));
+    for rx in &rxs {
+        assert_eq!(next(rx).as_str(), "to all");
+    }
+
+    // Binary as `Bytes`, 100 kB; a text frame is a decode error, counted, and the next
+    // message still arrives.
+    let server = RxWSServer::<Bytes>::bind_with_config(any_port(), Binary, quiet()).unwrap();
+    let srx = server.stream();
+    let port = server.local_addr().port();
+    let raw = RxWSClient::<WSMessage>::with_config(local(port, "/b"), Raw, quiet()).unwrap();
+    let b = RxWSClient::<Bytes>::with_config(local(port, "/b"), Binary, quiet()).unwrap();
+    let brx = b.stream();
+    assert!(raw.wait_connected(WAIT) && b.wait_connected(WAIT));
+    raw.on_next(WSMessage::Text("not bytes".into()));
+    let payload: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    raw.on_next(WSMessage::Binary(payload.clone()));
+    let got = next(&srx);
+    assert_eq!(&got.data[..], &payload[..]);
+    assert_eq!(server.stats().decode_errors, 1);
+    // Sent back to the `Bytes` client on its own connection: the received buffer, unchanged.
+    assert!(wait_until(WAIT, || server.connections("/b").len() == 2));
+    let bid = server
+        .connections("/b")
+        .into_iter()
+        .find(|id| Some(*id) != got.conn)
+        .unwrap();
+    server.on_next(TaggedData::to_conn("/b", bid, got.data.clone()));
+    assert_eq!(&next(&brx)[..], &payload[..]);
+
+    // A binary frame that is not UTF-8, to a `Utf8Bytes` server: a decode error, no item.
+    let server = RxWSServer::<Utf8Bytes>::bind_with_config(any_port(), Text, quiet()).unwrap();
+    let srx = server.stream();
+    let raw =
+        RxWSClient::<WSMessage>::with_config(local(server.local_addr().port(), "/"), Raw, quiet())
+            .unwrap();
+    assert!(raw.wait_connected(WAIT));
+    raw.on_next(WSMessage::Binary(vec![0xff, 0xfe]));
+    raw.on_next(WSMessage::Binary(b"valid".to_vec()));
+    assert_eq!(next(&srx).data.as_str(), "valid");
+    assert_eq!(server.stats().decode_errors, 1);
 }
 
 #[test]

@@ -28,8 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
-use parking_lot::{Mutex, ReentrantMutex, RwLock};
+use parking_lot::{Mutex, ReentrantMutex};
 
 use crate::error::Error;
 
@@ -266,7 +267,10 @@ const GATE_RECHECK: Duration = Duration::from_millis(20);
 /// current value (for connection-state streams).
 pub(crate) struct Subject<T> {
     name: String,
-    subs: RwLock<Arc<Vec<Arc<Entry<T>>>>>,
+    // The subscriber set, swapped whole on subscribe and unsubscribe: an emission reads it
+    // without a lock, a reference count or an allocation. `subs_write` orders the writers.
+    subs: ArcSwap<Vec<Arc<Entry<T>>>>,
+    subs_write: Mutex<()>,
     terminal: Mutex<Option<Notification<T>>>,
     terminated: AtomicBool,
     next_id: AtomicU64,
@@ -300,7 +304,8 @@ impl<T: Clone + Send + 'static> Subject<T> {
         let (abort_tx, abort_rx) = bounded(0);
         Subject {
             name,
-            subs: RwLock::new(Arc::new(Vec::new())),
+            subs: ArcSwap::from_pointee(Vec::new()),
+            subs_write: Mutex::new(()),
             terminal: Mutex::new(None),
             terminated: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -340,11 +345,12 @@ impl<T: Clone + Send + 'static> Subject<T> {
                 self.deliver(&entry, t, 0, Some(Instant::now() + TERMINAL_SEND_WAIT));
                 return Subscription::inert();
             }
-            let mut subs = self.subs.write();
+            let _w = self.subs_write.lock();
+            let subs = self.subs.load();
             let mut v = Vec::with_capacity(subs.len() + 1);
             v.extend(subs.iter().cloned());
             v.push(entry.clone());
-            *subs = Arc::new(v);
+            self.subs.store(Arc::new(v));
         }
         if let Some(cur) = &self.current {
             let (version, value) = cur.lock().clone();
@@ -379,7 +385,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
             return;
         }
         let version = self.set_current(&item);
-        let subs = self.subs.read().clone();
+        let subs = self.subs.load();
         if let Some((last, rest)) = subs.split_last() {
             for e in rest {
                 self.deliver(e, Notification::Next(item.clone()), version, None);
@@ -396,7 +402,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
             return;
         }
         let version = self.set_current(&item);
-        let subs = self.subs.read().clone();
+        let subs = self.subs.load();
         for e in subs.iter() {
             self.deliver(e, Notification::Next(item.clone()), version, Some(deadline));
         }
@@ -439,7 +445,10 @@ impl<T: Clone + Send + 'static> Subject<T> {
             *t = Some(n.clone());
             self.terminated.store(true, Ordering::Release);
         }
-        let subs = std::mem::take(&mut *self.subs.write());
+        let subs = {
+            let _w = self.subs_write.lock();
+            self.subs.swap(Arc::new(Vec::new()))
+        };
         let deadline = Some(Instant::now() + TERMINAL_SEND_WAIT);
         let last = last.map(|item| {
             let version = self.set_current(&item);
@@ -541,10 +550,11 @@ impl<T: Clone + Send + 'static> Subject<T> {
 
 impl<T: Send + 'static> Unsubscribe for Subject<T> {
     fn remove(&self, id: u64) {
-        let mut subs = self.subs.write();
+        let _w = self.subs_write.lock();
+        let subs = self.subs.load();
         if subs.iter().any(|e| e.id == id) {
             let v: Vec<_> = subs.iter().filter(|e| e.id != id).cloned().collect();
-            *subs = Arc::new(v);
+            self.subs.store(Arc::new(v));
         }
     }
     fn aborted(&self) -> bool {

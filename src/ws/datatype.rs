@@ -2,8 +2,8 @@
 //!
 //! | datatype | item types | sends | accepts |
 //! |---|---|---|---|
-//! | [`Text`] | `String`, [`WSMessage`] (text only) | text frames | text; binary if valid UTF-8 |
-//! | [`Binary`] | `Vec<u8>`, [`WSMessage`] (binary only) | binary frames | binary; text is a decode error |
+//! | [`Text`] | `String`, [`Utf8Bytes`], [`WSMessage`] (text only) | text frames | text; binary if valid UTF-8 |
+//! | [`Binary`] | `Vec<u8>`, [`Bytes`], [`WSMessage`] (binary only) | binary frames | binary; text is a decode error |
 //! | [`Json`] | any `Serialize + DeserializeOwned` | text frames of JSON | text or binary JSON |
 //! | [`Raw`] | [`WSMessage`] | the item's own kind | both kinds, kind preserved |
 //! | `Pickle`, `PickleValue` | serde types; dynamic Python values | binary Python pickle | binary pickle (feature `pickle`, `rxplus::ws::pickle`) |
@@ -11,6 +11,20 @@
 //! A frame that fails to decode is logged and counted and the connection keeps going; an item
 //! a datatype cannot encode (for example a binary [`WSMessage`] given to [`Text`]) is an error
 //! notification, never a panic.
+//!
+//! [`Utf8Bytes`] and [`Bytes`] items are the zero-copy choice: a received message reaches the
+//! subscriber in the buffer tungstenite read it into (no allocation, no copy), and cloning one
+//! for several subscribers or connections is a reference count. `String` and `Vec<u8>` items
+//! cost one allocation and copy per received message.
+//!
+//! ```
+//! use rxplus::ws::{Bytes, Datatype, Text, Utf8Bytes, Binary};
+//!
+//! let m = Datatype::<Utf8Bytes>::encode(&Text, Utf8Bytes::from_static("hi")).unwrap();
+//! assert_eq!(Datatype::<Utf8Bytes>::decode(&Text, m).unwrap(), "hi");
+//! let m = Datatype::<Bytes>::encode(&Binary, Bytes::from_static(b"\x01\x02")).unwrap();
+//! assert_eq!(&Datatype::<Bytes>::decode(&Binary, m).unwrap()[..], &[1, 2]);
+//! ```
 //!
 //! ```
 //! use rxplus::ws::{Datatype, Json, Text, WSMessage};
@@ -29,7 +43,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tungstenite::Message;
+use tungstenite::{Bytes, Message, Utf8Bytes};
 
 use crate::error::CodecError;
 
@@ -128,6 +142,23 @@ impl Datatype<String> for Text {
     }
 }
 
+impl Datatype<Utf8Bytes> for Text {
+    fn name(&self) -> &'static str {
+        "text"
+    }
+    fn encode(&self, item: Utf8Bytes) -> Result<Message, CodecError> {
+        Ok(Message::Text(item))
+    }
+    fn decode(&self, msg: Message) -> Result<Utf8Bytes, CodecError> {
+        match msg {
+            Message::Text(s) => Ok(s),
+            Message::Binary(b) => Utf8Bytes::try_from(b)
+                .map_err(|e| CodecError::context("binary frame is not valid UTF-8", e)),
+            other => Err(not_data(&other)),
+        }
+    }
+}
+
 impl Datatype<WSMessage> for Text {
     fn name(&self) -> &'static str {
         "text"
@@ -155,6 +186,22 @@ impl Datatype<Vec<u8>> for Binary {
     fn decode(&self, msg: Message) -> Result<Vec<u8>, CodecError> {
         match msg {
             Message::Binary(b) => Ok(b.into()),
+            Message::Text(_) => Err(CodecError::msg("Binary datatype received a text frame")),
+            other => Err(not_data(&other)),
+        }
+    }
+}
+
+impl Datatype<Bytes> for Binary {
+    fn name(&self) -> &'static str {
+        "bytes"
+    }
+    fn encode(&self, item: Bytes) -> Result<Message, CodecError> {
+        Ok(Message::Binary(item))
+    }
+    fn decode(&self, msg: Message) -> Result<Bytes, CodecError> {
+        match msg {
+            Message::Binary(b) => Ok(b),
             Message::Text(_) => Err(CodecError::msg("Binary datatype received a text frame")),
             other => Err(not_data(&other)),
         }
@@ -287,6 +334,16 @@ impl From<Text> for Datatypes<String> {
         Datatypes::same(d)
     }
 }
+impl From<Text> for Datatypes<Utf8Bytes> {
+    fn from(d: Text) -> Self {
+        Datatypes::same(d)
+    }
+}
+impl From<Binary> for Datatypes<Bytes> {
+    fn from(d: Binary) -> Self {
+        Datatypes::same(d)
+    }
+}
 impl From<Text> for Datatypes<WSMessage> {
     fn from(d: Text) -> Self {
         Datatypes::same(d)
@@ -329,6 +386,26 @@ mod tests {
         assert!(e.to_string().contains("Binary"), "{e}");
         let e = Datatype::<WSMessage>::encode(&Binary, WSMessage::Text("x".into())).unwrap_err();
         assert!(e.to_string().contains("Binary datatype"), "{e}");
+    }
+
+    #[test]
+    fn shared_buffer_items_keep_the_received_buffer() {
+        // The decoded item is the message's own buffer: same pointer, no copy.
+        let payload = Bytes::from(vec![7u8; 64]);
+        let ptr = payload.as_ptr();
+        let got = Datatype::<Bytes>::decode(&Binary, Message::Binary(payload)).unwrap();
+        assert_eq!(got.as_ptr(), ptr);
+        let text = Utf8Bytes::from("x".repeat(64));
+        let ptr = text.as_ptr();
+        let got = Datatype::<Utf8Bytes>::decode(&Text, Message::Text(text)).unwrap();
+        assert_eq!(got.as_ptr(), ptr);
+        // A valid UTF-8 binary frame is text too; an invalid one is an error, not a panic.
+        let got = Datatype::<Utf8Bytes>::decode(&Text, Message::Binary(Bytes::from_static(b"ok")));
+        assert_eq!(got.unwrap(), "ok");
+        let bad =
+            Datatype::<Utf8Bytes>::decode(&Text, Message::Binary(Bytes::from_static(&[0xff])));
+        assert!(bad.unwrap_err().to_string().contains("UTF-8"));
+        assert!(Datatype::<Bytes>::decode(&Binary, Message::Text("x".into())).is_err());
     }
 
     #[test]

@@ -13,12 +13,15 @@
 //!
 //! | datatype | item types | sends | accepts |
 //! |---|---|---|---|
-//! | [`Text`] | `String`, [`WSMessage`] (text only) | text frames | text; binary if valid UTF-8 |
-//! | [`Binary`] | `Vec<u8>`, [`WSMessage`] (binary only) | binary frames | binary; text is a decode error |
+//! | [`Text`] | `String`, [`Utf8Bytes`], [`WSMessage`] (text only) | text frames | text; binary if valid UTF-8 |
+//! | [`Binary`] | `Vec<u8>`, [`Bytes`], [`WSMessage`] (binary only) | binary frames | binary; text is a decode error |
 //! | [`Json`] | any `Serialize + DeserializeOwned` | text frames of JSON | text or binary JSON |
 //! | [`Raw`] | [`WSMessage`] | the item's own kind | both kinds, kind preserved |
 //! | `Pickle` (feature `pickle`) | any `Serialize + DeserializeOwned` | binary frames of Python pickle | binary pickle, protocols 0–5 |
 //! | `PickleValue` (feature `pickle`) | `pickle::Value` (tuples, sets, big ints kept) | binary frames of Python pickle | binary pickle, protocols 0–5 |
+//!
+//! [`Utf8Bytes`] and [`Bytes`] items keep the buffer a message was read into: no allocation or
+//! copy per received message (`String` and `Vec<u8>` items pay one each).
 //!
 //! A message that fails to decode is logged, counted and reported on the errors stream
 //! ([`Error::Decode`](crate::Error::Decode)); the connection keeps going. An item a datatype
@@ -54,4 +57,8 @@ pub use group::{GroupHandle, RxWSClientGroup};
 #[cfg(feature = "pickle")]
 pub use pickle::{Pickle, PickleValue};
 pub use server::{RxWSServer, ServerHandle};
+/// Shared, reference-counted byte buffers (the `bytes` crate's, as tungstenite uses them).
+pub use tungstenite::Bytes;
+/// A UTF-8 string in a shared [`Bytes`] buffer (tungstenite's).
+pub use tungstenite::Utf8Bytes;
 pub use types::{ConnId, ConnectionEvent, ConnectionEventKind, ConnectionState, TaggedData};

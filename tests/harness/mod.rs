@@ -136,7 +136,8 @@ fn build_examples() -> Result<(), String> {
 }
 
 /// A Python virtual environment under `target/<name>` with `packages` installed, created on
-/// first use and reused while `bin/<ready>` exists. Fails (never skips) without Python.
+/// first use and reused while `bin/<ready>` exists and its interpreter line still points into
+/// it (a moved target directory leaves scripts naming the old path: recreated). Fails (never skips) without Python.
 ///
 /// Creation is serialised within the process by a mutex and across processes by a lock
 /// directory (`target/<name>.lock`, taken over when older than 5 minutes).
@@ -145,12 +146,12 @@ pub fn venv(name: &str, packages: &[&str], ready: &str) -> PathBuf {
     let _guard = lock(&IN_PROCESS);
     let dir = target_dir().join(name);
     let marker = dir.join("bin").join(ready);
-    if marker.exists() {
+    if usable(&marker) {
         return dir;
     }
     let lock_dir = target_dir().join(format!("{name}.lock"));
     let _lock = DirLock::take(&lock_dir, &marker);
-    if marker.exists() {
+    if usable(&marker) {
         return dir;
     }
     let python = find_python();
@@ -181,6 +182,23 @@ pub fn venv(name: &str, packages: &[&str], ready: &str) -> PathBuf {
         started.elapsed().as_secs_f64()
     );
     dir
+}
+
+/// The venv's script exists and, when it is a script, its `#!` interpreter exists too.
+fn usable(marker: &Path) -> bool {
+    let Ok(text) = std::fs::read(marker) else {
+        return false;
+    };
+    match text.strip_prefix(b"#!") {
+        Some(rest) => {
+            let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+            let line = String::from_utf8_lossy(line);
+            line.split_whitespace()
+                .next()
+                .is_some_and(|interp| Path::new(interp).exists())
+        }
+        None => true,
+    }
 }
 
 fn find_python() -> PathBuf {

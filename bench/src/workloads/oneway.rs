@@ -3,8 +3,9 @@
 //! to receiving `done`, so the figure covers delivery to the server application.
 //!
 //! w1: 64 B text, msg/s. w2: 64 KiB binary, MB/s (10⁶ payload bytes per second).
-//! Every implementation builds each message from a fresh clone of the payload (`String` or
-//! `Vec<u8>`), as rxplus' `on_next` takes items by value.
+//! Every implementation sends clones of one shared payload (`Utf8Bytes` or `Bytes`: a
+//! reference count each); rxplus' server hands its subscriber the same shared-buffer items
+//! (`Text` → `Utf8Bytes`, `Binary` → `Bytes`), so no implementation copies a payload.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use rxplus::ws::{Binary, RxWSClient, RxWSServer, TaggedData, Text};
 use rxplus::Notification;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tungstenite::{Message, WebSocket};
+use tungstenite::{Bytes, Message, Utf8Bytes, WebSocket};
 
 use super::{Cmp, Metric, Sample, Target, Variant, Workload, CLIENT_DEADLINE};
 use crate::peers::raw::{self, RawServer};
@@ -185,12 +186,12 @@ impl Workload for OneWay {
         let binary = self.binary;
         let done = move || done_message(binary);
         Ok(match (Stack::of(variant)?, self.binary) {
-            (Stack::Rxplus, false) => {
-                Box::new(rx_server(rx::server(Text)?, n, || "done".to_string()))
-            }
-            (Stack::Rxplus, true) => {
-                Box::new(rx_server(rx::server(Binary)?, n, || b"done".to_vec()))
-            }
+            (Stack::Rxplus, false) => Box::new(rx_server(rx::server(Text)?, n, || {
+                Utf8Bytes::from_static("done")
+            })),
+            (Stack::Rxplus, true) => Box::new(rx_server(rx::server(Binary)?, n, || {
+                Bytes::from_static(b"done")
+            })),
             (Stack::Raw, _) => Box::new(RawServer::start(move |ws, _| {
                 raw_count(ws, n, done_message(binary))
             })?),
@@ -215,13 +216,13 @@ impl Workload for OneWay {
         let p: Params = serde_json::from_value(params.clone())?;
         crate::otel::install_for(variant)?;
         let n = p.messages;
-        let text = "x".repeat(p.size);
-        let bytes: Vec<u8> = (0..p.size).map(|i| i as u8).collect();
+        let text = Utf8Bytes::from("x".repeat(p.size));
+        let bytes = Bytes::from((0..p.size).map(|i| i as u8).collect::<Vec<u8>>());
         let message = || {
             if self.binary {
-                Message::binary(bytes.clone())
+                Message::Binary(bytes.clone())
             } else {
-                Message::text(text.clone())
+                Message::Text(text.clone())
             }
         };
         let elapsed = match (variant, self.binary) {

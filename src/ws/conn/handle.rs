@@ -107,29 +107,63 @@ impl ConnHandle {
     /// Ordering holds because messages leave the queue only under the same lock: with the lock
     /// held and the queue empty, everything sent before has been encoded.
     pub(crate) fn try_direct(&self, msg: Message) -> Option<Message> {
-        // Cheap refusals first: in a burst the queue is rarely empty, and the clock costs more.
         if !cfg!(any(target_os = "linux", target_os = "android"))
             || self.ended.load(Ordering::Acquire)
-            || self.queue().is_some_and(|q| !q.is_empty())
         {
             return Some(msg);
         }
-        // A zero-capacity queue ("disconnect") has no other way in: never a burst.
-        let (start, back_to_back) = self.burst.begin();
-        let burst = self.queue_capacity > 0 && back_to_back;
+        let backlog = self.queue().is_some_and(|q| !q.is_empty());
         let Some(mut w) = self.wr.try_lock() else {
             return Some(msg);
         };
-        if !self.data_may_go(&w) || self.queue().is_some_and(|q| !q.is_empty()) {
+        if !self.data_may_go(&w) {
             return Some(msg);
         }
-        // Frames already waiting in the buffer: a burst too. (Reading the clock only when the
-        // buffer is empty measured no better: 16 interleaved w1 pairs, ahead in 6.)
-        if burst || !w.out.0.is_empty() {
+        if let Some(q) = self.queue().filter(|q| !q.is_empty()) {
+            // The writer thread fell behind this burst (it held the lock for a moment): take
+            // the backlog back onto this thread, in order, rather than queue every message
+            // behind it until that thread has encoded them all.
+            match self.move_queued(&mut w, q, 0) {
+                Ok(true) => {}
+                Ok(false) => {
+                    drop(w);
+                    self.kick();
+                    return Some(msg);
+                }
+                Err(e) => {
+                    drop(w);
+                    log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "queued messages not written; connection lost");
+                    self.abort();
+                    return None;
+                }
+            }
+        }
+        // Something queued or frames waiting in the buffer mean a burst; the clock, which costs
+        // more than these checks, tells only for an idle connection. A zero-capacity queue
+        // ("disconnect") has no other way in: never a burst.
+        let (start, burst) = if backlog || !w.out.0.is_empty() {
+            (0, true)
+        } else {
+            let (start, back_to_back) = self.burst.begin();
+            (start, self.queue_capacity > 0 && back_to_back)
+        };
+        if burst {
             // In a burst: frame it behind what waits in the buffer and let the writer thread
             // send the lot with one syscall (woken once per batch, not per message).
             if w.out.0.len() >= MAX_BATCH_BYTES {
-                return Some(msg);
+                // A full batch: send it from this thread when the socket takes it now, rather
+                // than hand the burst to the writer thread (a third busy thread, and every
+                // message through the queue while it holds the lock).
+                match self.write_direct(&mut w) {
+                    Ok(_) if w.out.0.len() < MAX_BATCH_BYTES => {}
+                    Ok(_) => return Some(msg),
+                    Err(e) => {
+                        drop(w);
+                        log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "batch write failed; connection lost");
+                        self.abort();
+                        return None;
+                    }
+                }
             }
             let first = w.out.0.is_empty();
             let res = w.encode(msg, self.keep_unsent);
@@ -291,40 +325,46 @@ impl ConnHandle {
         if !self.data_may_go(&w) {
             return;
         }
-        loop {
-            if !w.out.0.is_empty() {
-                match self.write_direct(&mut w) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        drop(w);
-                        log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "write failed; connection lost");
-                        self.abort();
-                        return;
-                    }
-                }
-            }
-            if q.len() <= q.capacity() / 2 {
-                break;
-            }
-            let mut n = 0;
-            while n < MAX_BATCH && w.out.0.len() < MAX_BATCH_BYTES {
-                let Some(msg) = q.try_pop() else { break };
-                if w.encode(msg, self.keep_unsent).is_err() {
-                    drop(w);
-                    self.abort();
-                    return;
-                }
-                n += 1;
-            }
-            if n == 0 {
-                break;
-            }
+        if let Err(e) = self.move_queued(&mut w, q, q.capacity() / 2) {
+            drop(w);
+            log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "write failed; connection lost");
+            self.abort();
+            return;
         }
         let rest = !w.out.0.is_empty();
         drop(w);
         if rest {
             self.kick();
+        }
+    }
+
+    /// Under the write lock `w` (data allowed to go): writes what waits in the buffer, then
+    /// moves queued messages into the socket in batches until at most `keep` remain
+    /// (`Ok(true)`, the buffer empty). `Ok(false)` leaves the rest to the writer thread: the
+    /// socket takes no more now, or one queue's worth has been moved (other producers refilling
+    /// the queue must not keep this caller here).
+    fn move_queued(&self, w: &mut WriteState, q: &OutQueue, keep: usize) -> io::Result<bool> {
+        let mut budget = q.capacity().max(MAX_BATCH);
+        loop {
+            if !w.out.0.is_empty() && !self.write_direct(w)? {
+                return Ok(false);
+            }
+            if q.len() <= keep {
+                return Ok(true);
+            }
+            if budget == 0 {
+                return Ok(false);
+            }
+            let mut n = 0;
+            while n < MAX_BATCH.min(budget) && w.out.0.len() < MAX_BATCH_BYTES {
+                let Some(msg) = q.try_pop() else { break };
+                w.encode(msg, self.keep_unsent).map_err(io::Error::other)?;
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(true);
+            }
+            budget -= n;
         }
     }
 
