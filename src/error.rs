@@ -172,6 +172,19 @@ pub enum Error {
         /// Items dropped.
         count: usize,
     },
+    /// The scale-out broker (Redis) did not take a path message (down, queue full), a
+    /// connection to it broke, or a publication failed. Non-fatal: local delivery goes on;
+    /// the message is counted as dropped by the broker. See `docs/scale-out.md`.
+    #[error("{ctx}: broker: {reason}")]
+    Broker {
+        /// The broker.
+        ctx: Box<Context>,
+        /// What happened.
+        reason: String,
+        /// The broker client's error, where there is one (a `redis::RedisError` for
+        /// `RedisBroker`).
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// The component was already completed or disposed; the call had no effect.
     ///
     /// This is a misuse report, unlike a connection closing, which is a normal event.
@@ -426,6 +439,7 @@ impl Error {
             | Error::ConnectionDropped { ctx, .. }
             | Error::RetriesExhausted { ctx, .. }
             | Error::Undelivered { ctx, .. }
+            | Error::Broker { ctx, .. }
             | Error::AlreadyClosed { ctx } => Some(ctx),
         }
     }

@@ -13,7 +13,7 @@ use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, select, Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 
@@ -293,6 +293,27 @@ impl Threads {
     /// Threads alive now (for tests and stats).
     pub(crate) fn live_count(&self) -> usize {
         self.live.lock().len()
+    }
+}
+
+/// Waits on `changed` (notified under `lock` whenever a state changes) until `settled` gives an
+/// answer, or `timeout` passes: then whatever `settled` says, `false` if still undecided.
+/// Constant memory per call, however many waiters.
+pub(crate) fn wait_for_state(
+    lock: &Mutex<()>,
+    changed: &Condvar,
+    timeout: std::time::Duration,
+    mut settled: impl FnMut() -> Option<bool>,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut guard = lock.lock();
+    loop {
+        if let Some(answer) = settled() {
+            return answer;
+        }
+        if changed.wait_until(&mut guard, deadline).timed_out() {
+            return settled().unwrap_or(false);
+        }
     }
 }
 

@@ -14,6 +14,8 @@
 //!   connection, broadcast time and `dispose` time;
 //! * g1–g3: the gateway next to the WebSocket layer alone: one-way 64 B frames/s, echo round
 //!   trip, and a connect storm of 200 dialers (time, threads, RSS);
+//! * s1: scale-out, 2 instances × 50 clients through Redis next to 1 instance × 100 clients:
+//!   fan-out deliveries/s and the delivery latency p50 (needs `redis-server`);
 //! * w2-tls, w3-tls: w2 and w3 over `wss://` (TLS 1.3, rustls `ring`), next to raw tungstenite
 //!   over `rustls::StreamOwned`.
 //!

@@ -28,12 +28,15 @@ use crate::telemetry::{key, metric};
 
 type Provider = dyn MeterProvider + Send + Sync;
 
-/// Which counters a tracked set reports (a server has no connect attempts).
+/// Which counters a tracked set reports (a server has no connect attempts). A scale-out
+/// broker's counters go to the `rxplus.broker.*` instruments only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Server,
     Client,
     Gateway,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Broker,
 }
 
 /// How an opening handshake ended (attribute `outcome` of the handshake histogram).
@@ -242,7 +245,8 @@ fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
-/// An observable counter reporting `read` for every live set (of `only`, if given).
+/// An observable counter reporting `read` for every live set of kind `only`, or of every
+/// WebSocket and gateway kind (not brokers) when `only` is None.
 fn counter(
     meter: &Meter,
     gen: u64,
@@ -258,7 +262,7 @@ fn counter(
         .with_description(description)
         .with_callback(move |o: &dyn AsyncInstrument<u64>| {
             each_live(gen, |stats, kind, attrs| {
-                if only.is_none_or(|only| only == kind) {
+                if only.map_or(kind != Kind::Broker, |only| only == kind) {
                     o.observe(read(stats), &attrs.base);
                 }
             })
@@ -376,7 +380,10 @@ fn build_instruments(meter: &Meter, gen: u64) {
              want of a connection (reason=disconnected)",
         )
         .with_callback(move |o: &dyn AsyncInstrument<u64>| {
-            each_live(gen, |stats, _, attrs| {
+            each_live(gen, |stats, kind, attrs| {
+                if kind == Kind::Broker {
+                    return;
+                }
                 let overflow = load(&stats.overflow_dropped);
                 o.observe(overflow, &attrs.overflow);
                 o.observe(
@@ -386,17 +393,85 @@ fn build_instruments(meter: &Meter, gen: u64) {
             })
         })
         .build();
+    build_broker_instruments(meter, gen);
     meter
         .i64_observable_up_down_counter(metric::CONNECTIONS_OPEN)
         .with_unit("{connection}")
         .with_description("Connections open now")
         .with_callback(move |o: &dyn AsyncInstrument<i64>| {
-            each_live(gen, |stats, _, attrs| {
+            each_live(gen, |stats, kind, attrs| {
+                if kind == Kind::Broker {
+                    return;
+                }
                 // Closed is counted after opened, so a relaxed read may see one more close
                 // than open for an instant; never report a negative count.
                 let open =
                     load(&stats.connections_opened).saturating_sub(load(&stats.connections_closed));
                 o.observe(i64::try_from(open).unwrap_or(i64::MAX), &attrs.base);
+            })
+        })
+        .build();
+}
+
+/// The scale-out broker's instruments (`rxplus.broker.*`), over the same counters: a broker
+/// counts publications in `messages_out`, receptions in `messages_in`, lost messages in `gaps`
+/// and its Redis connections in `connections_opened` / `connections_closed`.
+fn build_broker_instruments(meter: &Meter, gen: u64) {
+    type Read = fn(&Stats) -> u64;
+    let counters: [(&'static str, &'static str, &'static str, Read); 5] = [
+        (
+            metric::BROKER_PUBLISHED,
+            "{message}",
+            "Path messages the broker published for other instances",
+            |s| load(&s.messages_out),
+        ),
+        (
+            metric::BROKER_RECEIVED,
+            "{message}",
+            "Path messages of other instances received through the broker",
+            |s| load(&s.messages_in),
+        ),
+        (
+            metric::BROKER_DROPPED,
+            "{message}",
+            "Path messages not published (broker down, queue full, publish failed)",
+            |s| load(&s.dropped),
+        ),
+        (
+            metric::BROKER_LOST,
+            "{message}",
+            "Messages of other instances that never arrived (sequence numbers skipped)",
+            |s| load(&s.gaps),
+        ),
+        (
+            metric::BROKER_DECODE_ERRORS,
+            "{error}",
+            "Broker envelopes that could not be read",
+            |s| load(&s.decode_errors),
+        ),
+    ];
+    for (name, unit, description, read) in counters {
+        counter(
+            meter,
+            gen,
+            name,
+            unit,
+            description,
+            Some(Kind::Broker),
+            read,
+        );
+    }
+    meter
+        .i64_observable_up_down_counter(metric::BROKER_CONNECTIONS)
+        .with_unit("{connection}")
+        .with_description("Broker connections up now (2 when publishing and subscribing)")
+        .with_callback(move |o: &dyn AsyncInstrument<i64>| {
+            each_live(gen, |stats, kind, attrs| {
+                if kind == Kind::Broker {
+                    let up = load(&stats.connections_opened)
+                        .saturating_sub(load(&stats.connections_closed));
+                    o.observe(i64::try_from(up).unwrap_or(i64::MAX), &attrs.base);
+                }
             })
         })
         .build();

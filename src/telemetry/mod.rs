@@ -166,6 +166,39 @@ pub mod event {
     /// INFO. A resumable gateway link is back on a new transport, same id. Keys: `component`,
     /// `conn_id`, `remote_node_id`, `replayed`, `duration_ms`.
     pub const GATEWAY_RESUMED: &str = "Connection resumed";
+    /// INFO. A scale-out broker started connecting for its server. Keys: `component`,
+    /// `addr` (Redis, without credentials), `instance`, `prefix`.
+    pub const BROKER_STARTED: &str = "Broker started";
+    /// INFO. A broker stopped; its threads have exited. Keys: `component`, `dropped`
+    /// (messages still queued, dropped).
+    pub const BROKER_STOPPED: &str = "Broker stopped";
+    /// INFO. A broker's connection state changed. Keys: `component`, `state`.
+    pub const BROKER_STATE: &str = "Broker state";
+    /// INFO. A broker is connected (both connections up), first or again. Keys:
+    /// `component`, `dropped` (cross-instance messages dropped while it was not).
+    pub const BROKER_CONNECTED: &str = "Broker connected";
+    /// WARN. A broker connection to Redis broke: local delivery continues, cross-instance
+    /// messages are dropped (and counted) until it reconnects. Keys: `component`, `role`
+    /// (`publisher`, `subscriber`), `error`.
+    pub const BROKER_DOWN: &str = "Broker down; cross-instance messages dropped until reconnect";
+    /// INFO. A broker connection attempt failed; it retries after a delay. Keys: `component`,
+    /// `role`, `attempt`, `delay_ms`, `error`.
+    pub const BROKER_RETRY: &str = "Broker connect retry";
+    /// WARN. A broker connection gave up (`max_retries`); the broker is closed and the server
+    /// delivers locally only. Keys: `component`, `role`, `attempt`, `error`.
+    pub const BROKER_GAVE_UP: &str = "Broker retries exhausted";
+    /// WARN, when it starts. A broker's publish queue is full: new path messages are dropped
+    /// (counted) until it has room. Keys: `component`, `path`, `capacity`.
+    pub const BROKER_QUEUE_FULL: &str = "Broker queue full";
+    /// DEBUG, per message. A path message was not published. Keys: `component`, `path`,
+    /// `reason`, `count`.
+    pub const BROKER_DROPPED: &str = "Broker message dropped";
+    /// WARN. A broker received something that is not an envelope it can read; skipped. Keys:
+    /// `component`, `path`, `error`.
+    pub const BROKER_DECODE_ERROR: &str = "Broker envelope error";
+    /// WARN. Messages of another instance never arrived (sequence numbers skipped: Redis
+    /// pub/sub is at-most-once). Keys: `component`, `instance`, `count`.
+    pub const BROKER_LOST: &str = "Broker messages lost";
     /// WARN. A resumable gateway link could not be resumed; it ends. Keys: `component`,
     /// `conn_id`, `cause`, `lost`.
     pub const GATEWAY_RESUME_FAILED: &str = "Resume failed";
@@ -219,6 +252,10 @@ pub mod key {
     pub const LIMIT: &str = "limit";
     /// A subscriber's id.
     pub const SUBSCRIBER: &str = "subscriber";
+    /// A broker connection's role: `publisher` or `subscriber`.
+    pub const ROLE: &str = "role";
+    /// A broker instance's id (UUID).
+    pub const INSTANCE: &str = "instance";
     /// Metric attribute of `rxplus.ws.handshake.duration`: `ok`, `failed`, `timeout`.
     pub const OUTCOME: &str = "outcome";
 }
@@ -249,6 +286,20 @@ pub mod metric {
     /// Histogram, `s`: opening handshake durations (a client's TCP connect included).
     /// Attribute `outcome`: `ok`, `failed`, `timeout`.
     pub const HANDSHAKE_DURATION: &str = "rxplus.ws.handshake.duration";
+    /// Observable counter, `{message}`: path messages a scale-out broker published.
+    pub const BROKER_PUBLISHED: &str = "rxplus.broker.published";
+    /// Observable counter, `{message}`: path messages of other instances a broker received.
+    pub const BROKER_RECEIVED: &str = "rxplus.broker.received";
+    /// Observable counter, `{message}`: path messages a broker did not publish (down, queue
+    /// full, publish failed).
+    pub const BROKER_DROPPED: &str = "rxplus.broker.dropped";
+    /// Observable counter, `{message}`: messages of other instances that never arrived.
+    pub const BROKER_LOST: &str = "rxplus.broker.lost";
+    /// Observable counter, `{error}`: broker envelopes that could not be read.
+    pub const BROKER_DECODE_ERRORS: &str = "rxplus.broker.decode_errors";
+    /// Observable up-down counter, `{connection}`: a broker's connections up now (0–2): its
+    /// connection state.
+    pub const BROKER_CONNECTIONS: &str = "rxplus.broker.connections";
     /// Observable counter, `{message}`: missing sequence numbers reported as gaps on a gateway
     /// node's streams.
     pub const GATEWAY_GAPS: &str = "rxplus.gateway.gaps";

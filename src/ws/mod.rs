@@ -32,6 +32,7 @@
 //! Each connection's outbound queue is bounded by count and bytes, with an overflow policy
 //! ([`OverflowStrategy`](crate::OverflowStrategy), described in [`crate::overflow`]).
 
+pub mod broker;
 mod client;
 mod config;
 pub(crate) mod conn;

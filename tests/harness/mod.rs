@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod pki;
 pub mod py;
+pub mod redis;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};

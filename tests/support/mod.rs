@@ -21,6 +21,12 @@ pub fn thread_count() -> usize {
 /// its exit, but it is past `PF_EXITING`. A thread that was never joined is still running user
 /// code and is counted. Read right after `dispose()` returns, this proves dispose joined.
 pub fn live_threads() -> usize {
+    live_threads_named("")
+}
+
+/// [`live_threads`] whose name starts with `prefix` (`rxws`: every thread the crate starts),
+/// for tests whose binary runs other threads meanwhile.
+pub fn live_threads_named(prefix: &str) -> usize {
     const PF_EXITING: u64 = 0x4;
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return 0;
@@ -30,6 +36,14 @@ pub fn live_threads() -> usize {
             let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
                 return false; // gone already
             };
+            // `stat` holds the name in parentheses (`comm`, at most 15 bytes).
+            let name = stat
+                .find('(')
+                .and_then(|i| stat.rfind(')').map(|j| &stat[i + 1..j.max(i + 1)]))
+                .unwrap_or("");
+            if !name.starts_with(prefix) {
+                return false;
+            }
             // Fields after the parenthesised name: state ppid pgrp session tty tpgid flags …
             let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
             let flags: u64 = after

@@ -20,6 +20,7 @@ mod gateway;
 mod idle;
 mod oneway;
 mod scale;
+mod scale_out;
 mod stall;
 mod tls;
 
@@ -38,6 +39,7 @@ pub fn all() -> Vec<&'static dyn Workload> {
         &gateway::G3,
         &tls::W2_TLS,
         &tls::W3_TLS,
+        &scale_out::S1,
     ]
 }
 

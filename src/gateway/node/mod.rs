@@ -336,24 +336,16 @@ impl<F: Framing> GatewayNode<F> {
     /// Waits until `conn_id` is `Connected`, up to `timeout`. False when it ended or the time
     /// ran out.
     pub fn wait_connected(&self, conn_id: ConnId, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut guard = self.inner.state_lock.lock();
-        loop {
-            match self.inner.peers.read().get(&conn_id).map(|p| p.state()) {
-                Some(ConnectionState::Connected) => return true,
-                None | Some(ConnectionState::Disconnected) => return false,
-                _ => {}
-            }
-            if self
-                .inner
-                .state_changed
-                .wait_until(&mut guard, deadline)
-                .timed_out()
-            {
-                return self.inner.peers.read().get(&conn_id).map(|p| p.state())
-                    == Some(ConnectionState::Connected);
-            }
-        }
+        crate::threads::wait_for_state(
+            &self.inner.state_lock,
+            &self.inner.state_changed,
+            timeout,
+            || match self.inner.peers.read().get(&conn_id).map(|p| p.state()) {
+                Some(ConnectionState::Connected) => Some(true),
+                None | Some(ConnectionState::Disconnected) => Some(false),
+                _ => None,
+            },
+        )
     }
 
     /// Calls `f` for each connection event, one call at a time.

@@ -293,7 +293,7 @@ impl RetryPolicy {
         Duration::from_secs_f64((capped * spread).max(0.0))
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.initial_delay.is_zero() {
             return Err(Error::config("retry.initial_delay", "must be above zero"));
         }
@@ -414,6 +414,12 @@ pub struct WSConfig {
     /// response headers, or refuse with a status). See [`AcceptHook`](crate::ws::AcceptHook).
     /// Default `None`: every handshake on an allowed path is accepted.
     pub accept_hook: Option<crate::ws::AcceptHook>,
+    /// Server only: a scale-out broker ([`Broker`](crate::ws::broker::Broker), e.g.
+    /// `RedisBroker` with the `redis` feature). Every outbound path broadcast is also
+    /// published for the other instances, and what they publish reaches this server's
+    /// connections on the path. One broker serves one server; `dispose` stops it. See
+    /// `docs/scale-out.md`. Default `None`.
+    pub broker: Option<crate::ws::broker::SharedBroker>,
     /// Server only: the paths served; a handshake for any other path is refused with `404`
     /// before the accept hook runs. Default `None`: every path.
     pub allowed_paths: Option<Vec<String>>,
@@ -458,6 +464,7 @@ impl Default for WSConfig {
             retry: RetryPolicy::default(),
             buffer_while_disconnected: false,
             accept_hook: None,
+            broker: None,
             allowed_paths: None,
             request_headers: Vec::new(),
             subprotocols: Vec::new(),
@@ -586,6 +593,11 @@ impl WSConfig {
     /// Sets [`Self::accept_hook`].
     pub fn accept_hook(mut self, hook: crate::ws::AcceptHook) -> Self {
         self.accept_hook = Some(hook);
+        self
+    }
+    /// Sets [`Self::broker`].
+    pub fn broker(mut self, broker: impl Into<crate::ws::broker::SharedBroker>) -> Self {
+        self.broker = Some(broker.into());
         self
     }
     /// Sets [`Self::allowed_paths`].

@@ -11,12 +11,14 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
+use tungstenite::Message;
 
 use crate::component::{front_end, Core, Endpoint};
 use crate::error::{Context, Error, Result, SendError};
 use crate::reactive::{Notification, Subject, Subscription};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::telemetry::{self, event, Kind, Tracked};
+use crate::ws::broker::Broker;
 use crate::ws::conn::{BurstClock, ConnHandle, InboundBudget};
 use crate::ws::datatype::{Datatype, Datatypes};
 use crate::ws::listen::{self, accept_loop, Handshakes};
@@ -33,6 +35,10 @@ const MAX_METRIC_PATHS: usize = 256;
 /// of connections does not start a thread per connection for a burst.
 const FANOUT_WRITERS: usize = 256;
 
+/// Paths without a local connection whose datatype a server with a broker remembers (it
+/// encodes their broadcasts for the other instances); past it, the chooser runs per message.
+const MAX_REMOTE_PATHS: usize = 1024;
+
 /// The path attribute of the shared counters (a real path starts with `/`).
 const OTHER_PATH: &str = "_other";
 
@@ -44,8 +50,11 @@ const OTHER_PATH: &str = "_other";
 ///   open on `path`; with `conn: Some(id)` to exactly that connection (see
 ///   [`TaggedData::reply`]).
 ///
+/// With a [`broker`](WSConfig::broker) (scale-out), path broadcasts are also published for the
+/// other instances, and theirs reach this server's connections (see [`crate::ws::broker`]).
+///
 /// Threads: one accept thread, one timer thread (heartbeats, joining ended threads), one reader
-/// per connection, and a writer per connection only while it has a backlog. Callbacks run on the
+/// per connection, a writer per connection only while it has a backlog, and the broker's. Callbacks run on the
 /// reader thread of the connection the item came from. `dispose()` (also run by `Drop`) joins
 /// them all.
 ///
@@ -116,6 +125,11 @@ struct Inner<T: Clone + Send + 'static> {
     /// The accept thread's listener, while it runs (to wake it when a connection cannot be
     /// made to it).
     listener: Weak<TcpListener>,
+    /// The scale-out broker, if configured.
+    broker: Option<Arc<dyn Broker>>,
+    /// Datatypes of paths broadcast to with no local connection (broker only; bounded by
+    /// [`MAX_REMOTE_PATHS`]).
+    remote_datatypes: Mutex<HashMap<Arc<str>, Arc<dyn Datatype<T>>>>,
 }
 
 impl<T: Clone + Send + 'static> RxWSServer<T> {
@@ -187,6 +201,7 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
         let listener = Arc::new(listener);
         let (conn_done_tx, conn_done_rx) = bounded(cfg.max_connections);
         let cfg_budget = cfg.inbound_budget;
+        let broker = cfg.broker.as_ref().map(|b| b.0.clone());
         let inner = Arc::new(Inner {
             core: Core::new(
                 name.clone(),
@@ -211,11 +226,24 @@ impl<T: Clone + Send + 'static> RxWSServer<T> {
             budget: InboundBudget::new(name.clone(), cfg_budget),
             handshakes: Handshakes::default(),
             listener: Arc::downgrade(&listener),
+            broker,
+            remote_datatypes: Mutex::new(HashMap::new()),
         });
         let server = RxWSServer { inner };
         // Joins connection threads as they end (and runs heartbeats).
         server.inner.core.threads.start_timer()?;
         setup(&server);
+        if let Some(broker) = &server.inner.broker {
+            let weak = Arc::downgrade(&server.inner);
+            broker.start(
+                &name,
+                Box::new(move |path, msg| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.deliver_remote(path, msg);
+                    }
+                }),
+            )?;
+        }
         let weak = Arc::downgrade(&server.inner);
         server
             .inner
@@ -375,7 +403,11 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
                     .map(|p| (p.datatype.clone(), Recipients::Path(p.conns.clone()))),
             }
         };
+        let publish = item.conn.is_none() && self.broker.is_some();
         let Some((datatype, recipients)) = found else {
+            if publish {
+                return self.publish_only(item);
+            }
             self.counters(&item.tag)
                 .stats
                 .dropped
@@ -390,53 +422,20 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
             return Err(SendError::new(err, Some(item)));
         };
         let tag = item.tag;
-        let msg = datatype.encode(item.data).map_err(|source| {
-            self.counters(&tag)
-                .stats
-                .encode_errors
-                .fetch_add(1, Ordering::Relaxed);
-            let err = Error::Encode {
-                ctx: Context::new(&self.core.name, None),
-                datatype: datatype.name(),
-                source,
-            };
-            SendError::new(err, None)
-        })?;
+        let msg = self.encode(&datatype, &tag, item.data)?;
+        if publish {
+            // Counted and logged by the broker when it does not take it; local delivery goes on.
+            if let Some(broker) = &self.broker {
+                let _not_taken_is_counted = broker.publish(&tag, &msg);
+            }
+        }
         match recipients {
             Recipients::One(c) => {
                 log::debug!(component = &*self.core.name, conn_id:% = c.info.id, path = &*tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
                 c.send(msg)
                     .map_err(|r| SendError::new(self.refused(&c, r), None))
             }
-            Recipients::Path(conns) => match conns.split_last() {
-                Some((only, [])) => {
-                    log::debug!(component = &*self.core.name, conn_id:% = only.info.id, path = &*tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
-                    only.send(msg)
-                        .map_err(|r| SendError::new(self.refused(only, r), None))
-                }
-                // Fan-out: written on this thread to each connection that takes it at once
-                // (no thread starts for an idle connection); queued for the others, by their
-                // policy, never waiting on one connection under the server's default. In a
-                // burst (broadcasts back to back) to up to FANOUT_WRITERS connections, every
-                // message is queued instead: their writer threads send in batches, in
-                // parallel. A connection that refuses is counted and logged; the others still
-                // get it.
-                Some((last, rest)) => {
-                    log::debug!(component = &*self.core.name, path = &*tag, recipients = conns.len(), bytes = msg.len(); "{}", event::MESSAGE_SENT);
-                    let (start, back_to_back) = self.fanout.begin();
-                    let queue = conns.len() <= FANOUT_WRITERS && back_to_back;
-                    let give = |c: &Arc<ConnHandle>, m| {
-                        let _refused_is_counted = if queue { c.enqueue(m) } else { c.send(m) };
-                    };
-                    for c in rest {
-                        give(c, msg.clone());
-                    }
-                    give(last, msg);
-                    self.fanout.end(start);
-                    Ok(())
-                }
-                None => Ok(()),
-            },
+            Recipients::Path(conns) => self.fan_out(&tag, msg, &conns),
         }
     }
 
@@ -492,6 +491,11 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
             c.going_away();
         }
         drop(conns);
+        // After the registry is emptied (a remote message finds no connection) and the
+        // connections are aborted (a delivery waiting on a full `block` queue is released).
+        if let Some(broker) = &self.broker {
+            broker.stop();
+        }
         self.core.threads.join_all();
         self.core.terminate(Notification::Completed);
         self.events.terminate(Notification::Completed);
@@ -500,6 +504,107 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
 }
 
 impl<T: Clone + Send + 'static> Inner<T> {
+    /// Encodes an outbound item with `datatype`; a failure is counted on `tag`.
+    fn encode(
+        &self,
+        datatype: &Arc<dyn Datatype<T>>,
+        tag: &str,
+        data: T,
+    ) -> std::result::Result<Message, SendError<TaggedData<T>>> {
+        datatype.encode(data).map_err(|source| {
+            self.counters(tag)
+                .stats
+                .encode_errors
+                .fetch_add(1, Ordering::Relaxed);
+            let err = Error::Encode {
+                ctx: Context::new(&self.core.name, None),
+                datatype: datatype.name(),
+                source,
+            };
+            SendError::new(err, None)
+        })
+    }
+
+    /// One message to every connection of a path (a snapshot of its list).
+    fn fan_out(
+        &self,
+        tag: &str,
+        msg: Message,
+        conns: &[Arc<ConnHandle>],
+    ) -> std::result::Result<(), SendError<TaggedData<T>>> {
+        match conns.split_last() {
+            Some((only, [])) => {
+                log::debug!(component = &*self.core.name, conn_id:% = only.info.id, path = tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
+                only.send(msg)
+                    .map_err(|r| SendError::new(self.refused(only, r), None))
+            }
+            // Fan-out: written on this thread to each connection that takes it at once
+            // (no thread starts for an idle connection); queued for the others, by their
+            // policy, never waiting on one connection under the server's default. In a
+            // burst (broadcasts back to back) to up to FANOUT_WRITERS connections, every
+            // message is queued instead: their writer threads send in batches, in
+            // parallel. A connection that refuses is counted and logged; the others still
+            // get it.
+            Some((last, rest)) => {
+                log::debug!(component = &*self.core.name, path = tag, recipients = conns.len(), bytes = msg.len(); "{}", event::MESSAGE_SENT);
+                let (start, back_to_back) = self.fanout.begin();
+                let queue = conns.len() <= FANOUT_WRITERS && back_to_back;
+                let give = |c: &Arc<ConnHandle>, m| {
+                    let _refused_is_counted = if queue { c.enqueue(m) } else { c.send(m) };
+                };
+                for c in rest {
+                    give(c, msg.clone());
+                }
+                give(last, msg);
+                self.fanout.end(start);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A path broadcast with no local connection, for the other instances only: encoded with
+    /// the path's datatype and handed to the broker.
+    fn publish_only(
+        &self,
+        item: TaggedData<T>,
+    ) -> std::result::Result<(), SendError<TaggedData<T>>> {
+        let Some(broker) = &self.broker else {
+            return Ok(());
+        };
+        // The chooser is user code: it runs outside the lock.
+        let known = self.remote_datatypes.lock().get(&item.tag).cloned();
+        let datatype = known.unwrap_or_else(|| {
+            let d = self.datatypes.for_path(&item.tag);
+            let mut map = self.remote_datatypes.lock();
+            if map.len() < MAX_REMOTE_PATHS {
+                map.insert(item.tag.clone(), d.clone());
+            }
+            d
+        });
+        let msg = self.encode(&datatype, &item.tag, item.data)?;
+        broker
+            .publish(&item.tag, &msg)
+            .map_err(|e| SendError::new(e, None))
+    }
+
+    /// A path message another instance published: to this server's connections on `path`.
+    fn deliver_remote(&self, path: &str, msg: Message) {
+        if self.core.threads.is_stopping() {
+            return;
+        }
+        let conns = self
+            .registry
+            .read()
+            .paths
+            .get(path)
+            .map(|p| p.conns.clone());
+        if let Some(conns) = conns {
+            // Refusals are counted per connection, like a local broadcast's.
+            let _ = self.fan_out(path, msg, &conns);
+        }
+    }
+
     /// The error for a message one connection did not take.
     fn refused(&self, c: &ConnHandle, r: Refused) -> Error {
         match r {
