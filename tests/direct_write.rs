@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use rxplus::ws::{RxWSClient, Text};
+use rxplus::ws::{RxWSClient, StatsSnapshot, Text};
 use rxplus::{Notification, OverflowStrategy};
 use support::*;
 
@@ -32,27 +32,35 @@ fn assert_in_sequence(got: &[String], n: usize) {
     }
 }
 
+/// A client sends with `send` (which returns how many it sent) to a collecting server; every
+/// message arrives once, in order, none dropped. Returns the client's stats.
+fn client_sends_in_order(send: impl FnOnce(&RxWSClient<String>) -> usize) -> StatsSnapshot {
+    let (server, got) = collecting_server(0);
+    let port = server.local_addr().port();
+    let client = RxWSClient::<String>::with_config(local(port, "/"), Text, quiet()).unwrap();
+    assert!(client.wait_connected(WAIT));
+    let n = send(&client);
+    assert!(
+        wait_until(WAIT, || got.lock().len() >= n),
+        "{}",
+        got.lock().len()
+    );
+    assert_in_sequence(&got.lock(), n);
+    let stats = client.stats();
+    assert_eq!(stats.messages_out, n as u64);
+    assert_eq!(stats.dropped, 0);
+    client.dispose();
+    server.dispose();
+    stats
+}
+
 #[test]
 fn client_sends_keep_order_across_direct_and_queued_writes() {
     for _ in 0..3 {
-        let (server, got) = collecting_server(0);
-        let port = server.local_addr().port();
-        let client = RxWSClient::<String>::with_config(local(port, "/"), Text, quiet()).unwrap();
-        assert!(client.wait_connected(WAIT));
-        let n = paced_and_burst(40, 300, |i| client.on_next(i.to_string()));
-        assert!(
-            wait_until(WAIT, || got.lock().len() >= n),
-            "{}",
-            got.lock().len()
-        );
-        assert_in_sequence(&got.lock(), n);
-        let stats = client.stats();
-        assert_eq!(stats.messages_out, n as u64);
-        assert_eq!(stats.dropped, 0);
+        let stats =
+            client_sends_in_order(|c| paced_and_burst(40, 300, |i| c.on_next(i.to_string())));
         // The paced messages find the connection idle and take the direct path.
         assert!(stats.direct_writes > 0, "no send took the direct path");
-        client.dispose();
-        server.dispose();
     }
 }
 
@@ -61,25 +69,13 @@ fn client_sends_keep_order_across_direct_and_queued_writes() {
 #[test]
 fn a_long_burst_keeps_order_whichever_thread_writes() {
     for _ in 0..3 {
-        let (server, got) = collecting_server(0);
-        let port = server.local_addr().port();
-        let client = RxWSClient::<String>::with_config(local(port, "/"), Text, quiet()).unwrap();
-        assert!(client.wait_connected(WAIT));
-        let n = 100_000;
-        for i in 0..n {
-            client.on_next(i.to_string());
-        }
-        assert!(
-            wait_until(WAIT, || got.lock().len() >= n),
-            "{}",
-            got.lock().len()
-        );
-        assert_in_sequence(&got.lock(), n);
-        let stats = client.stats();
-        assert_eq!(stats.messages_out, n as u64);
-        assert_eq!(stats.dropped, 0);
-        client.dispose();
-        server.dispose();
+        client_sends_in_order(|c| {
+            let n = 100_000;
+            for i in 0..n {
+                c.on_next(i.to_string());
+            }
+            n
+        });
     }
 }
 
