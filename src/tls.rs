@@ -142,8 +142,9 @@ impl PartialEq for ServerTls {
 /// client config. The server name checked is the URL's host (sent as SNI).
 ///
 /// A certificate the client refuses (unknown issuer, expired, wrong name) ends the client with
-/// [`Error::Tls`] instead of retrying, unless [`RetryPolicy::retry_certificate_errors`]
-/// (crate::ws::RetryPolicy::retry_certificate_errors) is set.
+/// [`Error::Tls`] instead of retrying, unless
+/// [`RetryPolicy::retry_certificate_errors`](crate::ws::RetryPolicy::retry_certificate_errors)
+/// is set.
 #[derive(Clone)]
 pub struct ClientTls {
     config: Arc<ClientConfig>,
