@@ -387,6 +387,85 @@ fn a_redis_restart_never_stops_local_delivery_and_every_loss_is_counted() {
     b.dispose();
 }
 
+/// A Redis that hangs with its connections open (SIGSTOP) is noticed by the subscribing
+/// connection's `PING` and the brokers reconnect once it answers again; answered pings on a
+/// quiet, healthy Redis break nothing.
+#[test]
+fn a_hung_redis_is_noticed_by_ping_and_delivery_resumes_after_it() {
+    let _one = serial();
+    let redis = RedisServer::start();
+    let pinging = |r: &RedisServer| {
+        let retry = RetryPolicy::default()
+            .initial_delay(Duration::from_millis(20))
+            .max_delay(Duration::from_millis(200))
+            .jitter(0.0);
+        RedisBroker::new(
+            RedisConfig::new(&r.url())
+                .unwrap()
+                .retry(retry)
+                .poll_interval(Duration::from_millis(20))
+                .ping_interval(Some(Duration::from_millis(100)))
+                .io_timeout(Duration::from_millis(300))
+                .connect_timeout(Duration::from_millis(300)),
+        )
+        .unwrap()
+    };
+    let (ba, bb) = (pinging(&redis), pinging(&redis));
+    let states: Arc<Mutex<Vec<ConnectionState>>> = Arc::default();
+    let s = states.clone();
+    bb.subscribe_state(move |st| s.lock().push(st));
+    let errors: Arc<Mutex<Vec<Error>>> = Arc::default();
+    let e = errors.clone();
+    bb.subscribe_errors(move |err| e.lock().push(err));
+    let (a, b) = (server::<String>(&ba, Text), server::<String>(&bb, Text));
+    let (_ca, got_a) = client::<String, _>(&a, "/h", Text);
+    let (_cb, got_b) = client::<String, _>(&b, "/h", Text);
+
+    a.send(TaggedData::new("/h", "before".to_string())).unwrap();
+    assert!(wait_until(WAIT, || got_b
+        .lock()
+        .contains(&"before".to_string())));
+    // Quiet for five ping intervals: every PING answered, the connections stay up.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !states.lock().contains(&ConnectionState::Reconnecting),
+        "an answered PING broke the connection: {:?} {:?}",
+        states.lock(),
+        errors.lock()
+    );
+
+    redis.pause();
+    assert!(
+        wait_until(WAIT, || states
+            .lock()
+            .contains(&ConnectionState::Reconnecting)),
+        "a hung Redis went unnoticed: {:?}",
+        states.lock()
+    );
+    assert!(
+        errors
+            .lock()
+            .iter()
+            .any(|e| matches!(e, Error::Broker { reason, .. } if reason.contains("PING"))),
+        "{:?}",
+        errors.lock()
+    );
+    redis.resume();
+    assert!(
+        ba.wait_connected(WAIT) && bb.wait_connected(WAIT),
+        "reconnect after the hang"
+    );
+    a.send(TaggedData::new("/h", "after".to_string())).unwrap();
+    assert!(
+        wait_until(WAIT, || got_b.lock().contains(&"after".to_string())),
+        "cross-instance delivery did not resume: {:?}",
+        got_b.lock()
+    );
+    assert_eq!(*got_a.lock(), ["before", "after"], "local delivery");
+    a.dispose();
+    b.dispose();
+}
+
 #[test]
 fn dispose_joins_the_broker_threads_over_100_cycles() {
     let _one = serial();
@@ -468,6 +547,7 @@ fn bad_broker_configs_are_errors_and_one_broker_serves_one_server() {
         cfg.clone().queue_capacity(0),
         cfg.clone().max_batch(0),
         cfg.clone().poll_interval(Duration::ZERO),
+        cfg.clone().ping_interval(Some(Duration::ZERO)),
         cfg.clone().retry(RetryPolicy::default().factor(0.5)),
     ] {
         assert!(matches!(RedisBroker::new(bad), Err(Error::Config { .. })));

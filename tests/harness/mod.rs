@@ -307,6 +307,11 @@ impl Proc {
         }
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The child's stdin (it must have been spawned by [`spawn_with_stdin`](Self::spawn_with_stdin));
     /// dropping it closes the pipe (EOF).
     pub fn stdin(&mut self) -> std::process::ChildStdin {

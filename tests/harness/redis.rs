@@ -1,5 +1,5 @@
 //! A `redis-server` of the test's own, on a free port: started, checked with `PING`, stopped
-//! (and restarted on the same port) by the test, killed on drop. Never assumed to be running;
+//! (and restarted on the same port) or frozen by the test, killed on drop. Never assumed to be running;
 //! when `redis-server` is not on PATH the test fails and says how to install it.
 
 use std::io::{Read, Write};
@@ -47,6 +47,26 @@ impl RedisServer {
     /// Kills the server (SIGKILL: nothing is flushed, connections break) and reaps it.
     pub fn stop(&mut self) {
         self.proc = None;
+    }
+
+    /// Freezes the server (SIGSTOP): its connections stay open and nothing is answered, as
+    /// with a hung Redis. [`resume`](Self::resume) thaws it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a server frozen by [`pause`](Self::pause) (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.proc.as_ref().expect("redis-server running").pid();
+        let sent = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill {sig} {pid} failed");
     }
 
     /// Starts the server again on the same port and waits until it answers `PING`.

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{
     bounded, select, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError,
@@ -69,6 +69,11 @@ pub struct RedisConfig {
     /// How often the subscribing thread, blocked waiting for messages, looks up to see whether
     /// it should stop (its read timeout; a message arriving wakes it at once). Default 100 ms.
     pub poll_interval: Duration,
+    /// After this long without a message on the subscribing connection, it sends `PING`; no
+    /// answer within `io_timeout` counts the connection as broken and it reconnects. This is
+    /// what notices a Redis that hangs with its TCP connections still open (a killed or
+    /// restarted one breaks the connection at once). `None`: never ping. Default 5 s.
+    pub ping_interval: Option<Duration>,
     /// Publishing instances whose sequence numbers are tracked to count lost messages. Past
     /// it, the tracking starts over. Default 1,024.
     pub max_instances: usize,
@@ -100,6 +105,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(1),
             poll_interval: Duration::from_millis(100),
+            ping_interval: Some(Duration::from_secs(5)),
             max_instances: 1024,
             name: None,
         })
@@ -143,6 +149,11 @@ impl RedisConfig {
         self.poll_interval = d;
         self
     }
+    /// Sets [`Self::ping_interval`].
+    pub fn ping_interval(mut self, d: Option<Duration>) -> Self {
+        self.ping_interval = d;
+        self
+    }
     /// Sets [`Self::max_instances`].
     pub fn max_instances(mut self, n: usize) -> Self {
         self.max_instances = n;
@@ -177,6 +188,9 @@ impl RedisConfig {
         positive("broker.connect_timeout", self.connect_timeout)?;
         positive("broker.io_timeout", self.io_timeout)?;
         positive("broker.poll_interval", self.poll_interval)?;
+        if let Some(d) = self.ping_interval {
+            positive("broker.ping_interval", d)?;
+        }
         self.retry.validate()
     }
 }
@@ -730,12 +744,14 @@ impl Inner {
                 continue;
             }
             self.set_up(Role::Subscriber, true, None);
+            let mut heard = Instant::now();
             loop {
                 if !matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
                     return;
                 }
                 match pubsub.get_message() {
                     Ok(msg) => {
+                        heard = Instant::now();
                         let channel = msg.get_channel_name();
                         let Some(path) = channel.strip_prefix(self.cfg.prefix.as_str()) else {
                             continue;
@@ -743,7 +759,19 @@ impl Inner {
                         let bytes = Bytes::copy_from_slice(msg.get_payload_bytes());
                         self.receive(path, bytes, &mut gaps, deliver);
                     }
-                    Err(e) if e.is_timeout() => {}
+                    Err(e) if e.is_timeout() => {
+                        let quiet = self.cfg.ping_interval.is_some_and(|d| heard.elapsed() >= d);
+                        if !quiet {
+                            continue;
+                        }
+                        if let Err(e) = self.ping(&mut pubsub) {
+                            let e = self.error("no answer to PING (Redis hung?)", Some(e));
+                            self.set_up(Role::Subscriber, false, Some(&e));
+                            self.errors.next(e);
+                            break;
+                        }
+                        heard = Instant::now();
+                    }
                     Err(e) => {
                         let e = self.error("subscription broke", Some(e));
                         self.set_up(Role::Subscriber, false, Some(&e));
@@ -753,6 +781,15 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// `PING` on the subscribing connection, answered within `io_timeout` (messages that
+    /// arrive meanwhile are kept for `get_message`).
+    fn ping(&self, pubsub: &mut redis::PubSub<'_>) -> redis::RedisResult<()> {
+        pubsub.set_read_timeout(Some(self.cfg.io_timeout))?;
+        let answer = pubsub.ping::<redis::Value>();
+        pubsub.set_read_timeout(Some(self.cfg.poll_interval))?;
+        answer.map(drop)
     }
 
     fn receive(&self, path: &str, bytes: Bytes, gaps: &mut Gaps, deliver: &Deliver) {
