@@ -31,18 +31,20 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn broker(redis: &RedisServer, capacity: usize) -> RedisBroker {
+    broker_with(redis, |c| c.queue_capacity(capacity))
+}
+
+/// A broker with the tests' quick retries and polling, `tune` applied on top.
+fn broker_with(redis: &RedisServer, tune: impl FnOnce(RedisConfig) -> RedisConfig) -> RedisBroker {
     let retry = RetryPolicy::default()
         .initial_delay(Duration::from_millis(20))
         .max_delay(Duration::from_millis(200))
         .jitter(0.0);
-    RedisBroker::new(
-        RedisConfig::new(&redis.url())
-            .unwrap()
-            .retry(retry)
-            .queue_capacity(capacity)
-            .poll_interval(Duration::from_millis(20)),
-    )
-    .unwrap()
+    let cfg = RedisConfig::new(&redis.url())
+        .unwrap()
+        .retry(retry)
+        .poll_interval(Duration::from_millis(20));
+    RedisBroker::new(tune(cfg)).unwrap()
 }
 
 /// Room for every message of a test in each connection's queue: nothing is lost locally.
@@ -395,20 +397,11 @@ fn a_hung_redis_is_noticed_by_ping_and_delivery_resumes_after_it() {
     let _one = serial();
     let redis = RedisServer::start();
     let pinging = |r: &RedisServer| {
-        let retry = RetryPolicy::default()
-            .initial_delay(Duration::from_millis(20))
-            .max_delay(Duration::from_millis(200))
-            .jitter(0.0);
-        RedisBroker::new(
-            RedisConfig::new(&r.url())
-                .unwrap()
-                .retry(retry)
-                .poll_interval(Duration::from_millis(20))
-                .ping_interval(Some(Duration::from_millis(100)))
+        broker_with(r, |c| {
+            c.ping_interval(Some(Duration::from_millis(100)))
                 .io_timeout(Duration::from_millis(300))
-                .connect_timeout(Duration::from_millis(300)),
-        )
-        .unwrap()
+                .connect_timeout(Duration::from_millis(300))
+        })
     };
     let (ba, bb) = (pinging(&redis), pinging(&redis));
     let states: Arc<Mutex<Vec<ConnectionState>>> = Arc::default();

@@ -749,36 +749,34 @@ impl Inner {
                 if !matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
                     return;
                 }
-                match pubsub.get_message() {
+                let (reason, e) = match pubsub.get_message() {
                     Ok(msg) => {
                         heard = Instant::now();
                         let channel = msg.get_channel_name();
-                        let Some(path) = channel.strip_prefix(self.cfg.prefix.as_str()) else {
-                            continue;
-                        };
-                        let bytes = Bytes::copy_from_slice(msg.get_payload_bytes());
-                        self.receive(path, bytes, &mut gaps, deliver);
+                        if let Some(path) = channel.strip_prefix(self.cfg.prefix.as_str()) {
+                            let bytes = Bytes::copy_from_slice(msg.get_payload_bytes());
+                            self.receive(path, bytes, &mut gaps, deliver);
+                        }
+                        continue;
                     }
                     Err(e) if e.is_timeout() => {
-                        let quiet = self.cfg.ping_interval.is_some_and(|d| heard.elapsed() >= d);
-                        if !quiet {
+                        if self.cfg.ping_interval.is_none_or(|d| heard.elapsed() < d) {
                             continue;
                         }
-                        if let Err(e) = self.ping(&mut pubsub) {
-                            let e = self.error("no answer to PING (Redis hung?)", Some(e));
-                            self.set_up(Role::Subscriber, false, Some(&e));
-                            self.errors.next(e);
-                            break;
+                        match self.ping(&mut pubsub) {
+                            Ok(()) => {
+                                heard = Instant::now();
+                                continue;
+                            }
+                            Err(e) => ("no answer to PING (Redis hung?)", e),
                         }
-                        heard = Instant::now();
                     }
-                    Err(e) => {
-                        let e = self.error("subscription broke", Some(e));
-                        self.set_up(Role::Subscriber, false, Some(&e));
-                        self.errors.next(e);
-                        break;
-                    }
-                }
+                    Err(e) => ("subscription broke", e),
+                };
+                let e = self.error(reason, Some(e));
+                self.set_up(Role::Subscriber, false, Some(&e));
+                self.errors.next(e);
+                break;
             }
         }
     }
