@@ -140,6 +140,9 @@ impl ConnHandle {
             return Some(msg);
         }
         if let Some(q) = self.queue().filter(|q| !q.is_empty()) {
+            if !own {
+                return Some(msg);
+            }
             // The writer thread fell behind this burst (it held the lock for a moment): take
             // the backlog back onto this thread, in order, rather than queue every message
             // behind it until that thread has encoded them all.
@@ -152,8 +155,7 @@ impl ConnHandle {
                 }
                 Err(e) => {
                     drop(w);
-                    log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "queued messages not written; connection lost");
-                    self.abort();
+                    self.lost("queued messages not written", &e);
                     return None;
                 }
             }
@@ -182,8 +184,7 @@ impl ConnHandle {
                     Ok(_) => return Some(msg),
                     Err(e) => {
                         drop(w);
-                        log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "batch write failed; connection lost");
-                        self.abort();
+                        self.lost("batch write failed", &e);
                         return None;
                     }
                 }
@@ -195,8 +196,7 @@ impl ConnHandle {
                 Ok(()) if first => self.kick(),
                 Ok(()) => {}
                 Err(e) => {
-                    log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "frame not encoded; connection lost");
-                    self.abort();
+                    self.lost("frame not encoded", &e);
                 }
             }
             return None;
@@ -211,12 +211,18 @@ impl ConnHandle {
             Ok(true) => {}
             Ok(false) => self.kick(),
             Err(e) => {
-                log::debug!(component = &*self.component, conn_id:% = self.info.id, peer:% = self.info.peer, error:% = e; "direct write failed; connection lost");
-                self.abort();
+                self.lost("direct write failed", &e);
             }
         }
         self.burst.end(start);
         None
+    }
+
+    /// A write-side failure: logged (DEBUG; the connection's end is reported by its reader)
+    /// and the connection aborted.
+    fn lost(&self, what: &str, e: &dyn std::fmt::Display) {
+        log::debug!(component = &*self.component, conn_id:% = self.info.id, peer:% = self.info.peer, error:% = e; "{what}; connection lost");
+        self.abort();
     }
 
     /// Writes what the socket takes now (elsewhere than Linux: nothing, see `send_now`).
@@ -350,8 +356,7 @@ impl ConnHandle {
         }
         if let Err(e) = self.move_queued(&mut w, q, q.capacity() / 2) {
             drop(w);
-            log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "write failed; connection lost");
-            self.abort();
+            self.lost("write failed", &e);
             return;
         }
         let rest = !w.out.0.is_empty();
@@ -573,8 +578,7 @@ impl ConnHandle {
         if let Err(e) = self.threads.spawn(name, move || Writer::new(me).run()) {
             self.writer_running.store(false, Ordering::SeqCst);
             drop(reader_done);
-            log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "writer not started; connection lost");
-            self.abort();
+            self.lost("writer not started", &e);
         }
     }
 
@@ -605,8 +609,7 @@ impl ConnHandle {
                 Ok(false)
             }
             Err(e) => {
-                log::debug!(component = &*self.component, conn_id:% = self.info.id, error:% = e; "control frame not written; connection lost");
-                self.abort();
+                self.lost("control frame not written", &e);
                 Ok(true)
             }
         }
