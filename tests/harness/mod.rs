@@ -136,8 +136,9 @@ fn build_examples() -> Result<(), String> {
 }
 
 /// A Python virtual environment under `target/<name>` with `packages` installed, created on
-/// first use and reused while `bin/<ready>` exists and its interpreter line still points into
-/// it (a moved target directory leaves scripts naming the old path: recreated). Fails (never skips) without Python.
+/// first use and reused while `bin/<ready>` exists and the interpreter its `#!` line names
+/// exists (a moved target directory leaves scripts naming the old path: recreated). Fails
+/// (never skips) without Python.
 ///
 /// Creation is serialised within the process by a mutex and across processes by a lock
 /// directory (`target/<name>.lock`, taken over when older than 5 minutes).
