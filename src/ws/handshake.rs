@@ -63,10 +63,11 @@ pub(crate) fn server_stream(
     #[cfg(feature = "tls")]
     if let Some(tls) = &cfg.tls_server {
         let session = TlsSession::accept(tls, raw, deadline)?;
-        return Ok(HalfStream::secure(raw.clone(), Some(deadline), session));
+        return Ok(HalfStream::secure(raw.clone(), Some(deadline), session)
+            .for_handshake(Role::Server, &cfg.tungstenite()));
     }
-    let _ = cfg;
-    Ok(HalfStream::with_deadline(raw.clone(), Some(deadline)))
+    Ok(HalfStream::with_deadline(raw.clone(), Some(deadline))
+        .for_handshake(Role::Server, &cfg.tungstenite()))
 }
 
 /// The stream a client's opening handshake runs over: a TLS handshake first (within
@@ -86,10 +87,12 @@ pub(crate) fn client_stream(
         };
         let session = TlsSession::connect(&tls, conn.host(), raw, deadline)
             .map_err(|e| Error::tls(name, Some(conn.authority()), e))?;
-        return Ok(HalfStream::secure(raw.clone(), Some(deadline), session));
+        return Ok(HalfStream::secure(raw.clone(), Some(deadline), session)
+            .for_handshake(Role::Client, &cfg.tungstenite()));
     }
-    let _ = (conn, cfg, name);
-    Ok(HalfStream::with_deadline(raw.clone(), Some(deadline)))
+    let _ = (conn, name);
+    Ok(HalfStream::with_deadline(raw.clone(), Some(deadline))
+        .for_handshake(Role::Client, &cfg.tungstenite()))
 }
 
 /// Wakes an accept loop blocked on a listener at `addr` (so it sees that its component is

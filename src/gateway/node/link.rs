@@ -813,7 +813,7 @@ fn read_handshake<F: Framing, T>(
     pick: impl Fn(&[u8]) -> Result<Option<T>, CodecError>,
 ) -> Result<T, DisconnectCause> {
     loop {
-        match ws.read().map_err(lost)? {
+        match ws.get_mut().read_message().map_err(|e| lost(*e))? {
             Message::Binary(b) => match pick(&b) {
                 Ok(Some(t)) => return Ok(t),
                 Ok(None) => early_frame(inner, peer.id),
@@ -821,6 +821,7 @@ fn read_handshake<F: Framing, T>(
             },
             Message::Text(_) => early_frame(inner, peer.id),
             Message::Close(frame) => return Err(closed_in_handshake(frame)),
+            Message::Ping(data) => ws.send(Message::Pong(data)).map_err(lost)?,
             _ => {}
         }
     }
@@ -1077,7 +1078,7 @@ fn close_raw(
     }));
     let _ = ws.flush();
     // Until the peer's close reply, or the deadline (reads fail past it).
-    while ws.read().is_ok() {}
+    while ws.get_mut().read_message().is_ok() {}
     let _ = raw.shutdown(Shutdown::Both);
 }
 

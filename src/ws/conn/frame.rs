@@ -43,7 +43,7 @@ pub(crate) struct WriteState {
 const TLS_CHUNK: usize = 64 << 10;
 
 /// XORs a client frame's payload with its mask (RFC 6455 5.3), eight bytes at a time.
-fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
+pub(super) fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
     let wide = u64::from_ne_bytes([
         mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
     ]);

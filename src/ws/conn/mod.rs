@@ -3,10 +3,10 @@
 //! the connection has a backlog (see `ADR/2026-11-21-full-duplex-connection-threads.md` and
 //! `ADR/2026-12-04-one-thread-per-connection.md`).
 //!
-//! * The **reader** (the thread that calls [`ConnRun::run`]) owns tungstenite's read state. Its
-//!   stream has writes switched off after the handshake, so tungstenite's automatic pong and
-//!   close replies go nowhere; the reader writes pongs itself when the socket takes them at
-//!   once, and hands them (and close replies) to the writer otherwise.
+//! * The **reader** (the thread that calls [`ConnRun::run`]) owns the read state: after
+//!   tungstenite's opening handshake, frames are parsed by our own parser (`parse.rs`), which
+//!   hands payloads out as slices of its read buffer. The reader writes pongs itself when the
+//!   socket takes them at once, and hands them (and close replies) to the writer otherwise.
 //! * Senders write on their own thread while the socket takes the bytes at once (the direct
 //!   path). Whatever cannot go that way (a queue, a remainder, a close) starts the **writer**
 //!   thread, the only one that blocks on the socket: it drains, closes, and ends when it has
@@ -18,12 +18,14 @@
 //!
 //! Files by thread role: `handle.rs` (what other threads call: send, enqueue, close, abort, the
 //! direct-write fast path, the heartbeat tick), `reader.rs` (the reader thread's loop),
+//! `parse.rs` (the read half: frames parsed and checked against RFC 6455),
 //! `writer.rs` (the writer thread's loop), `frame.rs` (the write half: framing into one buffer,
 //! masking, bounded writing), `budget.rs` (the server-wide inbound budget).
 
 mod budget;
 mod frame;
 mod handle;
+mod parse;
 mod reader;
 mod tls;
 mod writer;
@@ -42,6 +44,7 @@ use crate::ws::outbound::OutQueue;
 use crate::ws::ConnId;
 
 pub(crate) use budget::InboundBudget;
+use parse::{header_end, Frames};
 pub(crate) use tls::TlsSession;
 
 /// Tells a caller in a burst: one that comes back while less time has passed since its last
@@ -112,8 +115,8 @@ const BUDGET_CHUNK: usize = 64 << 10;
 const TLS_READ: usize = 16 << 10;
 
 /// A `TcpStream` (with TLS, if the connection has it) whose writes can be switched off:
-/// tungstenite's reader needs `Read + Write`, but after the handshake every byte must leave
-/// through the write half.
+/// tungstenite's handshake needs `Read + Write`, but after it every byte must leave through
+/// the write half. It also holds the inbound frame parser ([`Self::read_message`]).
 pub(crate) struct HalfStream {
     /// Shared with the connection's handle: one descriptor per connection.
     sock: Arc<TcpStream>,
@@ -124,6 +127,11 @@ pub(crate) struct HalfStream {
     deadline: Option<Instant>,
     /// The server-wide inbound budget, once the connection runs.
     account: Option<Account>,
+    /// Inbound frames (`parse.rs`), set up for the opening handshake by [`Self::for_handshake`].
+    frames: Option<Box<Frames>>,
+    /// While the opening handshake reads: how much of the header's closing `\r\n\r\n` the last
+    /// bytes matched. Reads stop at the header's end; what follows goes to `frames`.
+    header: Option<u8>,
 }
 
 impl HalfStream {
@@ -134,7 +142,30 @@ impl HalfStream {
             writes: true,
             deadline: None,
             account: None,
+            frames: None,
+            header: None,
         }
+    }
+    /// Readies the stream for a WebSocket opening handshake in `role`: the handshake's reads
+    /// end with the HTTP header, so every frame after it is parsed by [`Self::read_message`].
+    pub(crate) fn for_handshake(
+        mut self,
+        role: Role,
+        cfg: &tungstenite::protocol::WebSocketConfig,
+    ) -> Self {
+        self.frames = Some(Box::new(Frames::new(role, cfg)));
+        self.header = Some(0);
+        self
+    }
+    /// The next message from the peer (after the opening handshake). The error is boxed: the
+    /// reader's hot loop moves only the message.
+    pub(crate) fn read_message(&mut self) -> Result<Message, Box<tungstenite::Error>> {
+        let Some(mut frames) = self.frames.take() else {
+            return Err(Box::new(tungstenite::Error::AlreadyClosed));
+        };
+        let res = frames.read(self);
+        self.frames = Some(frames);
+        res
     }
     /// A stream over a TLS session whose handshake is done.
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
@@ -243,10 +274,27 @@ struct TlsRead {
 impl Read for HalfStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.bound(true)?;
-        if self.tls.is_some() {
-            return self.read_tls(buf);
+        let n = if self.tls.is_some() {
+            self.read_tls(buf)?
+        } else {
+            self.read_sock(buf)?
+        };
+        let Some(matched) = self.header else {
+            return Ok(n);
+        };
+        match header_end(matched, &buf[..n]) {
+            Ok(end) => {
+                self.header = None;
+                if let Some(f) = &mut self.frames {
+                    f.push_early(&buf[end..n]);
+                }
+                Ok(end)
+            }
+            Err(matched) => {
+                self.header = Some(matched);
+                Ok(n)
+            }
         }
-        self.read_sock(buf)
     }
 }
 

@@ -153,7 +153,7 @@ impl ConnRun {
         let mut peer_close = None;
         let mut peer_first = false;
         let reason = loop {
-            let read = ws.read();
+            let read = ws.get_mut().read_message();
             // After an abort the socket still yields what the kernel (or tungstenite) had
             // buffered: none of it is delivered, so dispose is bounded however much waits.
             if handle.aborted.load(Ordering::Acquire) {
@@ -196,24 +196,25 @@ impl ConnRun {
                     }
                 }
                 Ok(Message::Frame(_)) => {}
-                Err(tungstenite::Error::ConnectionClosed)
-                | Err(tungstenite::Error::AlreadyClosed) => {
-                    break EndReason::Closed;
-                }
-                Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                    break EndReason::Lost("peer closed without a close frame".into());
-                }
-                Err(e) => {
-                    if let Some((code, why)) = fail_code(&e) {
-                        log::debug!(component = &*component, conn_id = conn_id.as_str(), peer = peer.as_str(), code = u16::from(code), error:% = e; "protocol error from peer; failing the connection");
-                        let _ = handle.to_writer(Ctrl::Fail(CloseFrame {
-                            code,
-                            reason: why.into(),
-                        }));
-                        break EndReason::ProtocolError(u16::from(code), e.to_string());
+                Err(e) => match *e {
+                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                        break EndReason::Closed;
                     }
-                    break EndReason::Lost(e.to_string());
-                }
+                    tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                        break EndReason::Lost("peer closed without a close frame".into());
+                    }
+                    e => {
+                        if let Some((code, why)) = fail_code(&e) {
+                            log::debug!(component = &*component, conn_id = conn_id.as_str(), peer = peer.as_str(), code = u16::from(code), error:% = e; "protocol error from peer; failing the connection");
+                            let _ = handle.to_writer(Ctrl::Fail(CloseFrame {
+                                code,
+                                reason: why.into(),
+                            }));
+                            break EndReason::ProtocolError(u16::from(code), e.to_string());
+                        }
+                        break EndReason::Lost(e.to_string());
+                    }
+                },
             }
         };
         // A peer that vanished can leave the writer blocked on a full socket: once the peer is
