@@ -138,22 +138,26 @@ fn serve_inbound<F: Framing>(
                 }
                 Ok(resp)
             };
-            tungstenite::accept_hdr_with_config(stream, callback, Some(inner.cfg.ws.tungstenite()))
-                .map_err(|e| match e {
-                    HandshakeError::Interrupted(_) => {
-                        let _ = raw.shutdown(Shutdown::Both);
-                        DisconnectCause::HandshakeTimeout
+            tungstenite::accept_hdr_with_config(
+                stream,
+                callback,
+                Some(inner.cfg.ws.handshake_config()),
+            )
+            .map_err(|e| match e {
+                HandshakeError::Interrupted(_) => {
+                    let _ = raw.shutdown(Shutdown::Both);
+                    DisconnectCause::HandshakeTimeout
+                }
+                HandshakeError::Failure(e) => {
+                    if !matches!(e, tungstenite::Error::Io(_)) {
+                        reply_http_on(&raw, tls.as_deref(), BAD_REQUEST);
                     }
-                    HandshakeError::Failure(e) => {
-                        if !matches!(e, tungstenite::Error::Io(_)) {
-                            reply_http_on(&raw, tls.as_deref(), BAD_REQUEST);
-                        }
-                        DisconnectCause::Closed {
-                            code: None,
-                            reason: format!("upgrade failed: {e}"),
-                        }
+                    DisconnectCause::Closed {
+                        code: None,
+                        reason: format!("upgrade failed: {e}"),
                     }
-                })
+                }
+            })
         }
     };
     let asked = asked.lock().take();

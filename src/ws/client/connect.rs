@@ -118,7 +118,7 @@ pub(crate) fn dial(
             return Err(e);
         }
     };
-    match tungstenite::client::client_with_config(request, stream, Some(cfg.tungstenite())) {
+    match tungstenite::client::client_with_config(request, stream, Some(cfg.handshake_config())) {
         Ok((mut ws, resp)) => {
             if !keep_deadline {
                 ws.get_mut().set_deadline(None);

@@ -743,6 +743,12 @@ impl WSConfig {
         self.retry.validate()
     }
 
+    /// The config tungstenite's opening handshake runs with: the `WebSocket` it returns never
+    /// reads (our parser does, `conn/parse.rs`), so it gets no read buffer.
+    pub(crate) fn handshake_config(&self) -> tungstenite::protocol::WebSocketConfig {
+        self.tungstenite().read_buffer_size(0)
+    }
+
     pub(crate) fn tungstenite(&self) -> tungstenite::protocol::WebSocketConfig {
         tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)

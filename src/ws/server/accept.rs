@@ -109,7 +109,7 @@ fn serve_conn<T: Clone + Send + 'static>(
     let mut ws = match tungstenite::accept_hdr_with_config(
         stream,
         callback,
-        Some(inner.cfg.tungstenite()),
+        Some(inner.cfg.handshake_config()),
     ) {
         Ok(ws) => ws,
         // Cut short by dispose (`Handshakes::abort_all`): nothing to report.
