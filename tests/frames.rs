@@ -99,8 +99,11 @@ fn frames_in_the_same_segment_as_the_upgrade_request_are_delivered() {
     }
 }
 
-#[test]
-fn frames_in_the_same_segment_as_the_101_response_reach_the_client() {
+/// A peer that answers a client's upgrade request with `response(key)` in one write, then
+/// holds the connection until the client goes.
+fn answering_peer(
+    response: impl FnOnce(&str) -> Vec<u8> + Send + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind(any_port()).unwrap();
     let port = listener.local_addr().unwrap().port();
     let peer = std::thread::spawn(move || {
@@ -112,16 +115,58 @@ fn frames_in_the_same_segment_as_the_101_response_reach_the_client() {
             .unwrap()
             .trim()
             .to_string();
-        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let mut bytes = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").into_bytes();
-        bytes.extend(frame(true, 1, b"first", false));
-        bytes.extend(frame(false, 2, b"sec", false));
-        bytes.extend(frame(true, 0, b"ond", false));
-        s.write_all(&bytes).unwrap();
-        // Held open until the client has what it needs.
+        s.write_all(&response(&tungstenite::handshake::derive_accept_key(
+            key.as_bytes(),
+        )))
+        .unwrap();
         let mut b = [0u8; 64];
         let _ = s.read(&mut b);
-        s
+    });
+    (port, peer)
+}
+
+#[test]
+fn a_refusal_s_body_in_the_same_segment_reaches_the_error() {
+    let (port, peer) = answering_peer(|_| {
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 8\r\n\r\nno token".to_vec()
+    });
+    let client = RxWSClient::<String>::with_config(local(port, "/f"), Text, quiet()).unwrap();
+    let rx = client.stream();
+    match rx.recv_timeout(WAIT) {
+        Ok(Notification::Error(rxplus::Error::HandshakeRefused { status, body, .. })) => {
+            assert_eq!((status, body.as_str()), (401, "no token"));
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    client.dispose();
+    peer.join().unwrap();
+}
+
+#[test]
+fn frames_after_a_101_with_bare_line_feeds_reach_the_client() {
+    let (port, peer) = answering_peer(|accept| {
+        let mut b = format!("HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\nSec-WebSocket-Accept: {accept}\n\n").into_bytes();
+        b.extend(frame(true, 1, b"after lf", false));
+        b
+    });
+    let client = RxWSClient::<String>::with_config(local(port, "/f"), Text, quiet()).unwrap();
+    let rx = client.stream();
+    match rx.recv_timeout(WAIT) {
+        Ok(Notification::Next(m)) => assert_eq!(m, "after lf"),
+        other => panic!("expected a message, got {other:?}"),
+    }
+    client.dispose();
+    peer.join().unwrap();
+}
+
+#[test]
+fn frames_in_the_same_segment_as_the_101_response_reach_the_client() {
+    let (port, peer) = answering_peer(|accept| {
+        let mut b = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").into_bytes();
+        b.extend(frame(true, 1, b"first", false));
+        b.extend(frame(false, 2, b"sec", false));
+        b.extend(frame(true, 0, b"ond", false));
+        b
     });
     let client =
         RxWSClient::<WSMessage>::with_config(local(port, "/f"), rxplus::ws::Raw, quiet()).unwrap();
@@ -141,7 +186,7 @@ fn frames_in_the_same_segment_as_the_101_response_reach_the_client() {
         ]
     );
     client.dispose();
-    drop(peer.join().unwrap());
+    peer.join().unwrap();
 }
 
 #[test]

@@ -824,7 +824,11 @@ fn read_handshake<F: Framing, T>(
                 Err(e) => decode_error(inner, peer.id, e),
             },
             Message::Text(_) => early_frame(inner, peer.id),
-            Message::Close(frame) => return Err(closed_in_handshake(frame)),
+            // Answered as tungstenite's reader did (the reply leaves with the next flush).
+            Message::Close(frame) => {
+                let _ = ws.close(frame.clone());
+                return Err(closed_in_handshake(frame));
+            }
             Message::Ping(data) => ws.send(Message::Pong(data)).map_err(lost)?,
             _ => {}
         }

@@ -44,7 +44,7 @@ use crate::ws::outbound::OutQueue;
 use crate::ws::ConnId;
 
 pub(crate) use budget::InboundBudget;
-use parse::{header_end, Frames};
+use parse::{Frames, HeaderScan};
 pub(crate) use tls::TlsSession;
 
 /// Tells a caller in a burst: one that comes back while less time has passed since its last
@@ -129,10 +129,22 @@ pub(crate) struct HalfStream {
     account: Option<Account>,
     /// Inbound frames (`parse.rs`), set up for the opening handshake by [`Self::for_handshake`].
     frames: Option<Box<Frames>>,
-    /// While the opening handshake reads: how much of the header's closing `\r\n\r\n` the last
-    /// bytes matched. Reads stop at the header's end; what follows goes to `frames`.
-    header: Option<u8>,
+    /// While the opening handshake reads: where its HTTP header ends. Reads stop there and
+    /// what follows goes to `frames` (for a client, only after a `101`: a refusal's body stays
+    /// tungstenite's, for the error).
+    header: Option<Box<Header>>,
 }
+
+/// The opening handshake's HTTP header, as read so far.
+#[derive(Default)]
+struct Header {
+    scan: HeaderScan,
+    /// Its first bytes (the status line's start).
+    first: Vec<u8>,
+}
+
+/// The start of a response that switches protocols.
+const SWITCHING: &[u8] = b"HTTP/1.1 101";
 
 impl HalfStream {
     pub(crate) fn new(sock: Arc<TcpStream>) -> Self {
@@ -154,12 +166,14 @@ impl HalfStream {
         cfg: &tungstenite::protocol::WebSocketConfig,
     ) -> Self {
         self.frames = Some(Box::new(Frames::new(role, cfg)));
-        self.header = Some(0);
+        self.header = Some(Box::default());
         self
     }
     /// The next message from the peer (after the opening handshake). The error is boxed: the
     /// reader's hot loop moves only the message.
     pub(crate) fn read_message(&mut self) -> Result<Message, Box<tungstenite::Error>> {
+        // The handshake is over, whether or not its header ended as we expected.
+        self.header = None;
         let Some(mut frames) = self.frames.take() else {
             return Err(Box::new(tungstenite::Error::AlreadyClosed));
         };
@@ -279,21 +293,23 @@ impl Read for HalfStream {
         } else {
             self.read_sock(buf)?
         };
-        let Some(matched) = self.header else {
+        let Some(h) = &mut self.header else {
             return Ok(n);
         };
-        match header_end(matched, &buf[..n]) {
-            Ok(end) => {
-                self.header = None;
-                if let Some(f) = &mut self.frames {
-                    f.push_early(&buf[end..n]);
-                }
+        let take = SWITCHING.len().saturating_sub(h.first.len()).min(n);
+        h.first.extend_from_slice(&buf[..take]);
+        let Some(end) = h.scan.end(&buf[..n]) else {
+            return Ok(n);
+        };
+        let switching = h.first.starts_with(SWITCHING);
+        self.header = None;
+        match &mut self.frames {
+            // A server reads a request; a client's frames follow only a `101`.
+            Some(f) if f.role() == Role::Server || switching => {
+                f.push_early(&buf[end..n]);
                 Ok(end)
             }
-            Err(matched) => {
-                self.header = Some(matched);
-                Ok(n)
-            }
+            _ => Ok(n),
         }
     }
 }
@@ -340,8 +356,11 @@ impl HalfStream {
         let Some(a) = &mut self.account else {
             return (&*self.sock).read(buf);
         };
-        if a.since_msg + buf.len() <= FREE_INBOUND {
-            let n = (&*self.sock).read(buf)?;
+        // Within a message's free part, a read never asks for more than is left of it: small
+        // messages never touch the budget, however large the read offered.
+        if a.since_msg < FREE_INBOUND {
+            let room = buf.len().min(FREE_INBOUND - a.since_msg);
+            let n = (&*self.sock).read(&mut buf[..room])?;
             a.since_msg += n;
             return Ok(n);
         }

@@ -16,11 +16,15 @@ use tungstenite::{Bytes, Error, Message, Utf8Bytes};
 
 use super::frame::apply_mask;
 
-/// The smallest read offered.
+/// The smallest read offered between frames.
 const MIN_CHUNK: usize = 4 << 10;
-/// The largest read offered to a streaming peer (unless `read_buffer_size` is larger):
-/// tungstenite's default read buffer.
-const MAX_CHUNK: usize = 128 << 10;
+/// The longest frame header: 2 bytes, a 64-bit length, a mask.
+const MAX_HEADER: usize = 14;
+/// The most reserved at once for one frame (the default `max_frame_size`).
+const RESERVE_AT_ONCE: usize = 16 << 20;
+/// The largest read offered to a streaming peer (unless `read_buffer_size` is larger): what a
+/// server connection reads towards one message before drawing on the inbound budget.
+const MAX_CHUNK: usize = 64 << 10;
 
 /// A frame's header, parsed from the front of the buffer.
 struct Header {
@@ -74,6 +78,10 @@ impl Frames {
         }
     }
 
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
     /// Bytes read past the end of the opening handshake's HTTP header: the first frames.
     pub(crate) fn push_early(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
@@ -115,9 +123,14 @@ impl Frames {
         if len == 0 && self.buf.capacity() > 2 * self.max_chunk.max(offer) {
             self.buf = BytesMut::new();
         }
-        if self.buf.capacity() - len < offer {
+        let spare = self.buf.capacity() - len;
+        // Room for what the frame under way still needs (reserved once, when its header
+        // arrives: a frame's last read never grows the buffer again), or, between frames, for
+        // a read of at least `MIN_CHUNK`.
+        if spare < need || (need <= MAX_HEADER && spare < offer.min(MIN_CHUNK)) {
             // Reuses the allocation once every payload handed out from it has been dropped.
-            self.buf.reserve(offer.max(need));
+            // A frame beyond `RESERVE_AT_ONCE` (only with raised limits) grows as it arrives.
+            self.buf.reserve(offer.max(need.min(RESERVE_AT_ONCE)));
         }
         let end = self.buf.capacity().min(len + offer);
         self.buf.resize(end, 0);
@@ -144,9 +157,13 @@ impl Frames {
             return Ok(Step::Need(header_need(&self.buf)));
         };
         self.check(&h)?;
-        let total = h.size as u64 + h.len;
+        let Some(total) = (h.size as u64)
+            .checked_add(h.len)
+            .filter(|&t| t <= usize::MAX as u64)
+        else {
+            return fail(too_long(h.len, self.max_frame));
+        };
         if (self.buf.len() as u64) < total {
-            // `check` bounded `len` by the frame limit, so this fits in usize.
             return Ok(Step::Need((total - self.buf.len() as u64) as usize));
         }
         self.buf.advance(h.size);
@@ -207,8 +224,13 @@ impl Frames {
             (3..=7, _) => fail(Error::Protocol(ProtocolError::UnknownDataFrameType(
                 h.opcode,
             ))),
-            (0, Some(p)) if p.data.len() as u64 + h.len > self.max_message as u64 => {
-                fail(too_long(p.data.len() as u64 + h.len, self.max_message))
+            (0, Some(p))
+                if (p.data.len() as u64).saturating_add(h.len) > self.max_message as u64 =>
+            {
+                fail(too_long(
+                    (p.data.len() as u64).saturating_add(h.len),
+                    self.max_message,
+                ))
             }
             (1 | 2, None) if h.len > self.max_message as u64 => {
                 fail(too_long(h.len, self.max_message))
@@ -383,21 +405,33 @@ fn header_need(b: &[u8]) -> usize {
     size.saturating_sub(b.len()).max(1)
 }
 
-/// Where an HTTP header's closing `\r\n\r\n` ends in `b` (the index after it), given that
-/// `matched` bytes of it ended the bytes before; or how many of it `b` ends with.
-pub(super) fn header_end(mut matched: u8, b: &[u8]) -> Result<usize, u8> {
-    const END: &[u8; 4] = b"\r\n\r\n";
-    for (i, &c) in b.iter().enumerate() {
-        matched = if c == END[matched as usize] {
-            matched + 1
-        } else {
-            u8::from(c == b'\r')
-        };
-        if matched == 4 {
-            return Ok(i + 1);
+/// Finds the end of the opening handshake's HTTP header across reads: an empty line after at
+/// least one line with content (`\r\n\r\n`, or bare `\n` line ends, which httparse accepts
+/// too; empty lines before the first one are skipped, as httparse does).
+#[derive(Default)]
+pub(super) struct HeaderScan {
+    /// 0: inside a line; 1: just after a line end; 2: after a line end and a `\r`.
+    state: u8,
+    content: bool,
+}
+
+impl HeaderScan {
+    /// The index just after the header's end in `b`, if it ends there.
+    pub(super) fn end(&mut self, b: &[u8]) -> Option<usize> {
+        for (i, &c) in b.iter().enumerate() {
+            match c {
+                b'\n' if self.state >= 1 && self.content => return Some(i + 1),
+                b'\n' => self.state = 1,
+                b'\r' if self.state == 1 => self.state = 2,
+                b'\r' => {}
+                _ => {
+                    self.state = 0;
+                    self.content = true;
+                }
+            }
         }
+        None
     }
-    Err(matched)
 }
 
 #[cfg(test)]
@@ -695,24 +729,63 @@ mod tests {
             step: usize::MAX,
         };
         assert_eq!(f.read(&mut src).unwrap().len(), 1 << 20);
-        assert!(f.buf.capacity() >= 1 << 20);
+        // The frame's last read did not grow the buffer again.
+        assert!(f.buf.capacity() < 2 << 20, "{}", f.buf.capacity());
         for _ in 0..2_000 {
             assert_eq!(f.read(&mut src).unwrap(), Message::Text("small".into()));
         }
-        // Streaming: the offer grew (the last, short read halved it once).
-        assert_eq!(f.chunk, MAX_CHUNK / 2);
+        // Streaming: the offer grew.
+        assert!(f.chunk > 4096);
         // The next read finds the buffer drained: the megabyte goes back.
         assert!(f.read(&mut src).is_err());
         assert!(f.buf.capacity() <= 2 * MAX_CHUNK, "{}", f.buf.capacity());
     }
 
     #[test]
+    fn lengths_near_the_top_of_u64_are_refused_or_waited_for_without_overflow() {
+        let unlimited = WebSocketConfig::default()
+            .max_frame_size(None)
+            .max_message_size(None);
+        for len in [u64::MAX, u64::MAX - 13, 1 << 62] {
+            let mut d = vec![0x82, 0x80 | 127];
+            d.extend_from_slice(&len.to_be_bytes());
+            d.extend_from_slice(&[1, 2, 3, 4, 5]);
+            let got = all(Role::Server, &unlimited, d, 64);
+            // Either refused as too long, or waited for (only 16 MiB reserved) until the end.
+            assert!(
+                matches!(
+                    got.last(),
+                    Some(Err(Error::Capacity(_)
+                        | Error::Protocol(
+                            ProtocolError::ResetWithoutClosingHandshake
+                        )))
+                ),
+                "{len}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_header_end_is_found_across_reads() {
-        assert_eq!(header_end(0, b"GET / HTTP/1.1\r\n\r\nxyz"), Ok(18));
-        assert_eq!(header_end(0, b"a\r\n\r"), Err(3));
-        assert_eq!(header_end(3, b"\nrest"), Ok(1));
-        assert_eq!(header_end(2, b"\r\r\n\r\n"), Ok(5));
-        assert_eq!(header_end(0, b"\r\n\r\r\n\r\nx"), Ok(7));
-        assert_eq!(header_end(1, b"x"), Err(0));
+        let end = |parts: &[&[u8]]| {
+            let mut scan = HeaderScan::default();
+            parts.iter().map(|p| scan.end(p)).collect::<Vec<_>>()
+        };
+        assert_eq!(end(&[b"GET / HTTP/1.1\r\n\r\nxyz"]), [Some(18)]);
+        assert_eq!(end(&[b"a\r\n\r", b"\nrest"]), [None, Some(1)]);
+        assert_eq!(end(&[b"a\r\n", b"\r\n"]), [None, Some(2)]);
+        assert_eq!(
+            end(&[b"a\r\nb: c\r", b"\n\r", b"\nx"]),
+            [None, None, Some(1)]
+        );
+        // Bare line feeds end a header too.
+        assert_eq!(end(&[b"HTTP/1.1 101 x\nA: b\n\nframes"]), [Some(21)]);
+        assert_eq!(end(&[b"a\r\n\nz"]), [Some(4)]);
+        // Empty lines before the request line are not its end.
+        assert_eq!(end(&[b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"]), [Some(22)]);
+        assert_eq!(
+            end(&[b"\r\n", b"\r\n", b"G\r\n\r\n"]),
+            [None, None, Some(5)]
+        );
     }
 }
