@@ -399,9 +399,11 @@ pub struct WSConfig {
     /// to one message, so the largest message always fits. Completed messages keep flowing.
     /// Default 256 MiB.
     pub inbound_budget: usize,
-    /// Per-connection read buffer. Default 8 KiB: it stays resident for each connection
-    /// (tungstenite fills the whole buffer on each read), so 10,000 idle connections cost 80 MiB
-    /// in it; larger messages are read into their own allocation.
+    /// Per-connection read buffer: what each read offers at first. Default 8 KiB: it stays
+    /// resident for each connection (the offered part is zeroed before each read), so 10,000
+    /// idle connections cost 80 MiB in it. While a peer streams, reads grow to 64 KiB (or to
+    /// this size, if larger) and shrink back when it stops; a larger frame is read into room
+    /// reserved for it.
     pub read_buffer_size: usize,
     /// Stack size of connection threads. Default 256 KiB.
     pub thread_stack_size: usize,
