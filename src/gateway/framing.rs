@@ -109,6 +109,12 @@ pub trait Framing: Clone + Send + Sync + Sized + 'static {
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.encode());
     }
+    /// The length [`encode`](Self::encode) will return, when known without encoding; `0`
+    /// (the default) when not. The gateway sizes a resumable link's frame with it, so the
+    /// frame is allocated once.
+    fn encoded_len(&self) -> usize {
+        0
+    }
     /// A frame from one binary WebSocket message; an error (never a panic) on malformed input.
     fn decode(data: &[u8]) -> std::result::Result<Self, CodecError>;
     /// A HELLO announcing `node_id`, speaking `version`.
@@ -336,6 +342,15 @@ impl Framing for DefaultFrame {
         }
     }
 
+    fn encoded_len(&self) -> usize {
+        match self {
+            DefaultFrame::Hello(_) | DefaultFrame::HelloAck(_) => HELLO_LEN,
+            DefaultFrame::Data { stream, payload } => {
+                DATA_HEADER_LEN + stream.map_or(0, |_| STREAM_HEADER_LEN) + payload.len()
+            }
+        }
+    }
+
     fn decode(data: &[u8]) -> Result<Self, CodecError> {
         let (&format, rest) = data
             .split_first()
@@ -420,8 +435,9 @@ mod tests {
 
     fn round_trip(f: &DefaultFrame) -> Vec<u8> {
         let wire = f.encode();
-        // One allocation, exactly sized.
+        // One allocation, exactly sized, and the length known before encoding.
         assert_eq!(wire.capacity(), wire.len(), "{f:?}");
+        assert_eq!(f.encoded_len(), wire.len(), "{f:?}");
         assert_eq!(&DefaultFrame::decode(&wire).unwrap(), f);
         wire
     }

@@ -500,7 +500,7 @@ impl<F: Framing> Inner<F> {
         };
         let encode = |out: &mut Vec<u8>| frame.encode_into(out);
         let sent = peer.send(
-            peer::Outgoing::Encode(&encode),
+            peer::Outgoing::Encode(&encode, frame.encoded_len()),
             &self.cfg,
             &self.core.name,
             &self.core.stats,

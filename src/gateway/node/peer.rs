@@ -72,15 +72,16 @@ struct PeerState {
 /// send itself (straight into a resumable link's frame, after its header).
 pub(crate) enum Outgoing<'a> {
     Encoded(Bytes),
-    Encode(&'a dyn Fn(&mut Vec<u8>)),
+    /// The encoder and the length it will append (`0`: not known).
+    Encode(&'a dyn Fn(&mut Vec<u8>), usize),
 }
 
 impl Outgoing<'_> {
     fn into_bytes(self) -> Bytes {
         match self {
             Outgoing::Encoded(b) => b,
-            Outgoing::Encode(f) => {
-                let mut v = Vec::new();
+            Outgoing::Encode(f, len) => {
+                let mut v = Vec::with_capacity(len);
                 f(&mut v);
                 Bytes::from(v)
             }
@@ -88,18 +89,18 @@ impl Outgoing<'_> {
     }
 
     /// As a resumable link's DATA frame, its header left for the sequence number.
-    /// Exactly sized when the framing reserves exactly (as `DefaultFrame` does): a `Bytes`
-    /// made of a vector with spare room allocates a second time.
+    /// Allocated once and exactly when the framing knows its length (`encoded_len`, as
+    /// `DefaultFrame` does): a `Bytes` made of a vector with spare room allocates again.
     fn framed(self) -> Vec<u8> {
         let extra = match &self {
             Outgoing::Encoded(b) => b.len(),
-            Outgoing::Encode(_) => 0,
+            Outgoing::Encode(_, len) => *len,
         };
         let mut v = Vec::with_capacity(DATA_HEADER + extra);
         v.extend_from_slice(&[0; DATA_HEADER]);
         match self {
             Outgoing::Encoded(b) => v.extend_from_slice(&b),
-            Outgoing::Encode(f) => f(&mut v),
+            Outgoing::Encode(f, _) => f(&mut v),
         }
         v
     }
