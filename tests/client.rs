@@ -370,6 +370,42 @@ fn server_close_reaches_client_as_normal_close_and_reconnect() {
 }
 
 #[test]
+fn a_stalled_server_costs_its_sender_one_lock_wait_not_one_per_message() {
+    // The server stops reading: the client's socket fills and its writer thread blocks in a
+    // `send`, holding the write lock. The sender waits for that lock a moment (100 µs) once,
+    // then queues without waiting until it has had the lock again. With a wait per message,
+    // these 200,000 sends under drop-old would take about 20 s; the bound is WAIT (10 s).
+    let (server, got, gate) = gated_server();
+    let port = server.local_addr().port();
+    let cfg = quiet()
+        .outbound(1_024, OverflowStrategy::DropOld)
+        .write_timeout(Duration::from_secs(120));
+    let client = RxWSClient::<String>::with_config(local(port, "/"), Text, cfg).unwrap();
+    assert!(client.wait_connected(WAIT));
+    let pad = "x".repeat(512);
+    let start = Instant::now();
+    for i in 0..200_000 {
+        client.on_next(format!("{i:06}{pad}"));
+    }
+    let took = start.elapsed();
+    let queued = client.queued();
+    drop(gate);
+    assert!(
+        took < WAIT,
+        "200,000 sends to a stalled server took {took:?}"
+    );
+    // The socket and the queue hold a small part; drop-old gave up the rest.
+    assert!(queued <= 1_024, "{queued} queued");
+    // The connection stayed up: what was queued last arrives once the server reads again.
+    let last = format!("{:06}{pad}", 199_999);
+    assert!(
+        wait_until(WAIT, || got.lock().last() == Some(&last)),
+        "{} received",
+        got.lock().len()
+    );
+}
+
+#[test]
 fn the_outbound_byte_budget_holds_back_a_fast_producer_of_large_messages() {
     // The server stops reading; 8 KiB messages with a 64 KiB budget: the producer blocks
     // (the default `block` policy) long before the 1,024-message count bound, and never more

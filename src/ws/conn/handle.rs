@@ -16,6 +16,7 @@ use super::frame::WriteState;
 use super::writer::Writer;
 use super::{
     BurstClock, ConnInfo, ConnParams, Ctrl, InboundBudget, Queue, MAX_BATCH, MAX_BATCH_BYTES,
+    OWN_LOCK_WAIT,
 };
 use crate::error::Error;
 use crate::overflow::OverflowStrategy;
@@ -72,6 +73,12 @@ pub(crate) struct ConnHandle {
     /// Pongs the reader handed to the writer and not yet written: data the reader's callbacks
     /// send after a ping must follow its pong (RFC 6455 5.5.2; Autobahn 5.6–5.20).
     pub(super) pongs_pending: AtomicUsize,
+    /// The feeding thread's wait for the write lock timed out: it does not wait again until it
+    /// has had the lock (see `try_direct`).
+    pub(super) own_wait_off: AtomicBool,
+    /// Frames senders have framed into the write buffer in bursts: the writer's gather sleeps
+    /// while this grows.
+    pub(super) buffered: AtomicU64,
     /// When set, an overflow disconnect sends a close frame with this code before it cuts the
     /// connection (the gateway's 4005); otherwise it only cuts it.
     pub(super) overflow_close: OnceLock<u16>,
@@ -117,9 +124,10 @@ impl ConnHandle {
     /// With `own` (the caller is the one thread feeding this connection: a client's sender, a
     /// gateway peer's), a burst is sent from the caller's thread: a full batch is written here
     /// when the socket takes it, and a backlog the writer thread has not drained yet is moved
-    /// into the socket before `msg`. Without it (a server's fan-out or a reply from a reader
-    /// thread, which must not take on one connection's writing), a backlog or a full batch
-    /// queues the message for the writer thread.
+    /// into the socket before `msg`; it also waits up to `OWN_LOCK_WAIT` for the writer thread
+    /// to release the write lock. Without it (a server's fan-out or a reply from a reader
+    /// thread, which must not take on one connection's writing or wait for it), a busy lock, a
+    /// backlog or a full batch queues the message for the writer thread.
     ///
     /// Ordering holds because messages leave the queue only under the same lock: with the lock
     /// held and the queue empty, everything sent before has been encoded.
@@ -133,9 +141,26 @@ impl ConnHandle {
         if backlog && !own {
             return Some(msg);
         }
-        let Some(mut w) = self.wr.try_lock() else {
+        // The thread feeding this connection waits a moment for the writer thread to finish
+        // its batch: queueing instead hands the rest of the burst to that thread, which then
+        // holds the lock for as long as the queue grows. A wait that times out (the writer is
+        // blocked on a full socket) is not repeated until the lock is had again, so a stalled
+        // peer costs its sender one wait, not one per message.
+        let lock = if own && !self.own_wait_off.load(Ordering::Relaxed) {
+            let lock = self.wr.try_lock_for(OWN_LOCK_WAIT);
+            if lock.is_none() {
+                self.own_wait_off.store(true, Ordering::Relaxed);
+            }
+            lock
+        } else {
+            self.wr.try_lock()
+        };
+        let Some(mut w) = lock else {
             return Some(msg);
         };
+        if own && self.own_wait_off.load(Ordering::Relaxed) {
+            self.own_wait_off.store(false, Ordering::Relaxed);
+        }
         if !self.data_may_go(&w) {
             return Some(msg);
         }
@@ -191,6 +216,7 @@ impl ConnHandle {
             }
             let first = w.out.0.is_empty();
             let res = w.encode(msg, self.keep_unsent);
+            self.buffered.fetch_add(1, Ordering::Relaxed);
             drop(w);
             match res {
                 Ok(()) if first => self.kick(),

@@ -91,10 +91,15 @@ use budget::{Account, FREE_INBOUND};
 
 /// Messages written per batch before the writer checks control replies and flushes.
 pub(super) const MAX_BATCH: usize = 256;
-/// How long the writer lets a bursting sender add to the buffer before sending it.
+/// How long the writer sleeps at a time while a bursting sender adds to the buffer.
 pub(super) const GATHER: Duration = Duration::from_micros(20);
-/// How long the writer waits for more after a batch before parking.
-pub(super) const BURST_LINGER: Duration = Duration::from_micros(50);
+/// The longest the writer lets a sender that keeps adding fill the buffer before sending it.
+pub(super) const MAX_GATHER: Duration = Duration::from_micros(200);
+/// How long the writer waits for more after a batch from the queue before parking.
+pub(super) const QUEUE_LINGER: Duration = Duration::from_micros(50);
+/// How long the thread feeding a connection waits for the write lock (held by the writer
+/// thread for a batch) before it queues the message instead.
+pub(super) const OWN_LOCK_WAIT: Duration = Duration::from_micros(100);
 /// Bytes encoded per batch (one `send`).
 pub(super) const MAX_BATCH_BYTES: usize = 64 << 10;
 /// Capacity of the encode buffer kept between batches; a larger one (after a big message) is

@@ -105,6 +105,8 @@ impl ConnRun {
             epoch: now,
             burst: BurstClock::default(),
             pongs_pending: AtomicUsize::new(0),
+            own_wait_off: AtomicBool::new(false),
+            buffered: AtomicU64::new(0),
             overflow_close: OnceLock::new(),
             overflowed: AtomicBool::new(false),
             cut: OnceLock::new(),

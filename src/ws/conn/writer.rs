@@ -14,7 +14,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
 use super::handle::ConnHandle;
-use super::{Ctrl, BURST_LINGER, GATHER, MAX_BATCH, MAX_BATCH_BYTES, WRITER_IDLE};
+use super::{Ctrl, GATHER, MAX_BATCH, MAX_BATCH_BYTES, MAX_GATHER, QUEUE_LINGER, WRITER_IDLE};
 use crate::telemetry::event;
 
 pub(super) struct Writer {
@@ -101,14 +101,14 @@ impl Writer {
                 if wake_rx.try_recv().is_ok() {
                     self.gather();
                 }
-                let written = match self.drain(None) {
+                let queued = match self.drain(None) {
                     Ok(n) => n,
                     Err(e) => {
                         self.failed(&e);
                         return Step::End;
                     }
                 };
-                if !ctrl_rx.is_empty() || (written > 0 && self.more_soon()) {
+                if !ctrl_rx.is_empty() || (queued > 0 && self.more_queued()) {
                     continue;
                 }
                 if queue_rx.is_none() && handle.queue().is_some() {
@@ -240,23 +240,46 @@ impl Writer {
         Ok(written)
     }
 
-    /// Woken for frames a sender put in the buffer during a burst: give it a moment to add
-    /// more, so they leave in one syscall.
+    /// Woken for frames a sender put in the buffer during a burst: wait while it keeps adding
+    /// (in steps of `GATHER`, up to `MAX_GATHER`), so they leave in one syscall. Only the first
+    /// step yields; later ones sleep, leaving the core to the sender and the peer (a sender
+    /// that fills a batch sends it itself).
     fn gather(&self) {
-        let until = Instant::now() + GATHER;
-        while Instant::now() < until && self.handle.ctrl_rx.is_empty() {
+        let h = &self.handle;
+        let until = Instant::now() + MAX_GATHER;
+        let mut seen = h.buffered.load(Ordering::Relaxed);
+        // The first step yields rather than sleeps: a lone frame waits GATHER, not a timer's
+        // slack on top.
+        let first = Instant::now() + GATHER;
+        while Instant::now() < first && h.ctrl_rx.is_empty() {
             std::thread::yield_now();
+        }
+        let mut sel = Select::new();
+        sel.recv(&h.ctrl_rx);
+        sel.recv(&h.kill_rx);
+        loop {
+            let now = h.buffered.load(Ordering::Relaxed);
+            if now == seen || Instant::now() >= until {
+                return;
+            }
+            seen = now;
+            if sel.ready_timeout(GATHER).is_ok() || h.queue().is_some_and(|q| !q.is_empty()) {
+                return;
+            }
         }
     }
 
-    /// After a batch, a producer in a burst usually has more within microseconds: wait for it
-    /// briefly (yielding the CPU) rather than park and make it pay a wake-up per message.
-    fn more_soon(&self) -> bool {
-        let until = Instant::now() + BURST_LINGER;
+    /// After a batch from the queue, a producer in a burst (a server's fan-out) usually has
+    /// more within microseconds: wait for it briefly (yielding the CPU) rather than park and
+    /// make it pay a wake-up per message. Frames a connection's own sender puts in the buffer
+    /// need no such wait: `gather` handles them.
+    fn more_queued(&self) -> bool {
+        let h = &self.handle;
+        let until = Instant::now() + QUEUE_LINGER;
         loop {
-            if self.handle.queue().is_some_and(|q| !q.is_empty())
-                || !self.handle.ctrl_rx.is_empty()
-                || !self.handle.wake_rx.is_empty()
+            if h.queue().is_some_and(|q| !q.is_empty())
+                || !h.ctrl_rx.is_empty()
+                || !h.wake_rx.is_empty()
             {
                 return true;
             }
