@@ -369,6 +369,9 @@ fn server_close_reaches_client_as_normal_close_and_reconnect() {
     assert_eq!(client.stats().connections_opened, 2);
 }
 
+// The lock wait belongs to the direct-write path, which is Linux's (elsewhere every send
+// queues and this passes without exercising it).
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn a_stalled_server_costs_its_sender_one_lock_wait_not_one_per_message() {
     // The server stops reading: the client's socket fills and its writer thread blocks in a
@@ -388,14 +391,11 @@ fn a_stalled_server_costs_its_sender_one_lock_wait_not_one_per_message() {
         client.on_next(format!("{i:06}{pad}"));
     }
     let took = start.elapsed();
-    let queued = client.queued();
     drop(gate);
     assert!(
         took < WAIT,
         "200,000 sends to a stalled server took {took:?}"
     );
-    // The socket and the queue hold a small part; drop-old gave up the rest.
-    assert!(queued <= 1_024, "{queued} queued");
     // The connection stayed up: what was queued last arrives once the server reads again.
     let last = format!("{:06}{pad}", 199_999);
     assert!(

@@ -110,8 +110,9 @@ pub trait Framing: Clone + Send + Sync + Sized + 'static {
         out.extend_from_slice(&self.encode());
     }
     /// The length [`encode`](Self::encode) will return, when known without encoding; `0`
-    /// (the default) when not. The gateway sizes a resumable link's frame with it, so the
-    /// frame is allocated once.
+    /// (the default) when not. The gateway sizes a frame's allocation with it (up to 1 MiB), so
+    /// the frame is allocated once: return the exact length or `0`; a wrong value costs a
+    /// reallocation or unused memory, never a wrong frame.
     fn encoded_len(&self) -> usize {
         0
     }

@@ -489,8 +489,9 @@ impl<F: Framing> Inner<F> {
     }
 
     fn try_send_frame(&self, conn_id: ConnId, frame: &F) -> Result<()> {
-        // The table's read lock is held across the send (no reference count taken per frame);
-        // the send never blocks and calls no user code.
+        // The table's read lock is held across the send (no reference count taken per frame).
+        // The send calls only the frame's own encoder and never blocks: at most it waits
+        // `OWN_LOCK_WAIT` (100 µs) for the link's write lock while its writer sends a batch.
         let peers = self.peers.read();
         let Some(peer) = peers.get(&conn_id) else {
             drop(peers);
@@ -501,6 +502,7 @@ impl<F: Framing> Inner<F> {
         let encode = |out: &mut Vec<u8>| frame.encode_into(out);
         let sent = peer.send(
             peer::Outgoing::Encode(&encode, frame.encoded_len()),
+            true,
             &self.cfg,
             &self.core.name,
             &self.core.stats,
@@ -540,6 +542,7 @@ impl<F: Framing> Inner<F> {
             }
             match p.send(
                 peer::Outgoing::Encoded(msg.clone()),
+                false,
                 &self.cfg,
                 &self.core.name,
                 &self.core.stats,

@@ -68,6 +68,10 @@ struct PeerState {
     attaching: bool,
 }
 
+/// The most a framing's `encoded_len` reserves up front: a wrong hint must not allocate
+/// without bound (a frame longer than this grows to fit, one reallocation).
+const MAX_LEN_HINT: usize = 1 << 20;
+
 /// A frame handed to a peer: encoded already (a broadcast encodes once), or encoded by the
 /// send itself (straight into a resumable link's frame, after its header).
 pub(crate) enum Outgoing<'a> {
@@ -81,7 +85,7 @@ impl Outgoing<'_> {
         match self {
             Outgoing::Encoded(b) => b,
             Outgoing::Encode(f, len) => {
-                let mut v = Vec::with_capacity(len);
+                let mut v = Vec::with_capacity(len.min(MAX_LEN_HINT));
                 f(&mut v);
                 Bytes::from(v)
             }
@@ -96,7 +100,7 @@ impl Outgoing<'_> {
             Outgoing::Encoded(b) => b.len(),
             Outgoing::Encode(_, len) => *len,
         };
-        let mut v = Vec::with_capacity(DATA_HEADER + extra);
+        let mut v = Vec::with_capacity(DATA_HEADER + extra.min(MAX_LEN_HINT));
         v.extend_from_slice(&[0; DATA_HEADER]);
         match self {
             Outgoing::Encoded(b) => v.extend_from_slice(&b),
@@ -444,10 +448,12 @@ impl Peer {
         st.cause.clone()
     }
 
-    /// Sends one frame by the connection's state.
+    /// Sends one frame by the connection's state. `wait`: the sender writes to this peer only
+    /// and may wait (bounded) for the write lock; a broadcast does not.
     pub(crate) fn send(
         &self,
         frame: Outgoing<'_>,
+        wait: bool,
         cfg: &GatewayConfig,
         component: &str,
         stats: &Stats,
@@ -467,10 +473,10 @@ impl Peer {
             // Its first handshake may have completed since the check above: numbered too.
             Ok(bytes) if st.session.is_some() => {
                 let framed = Outgoing::Encoded(bytes).framed();
-                return self.send_resumable(&mut st, framed, component, stats);
+                return self.send_resumable(&mut st, framed, wait, component, stats);
             }
             Ok(bytes) => bytes,
-            Err(framed) => return self.send_resumable(&mut st, framed, component, stats),
+            Err(framed) => return self.send_resumable(&mut st, framed, wait, component, stats),
         };
         let msg = Message::Binary(bytes);
         if st.state == ConnectionState::Connected {
@@ -478,7 +484,7 @@ impl Peer {
                 return Sent::NotConnected;
             };
             drop(st);
-            return match h.send_own(msg) {
+            return match h.send_own(msg, wait) {
                 Ok(()) => Sent::Ok,
                 Err(Refused::Overflow) => Sent::Overflow { disconnect: false },
                 Err(Refused::Closed) => Sent::NotConnected,
@@ -517,6 +523,7 @@ impl Peer {
         &self,
         st: &mut PeerState,
         framed: Vec<u8>,
+        wait: bool,
         component: &str,
         stats: &Stats,
     ) -> Sent {
@@ -544,7 +551,7 @@ impl Peer {
                 // Not written now (its queue is full, or the transport just ended): the frame
                 // is in the resend buffer, and a gap is never left behind it, so the transport
                 // is cut and the resume replays it.
-                if h.send_own(Message::Binary(data)) == Err(Refused::Overflow) {
+                if h.send_own(Message::Binary(data), wait) == Err(Refused::Overflow) {
                     h.cut_for("resumable link: write queue full");
                 }
             }

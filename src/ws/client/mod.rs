@@ -451,7 +451,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
         let msg = match &current {
             Some(c) => {
                 log::debug!(component = &*self.core.name, conn_id:% = c.info.id, path = &*self.path, bytes = msg.len(); "{}", event::MESSAGE_SENT);
-                match c.try_direct(msg, true) {
+                match c.try_direct(msg, true, true) {
                     None => return Ok(()),
                     Some(msg) => msg,
                 }

@@ -91,7 +91,8 @@ use budget::{Account, FREE_INBOUND};
 
 /// Messages written per batch before the writer checks control replies and flushes.
 pub(super) const MAX_BATCH: usize = 256;
-/// How long the writer sleeps at a time while a bursting sender adds to the buffer.
+/// The writer's first wait (yielding) for a bursting sender to add to the buffer, and each
+/// later step (sleeping) while it keeps adding.
 pub(super) const GATHER: Duration = Duration::from_micros(20);
 /// The longest the writer lets a sender that keeps adding fill the buffer before sending it.
 pub(super) const MAX_GATHER: Duration = Duration::from_micros(200);

@@ -241,9 +241,10 @@ impl Writer {
     }
 
     /// Woken for frames a sender put in the buffer during a burst: wait while it keeps adding
-    /// (in steps of `GATHER`, up to `MAX_GATHER`), so they leave in one syscall. Only the first
-    /// step yields; later ones sleep, leaving the core to the sender and the peer (a sender
-    /// that fills a batch sends it itself).
+    /// (in steps of `GATHER`, up to `MAX_GATHER` plus a step), so they leave in one syscall.
+    /// Only the first step yields; later ones sleep (each `GATHER` plus the timer's slack),
+    /// leaving the core to the sender and the peer (a connection's own sender that fills a
+    /// batch sends it itself).
     fn gather(&self) {
         let h = &self.handle;
         let until = Instant::now() + MAX_GATHER;
@@ -254,9 +255,14 @@ impl Writer {
         while Instant::now() < first && h.ctrl_rx.is_empty() {
             std::thread::yield_now();
         }
+        // A message queued meanwhile (a fan-out finding the buffer full) ends the wait too.
+        let queue = h.queue().map(|q| q.receiver().clone());
         let mut sel = Select::new();
         sel.recv(&h.ctrl_rx);
         sel.recv(&h.kill_rx);
+        if let Some(q) = &queue {
+            sel.recv(q);
+        }
         loop {
             let now = h.buffered.load(Ordering::Relaxed);
             if now == seen || Instant::now() >= until {
