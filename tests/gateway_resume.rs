@@ -143,8 +143,11 @@ fn send_all(n: &Node, to: ConnId, count: u32, sent: &AtomicU64) {
             }
         }
         sent.fetch_add(1, Ordering::Relaxed);
-        if k % 64 == 0 {
-            std::thread::yield_now();
+        // Paced (about 100 frames per millisecond at most): a link can take 10,000 frames in a
+        // few milliseconds, and the cuts of the tests below must come while frames are still
+        // being sent, not after everything was delivered and acknowledged.
+        if k % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
