@@ -16,7 +16,7 @@ use crate::reactive::{Notification, Subject, Subscription};
 use crate::stats::StatsSnapshot;
 use crate::telemetry::{self, event, Kind, Tracked};
 use crate::threads::Threads;
-use crate::ws::conn::ConnHandle;
+use crate::ws::conn::{ConnHandle, SendRole};
 use crate::ws::datatype::Datatype;
 use crate::ws::outbound::{push_outbound, OutQueue, Refused};
 use crate::ws::{check_close, CloseInfo, ConnId, ConnectionState, WSConfig, WSConnectionConfig};
@@ -451,7 +451,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
         let msg = match &current {
             Some(c) => {
                 log::debug!(component = &*self.core.name, conn_id:% = c.info.id, path = &*self.path, bytes = msg.len(); "{}", event::MESSAGE_SENT);
-                match c.try_direct(msg, true, true) {
+                match c.try_direct(msg, SendRole::OwnMayWait) {
                     None => return Ok(()),
                     Some(msg) => msg,
                 }

@@ -25,6 +25,23 @@ use crate::telemetry::event;
 use crate::threads::{Threads, Tick};
 use crate::ws::outbound::{push_outbound, OutQueue, Refused};
 
+/// How much of a connection's writing a sender may take on (see [`ConnHandle::try_direct`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum SendRole {
+    /// A server's fan-out or a reply from a reader thread: it must neither take on one
+    /// connection's writing nor wait for it, so a busy lock, a backlog or a full batch queues
+    /// the message for the writer thread.
+    Shared,
+    /// The one thread feeding this connection (a client's sender, a gateway peer's): a burst
+    /// is sent from its thread, a full batch written here when the socket takes it and a
+    /// backlog the writer thread has not drained yet moved into the socket before the message.
+    /// A gateway broadcast sends so, without waiting.
+    Own,
+    /// [`Own`](Self::Own), writing to this connection only: it also waits up to
+    /// `OWN_LOCK_WAIT` for the writer thread to release the write lock.
+    OwnMayWait,
+}
+
 /// The handle other threads use to send to, close or abort a connection.
 pub(crate) struct ConnHandle {
     pub(crate) info: ConnInfo,
@@ -98,7 +115,7 @@ impl ConnHandle {
     /// [`try_direct`](Self::try_direct)), otherwise queued by the outbound policy. `Err` when
     /// it was dropped.
     pub(crate) fn send(&self, msg: Message) -> std::result::Result<(), Refused> {
-        match self.try_direct(msg, false, false) {
+        match self.try_direct(msg, SendRole::Shared) {
             None => Ok(()),
             Some(msg) => self.enqueue(msg),
         }
@@ -106,34 +123,33 @@ impl ConnHandle {
 
     /// [`send`](Self::send) for the thread that feeds this connection (a gateway peer's
     /// sender): in a burst it also writes full batches and the queued backlog itself (see
-    /// [`try_direct`](Self::try_direct) with `own`). With `wait`, it may wait for the write
-    /// lock; a sender that goes on to other connections (a broadcast) passes `false`.
+    /// [`try_direct`](Self::try_direct) with [`SendRole::Own`]). With `wait`, it may wait for
+    /// the write lock; a sender that goes on to other connections (a broadcast) passes `false`.
     pub(crate) fn send_own(&self, msg: Message, wait: bool) -> std::result::Result<(), Refused> {
-        match self.try_direct(msg, true, wait) {
+        let role = if wait {
+            SendRole::OwnMayWait
+        } else {
+            SendRole::Own
+        };
+        match self.try_direct(msg, role) {
             None => Ok(()),
             Some(msg) => self.enqueue(msg),
         }
     }
 
-    /// Writes `msg` on the calling thread when that can neither reorder nor block (but for the
-    /// bounded wait for the lock below): nothing is queued or half-written, no one else is
+    /// Writes `msg` on the calling thread when that can neither reorder nor block (but for
+    /// [`SendRole::OwnMayWait`]'s bounded wait for the lock): nothing is queued or half-written, no one else is
     /// writing, and the socket takes the bytes now (a remainder goes to the writer thread). A
     /// sender that writes back to back (its last direct write ended more recently than it took)
     /// queues instead, so bursts are batched by the writer thread rather than paying a syscall
     /// per message. Returns the message when it must be queued.
     ///
-    /// With `own` (the caller is the one thread feeding this connection: a client's sender, a
-    /// gateway peer's), a burst is sent from the caller's thread: a full batch is written here
-    /// when the socket takes it, and a backlog the writer thread has not drained yet is moved
-    /// into the socket before `msg`. With `wait` too (a sender writing to this connection only,
-    /// not a broadcast), it waits up to `OWN_LOCK_WAIT` for the writer thread to release the
-    /// write lock. Without `own` (a server's fan-out or a reply from a reader thread, which must
-    /// not take on one connection's writing or wait for it), a busy lock, a backlog or a full
-    /// batch queues the message for the writer thread.
+    /// The [`SendRole`] says how much of the connection's writing the caller may take on.
     ///
     /// Ordering holds because messages leave the queue only under the same lock: with the lock
     /// held and the queue empty, everything sent before has been encoded.
-    pub(crate) fn try_direct(&self, msg: Message, own: bool, wait: bool) -> Option<Message> {
+    pub(crate) fn try_direct(&self, msg: Message, role: SendRole) -> Option<Message> {
+        let own = role != SendRole::Shared;
         if !cfg!(any(target_os = "linux", target_os = "android"))
             || self.ended.load(Ordering::Acquire)
         {
@@ -148,7 +164,7 @@ impl ConnHandle {
         // holds the lock for as long as the queue grows. A wait that times out (the writer is
         // blocked on a full socket) is not repeated until the lock is had again, so a stalled
         // peer costs its sender one wait, not one per message.
-        let lock = if own && wait && !self.own_wait_off.load(Ordering::Relaxed) {
+        let lock = if role == SendRole::OwnMayWait && !self.own_wait_off.load(Ordering::Relaxed) {
             let lock = self.wr.try_lock_for(OWN_LOCK_WAIT);
             if lock.is_none() {
                 self.own_wait_off.store(true, Ordering::Relaxed);
@@ -160,7 +176,7 @@ impl ConnHandle {
         let Some(mut w) = lock else {
             return Some(msg);
         };
-        if own && self.own_wait_off.load(Ordering::Relaxed) {
+        if self.own_wait_off.load(Ordering::Relaxed) {
             self.own_wait_off.store(false, Ordering::Relaxed);
         }
         if !self.data_may_go(&w) {
@@ -218,7 +234,9 @@ impl ConnHandle {
             }
             let first = w.out.0.is_empty();
             let res = w.encode(msg, self.keep_unsent);
-            self.buffered.fetch_add(1, Ordering::Relaxed);
+            // Only written under the write lock: a plain update, no atomic read-modify-write.
+            let n = self.buffered.load(Ordering::Relaxed);
+            self.buffered.store(n.wrapping_add(1), Ordering::Relaxed);
             drop(w);
             match res {
                 Ok(()) if first => self.kick(),

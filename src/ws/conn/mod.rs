@@ -84,7 +84,7 @@ impl BurstClock {
         );
     }
 }
-pub(crate) use handle::ConnHandle;
+pub(crate) use handle::{ConnHandle, SendRole};
 pub(crate) use reader::ConnRun;
 
 use budget::{Account, FREE_INBOUND};

@@ -99,7 +99,7 @@ impl Writer {
                     return Step::End;
                 }
                 if wake_rx.try_recv().is_ok() {
-                    self.gather();
+                    self.gather(queue_rx.as_ref());
                 }
                 let queued = match self.drain(None) {
                     Ok(n) => n,
@@ -245,7 +245,7 @@ impl Writer {
     /// Only the first step yields; later ones sleep (each `GATHER` plus the timer's slack),
     /// leaving the core to the sender and the peer (a connection's own sender that fills a
     /// batch sends it itself).
-    fn gather(&self) {
+    fn gather(&self, queue_rx: Option<&Receiver<Message>>) {
         let h = &self.handle;
         let until = Instant::now() + MAX_GATHER;
         let mut seen = h.buffered.load(Ordering::Relaxed);
@@ -256,11 +256,10 @@ impl Writer {
             std::thread::yield_now();
         }
         // A message queued meanwhile (a fan-out finding the buffer full) ends the wait too.
-        let queue = h.queue().map(|q| q.receiver().clone());
         let mut sel = Select::new();
         sel.recv(&h.ctrl_rx);
         sel.recv(&h.kill_rx);
-        if let Some(q) = &queue {
+        if let Some(q) = queue_rx {
             sel.recv(q);
         }
         loop {
