@@ -1,12 +1,22 @@
 //! Counters every component keeps; read them with `stats()`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Live counters of one component, updated with relaxed atomics (no lock on the hot path).
+///
+/// What a connection receives is counted by its reader alone, in an [`InCounter`] of its own
+/// (a plain load and store per message, no read-modify-write shared with other connections);
+/// the component's totals add the live counters to what ended connections left.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
+    /// Received by ended connections (and by brokers, which count here directly).
     pub(crate) messages_in: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
+    /// The live connections' inbound counters.
+    live_in: Mutex<Vec<Arc<InCount>>>,
     pub(crate) messages_out: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
@@ -30,10 +40,75 @@ pub(crate) struct Stats {
     pub(crate) write_timeouts: AtomicU64,
 }
 
+/// One connection's received messages and bytes.
+#[derive(Debug, Default)]
+struct InCount {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A connection reader's inbound counter: written by that thread only, read by `stats()`.
+/// Dropping it adds its counts to the component's totals.
+pub(crate) struct InCounter {
+    stats: Arc<Stats>,
+    count: Arc<InCount>,
+}
+
+impl InCounter {
+    /// One data message of `bytes` received. Only the owning thread writes, so a plain load
+    /// and store suffice: a locked read-modify-write per message costs about 10 % of w1.
+    #[inline]
+    pub(crate) fn record(&self, bytes: usize) {
+        let c = &self.count;
+        c.messages
+            .store(c.messages.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        c.bytes.store(
+            c.bytes.load(Ordering::Relaxed) + bytes as u64,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Drop for InCounter {
+    fn drop(&mut self) {
+        // Under the list's lock, so a snapshot sees these counts either live or folded, once.
+        let mut live = self.stats.live_in.lock();
+        live.retain(|c| !Arc::ptr_eq(c, &self.count));
+        let c = &self.count;
+        self.stats
+            .messages_in
+            .fetch_add(c.messages.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.stats
+            .bytes_in
+            .fetch_add(c.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
 impl Stats {
-    pub(crate) fn record_in(&self, bytes: usize) {
-        self.messages_in.fetch_add(1, Ordering::Relaxed);
-        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    /// A counter for one connection's reader, live in this component's totals until dropped.
+    pub(crate) fn in_counter(self: &Arc<Self>) -> InCounter {
+        let count = Arc::new(InCount::default());
+        self.live_in.lock().push(count.clone());
+        InCounter {
+            stats: self.clone(),
+            count,
+        }
+    }
+    /// Messages and bytes received: ended connections' and live ones'.
+    pub(crate) fn received(&self) -> (u64, u64) {
+        let live = self.live_in.lock();
+        live.iter().fold(
+            (
+                self.messages_in.load(Ordering::Relaxed),
+                self.bytes_in.load(Ordering::Relaxed),
+            ),
+            |(m, b), c| {
+                (
+                    m + c.messages.load(Ordering::Relaxed),
+                    b + c.bytes.load(Ordering::Relaxed),
+                )
+            },
+        )
     }
     pub(crate) fn record_out(&self, messages: usize, bytes: usize) {
         self.messages_out
@@ -47,9 +122,10 @@ impl Stats {
     }
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (messages_in, bytes_in) = self.received();
         StatsSnapshot {
-            messages_in: g(&self.messages_in),
-            bytes_in: g(&self.bytes_in),
+            messages_in,
+            bytes_in,
             messages_out: g(&self.messages_out),
             bytes_out: g(&self.bytes_out),
             decode_errors: g(&self.decode_errors),

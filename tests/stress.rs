@@ -167,3 +167,63 @@ fn many_threads_into_one_server_path() {
     }
     churn.stop();
 }
+
+#[test]
+fn server_stats_count_what_live_and_ended_connections_received_exactly_once() {
+    let server = RxWSServer::<String>::bind_with_config(any_port(), Text, quiet()).unwrap();
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let d = delivered.clone();
+    server.subscribe(move |_: TaggedData<String>| {
+        d.fetch_add(1, Ordering::SeqCst);
+    });
+    let port = server.local_addr().port();
+    let clients: Vec<_> = (0..THREADS)
+        .map(|_| RxWSClient::<String>::with_config(local(port, "/count"), Text, quiet()).unwrap())
+        .collect();
+    assert!(clients.iter().all(|c| c.wait_connected(WAIT)));
+    let total = THREADS * PER_THREAD;
+    let bytes: usize = (0..THREADS)
+        .flat_map(|t| (0..PER_THREAD).map(move |i| format!("{t}:{i}").len()))
+        .sum();
+    let polling = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        // Counts never go back, whatever connections end meanwhile.
+        let poller = s.spawn(|| {
+            let (mut last, mut polls) = (server.stats(), 0);
+            while polling.load(Ordering::SeqCst) {
+                let now = server.stats();
+                assert!(
+                    now.messages_in >= last.messages_in,
+                    "{now:?} after {last:?}"
+                );
+                assert!(now.bytes_in >= last.bytes_in, "{now:?} after {last:?}");
+                last = now;
+                polls += 1;
+            }
+            polls
+        });
+        for (t, c) in clients.iter().enumerate() {
+            s.spawn(move || {
+                for i in 0..PER_THREAD {
+                    c.on_next(format!("{t}:{i}"));
+                }
+            });
+        }
+        assert!(
+            wait_until(WAIT, || delivered.load(Ordering::SeqCst) == total),
+            "{} of {total} delivered",
+            delivered.load(Ordering::SeqCst)
+        );
+        // Half the connections end: their counts move into the server's totals.
+        for c in clients.iter().step_by(2) {
+            c.dispose();
+        }
+        assert!(wait_until(WAIT, || server.stats().connections_closed
+            == (THREADS / 2) as u64));
+        polling.store(false, Ordering::SeqCst);
+        assert!(poller.join().unwrap() > 0);
+    });
+    let stats = server.stats();
+    assert_eq!(stats.messages_in, total as u64);
+    assert_eq!(stats.bytes_in, bytes as u64);
+}

@@ -280,7 +280,7 @@ fn build_instruments(meter: &Meter, gen: u64) {
         "{message}",
         "Data messages received",
         None,
-        |s| load(&s.messages_in),
+        |s| s.received().0,
     );
     counter(
         meter,
@@ -298,7 +298,7 @@ fn build_instruments(meter: &Meter, gen: u64) {
         "By",
         "Payload bytes received",
         None,
-        |s| load(&s.bytes_in),
+        |s| s.received().1,
     );
     counter(
         meter,
@@ -429,7 +429,7 @@ fn build_broker_instruments(meter: &Meter, gen: u64) {
             metric::BROKER_RECEIVED,
             "{message}",
             "Path messages of other instances received through the broker",
-            |s| load(&s.messages_in),
+            |s| s.received().0,
         ),
         (
             metric::BROKER_DROPPED,
@@ -557,8 +557,10 @@ mod tests {
                 KeyValue::new(key::PATH, "/p")
             ]
         );
-        stats.record_in(10);
-        stats.record_in(10);
+        // A live connection's counter: counted while it runs.
+        let conn = stats.in_counter();
+        conn.record(10);
+        conn.record(10);
         // track registered with the new global provider; twice more on the same provider:
         register_instruments();
         register_instruments();
@@ -573,6 +575,7 @@ mod tests {
         assert_eq!(points_of(&last, "metrics-unit-test"), vec![2]);
 
         drop(tracked);
+        drop(conn);
         drop(stats);
         sdk.force_flush().unwrap();
         assert!(points_of(&last, "metrics-unit-test").is_empty());

@@ -20,13 +20,14 @@ use super::{
     Outbound, CTRL_CAPACITY,
 };
 use crate::error::Result;
-use crate::stats::Stats;
+use crate::stats::{InCounter, Stats};
 use crate::threads::Threads;
 
 /// A handshaken connection, ready to run on the current (reader) thread.
 pub(crate) struct ConnRun {
     ws: WebSocket<HalfStream>,
     handle: Arc<ConnHandle>,
+    received: InCounter,
 }
 
 impl ConnRun {
@@ -71,6 +72,7 @@ impl ConnRun {
             ),
         };
         let now = Instant::now();
+        let received = stats.in_counter();
         let handle = Arc::new_cyclic(|me| ConnHandle {
             info,
             component,
@@ -125,6 +127,7 @@ impl ConnRun {
             ConnRun {
                 ws,
                 handle: handle.clone(),
+                received,
             },
             handle,
         ))
@@ -142,7 +145,11 @@ impl ConnRun {
     /// message; returns when both directions are done (a writer thread, if one runs, has
     /// ended).
     pub(crate) fn run(self, mut on_message: impl FnMut(Message)) -> ConnEnd {
-        let ConnRun { mut ws, handle } = self;
+        let ConnRun {
+            mut ws,
+            handle,
+            received,
+        } = self;
         let component = handle.component.clone();
         let peer = handle.info.peer.to_string();
         let conn_id = handle.info.id.to_string();
@@ -172,7 +179,7 @@ impl ConnRun {
             }
             match read {
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
-                    handle.stats.record_in(msg.len());
+                    received.record(msg.len());
                     on_message(msg);
                 }
                 Ok(Message::Ping(data)) => {
