@@ -22,6 +22,7 @@
 //! assert_eq!(seen.load(Ordering::SeqCst), 2);
 //! ```
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
-use parking_lot::{Mutex, ReentrantMutex};
+use parking_lot::{Mutex, ReentrantMutex, ReentrantMutexGuard};
 
 use crate::error::Error;
 
@@ -138,6 +139,8 @@ impl<T> Notification<T> {
 /// would with any join.
 pub struct Subscription {
     shared: Arc<Shared>,
+    // Weak: a subscription kept after its component ended holds neither entry nor callback.
+    entry: Option<Weak<dyn Gated>>,
     owner: Option<(Weak<dyn Unsubscribe>, u64)>,
 }
 
@@ -145,6 +148,7 @@ impl Subscription {
     fn inert() -> Self {
         Subscription {
             shared: Arc::new(Shared::new(false)),
+            entry: None,
             owner: None,
         }
     }
@@ -186,10 +190,15 @@ impl Subscription {
         // A delivery that passed the active check before the store above holds the gate until
         // its callback returns: wait for it (at once on the callback's own thread, the gate being
         // re-entrant). A disposed component's deliveries are cut short, so stop waiting then.
+        // An entry no snapshot holds any more runs nothing.
         loop {
-            if self.shared.gate.try_lock_for(GATE_RECHECK).is_some() {
+            let Some(entry) = self.entry.as_ref().and_then(Weak::upgrade) else {
+                return;
+            };
+            if entry.wait_idle(GATE_RECHECK) {
                 return;
             }
+            drop(entry);
             if owner.as_ref().is_none_or(|o| o.aborted()) {
                 return;
             }
@@ -231,17 +240,12 @@ trait Unsubscribe: Send + Sync {
 /// What a subscriber's entry and its [`Subscription`] share.
 struct Shared {
     active: AtomicBool,
-    // Serialises this subscriber's callbacks. Re-entrant so a callback may emit into the same
-    // subject (e.g. dispose from inside on_next) without deadlocking itself. The cell holds
-    // the last state version delivered (for replaying subjects).
-    gate: ReentrantMutex<std::cell::Cell<u64>>,
 }
 
 impl Shared {
     fn new(active: bool) -> Self {
         Shared {
             active: AtomicBool::new(active),
-            gate: ReentrantMutex::new(std::cell::Cell::new(0)),
         }
     }
 }
@@ -253,8 +257,65 @@ enum Target<T> {
 
 struct Entry<T> {
     id: u64,
-    target: Target<T>,
     shared: Arc<Shared>,
+    // Serialises this subscriber's callbacks. Re-entrant so a callback may emit into the same
+    // subject (e.g. dispose from inside on_next) without deadlocking itself.
+    gate: ReentrantMutex<Gate<T>>,
+}
+
+/// What an entry's gate guards.
+struct Gate<T> {
+    /// The last state version delivered (for replaying subjects).
+    version: Cell<u64>,
+    /// The callback or channel; taken out (and dropped, outside the gate) once the entry is
+    /// inactive, so a stale snapshot that still holds the entry holds no user state.
+    target: RefCell<Option<Target<T>>>,
+}
+
+impl<T> Entry<T> {
+    /// Drops the target of an inactive entry, unless a callback of it is running on this
+    /// thread (that callback's delivery drops it when it returns). Takes the gate's guard so
+    /// the target is dropped after the gate is released (its drop may run user code).
+    fn release(gate: ReentrantMutexGuard<'_, Gate<T>>) {
+        let target = gate.target.try_borrow_mut().ok().and_then(|mut t| t.take());
+        drop(gate);
+        drop(target);
+    }
+}
+
+/// A subscription's view of its entry, whatever the item type.
+trait Gated: Send + Sync {
+    /// Waits up to `d` for the entry's running callback, if any, to return; then releases the
+    /// target of the (by now inactive) entry. False if the wait timed out.
+    fn wait_idle(&self, d: Duration) -> bool;
+}
+
+impl<T: Send> Gated for Entry<T> {
+    fn wait_idle(&self, d: Duration) -> bool {
+        match self.gate.try_lock_for(d) {
+            Some(g) => {
+                Entry::release(g);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One emitting thread's copy of a subject's subscriber set, reloaded only when the set has
+/// changed (a plain load per emission instead of the snapshot's reference counting).
+pub(crate) struct SubsCache<T> {
+    generation: u64,
+    subs: Option<Arc<Vec<Arc<Entry<T>>>>>,
+}
+
+impl<T> Default for SubsCache<T> {
+    fn default() -> Self {
+        SubsCache {
+            generation: 0,
+            subs: None,
+        }
+    }
 }
 
 /// How long a terminal notification may wait, in all, for full channel receivers nobody reads
@@ -271,6 +332,8 @@ pub(crate) struct Subject<T> {
     // without a lock, a reference count or an allocation. `subs_write` orders the writers.
     subs: ArcSwap<Vec<Arc<Entry<T>>>>,
     subs_write: Mutex<()>,
+    // Bumped after every change of `subs`, for emitters that keep a `SubsCache`.
+    generation: AtomicU64,
     terminal: Mutex<Option<Notification<T>>>,
     terminated: AtomicBool,
     next_id: AtomicU64,
@@ -306,6 +369,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
             name,
             subs: ArcSwap::from_pointee(Vec::new()),
             subs_write: Mutex::new(()),
+            generation: AtomicU64::new(0),
             terminal: Mutex::new(None),
             terminated: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -331,12 +395,15 @@ impl<T: Clone + Send + 'static> Subject<T> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(Entry {
             id,
-            target,
             shared: Arc::new(Shared::new(true)),
+            gate: ReentrantMutex::new(Gate {
+                version: Cell::new(0),
+                target: RefCell::new(Some(target)),
+            }),
         });
         // Hold the gate while inserting and replaying, so a concurrent emission reaching the
         // new entry waits for the replayed value and never overtakes it.
-        let gate = entry.shared.gate.lock();
+        let gate = entry.gate.lock();
         {
             let terminal = self.terminal.lock();
             if let Some(t) = terminal.clone() {
@@ -350,17 +417,23 @@ impl<T: Clone + Send + 'static> Subject<T> {
             let mut v = Vec::with_capacity(subs.len() + 1);
             v.extend(subs.iter().cloned());
             v.push(entry.clone());
-            self.subs.store(Arc::new(v));
+            self.store_subs(Arc::new(v));
         }
         if let Some(cur) = &self.current {
             let (version, value) = cur.lock().clone();
-            gate.set(version);
-            self.call(&entry, Notification::Next(value), None);
+            gate.version.set(version);
+            self.call(&entry, &gate, Notification::Next(value), None);
         }
-        drop(gate);
+        if entry.shared.active.load(Ordering::Acquire) {
+            drop(gate);
+        } else {
+            Entry::release(gate);
+        }
         let owner: Arc<dyn Unsubscribe> = self.clone();
+        let gated: Arc<dyn Gated> = entry.clone();
         Subscription {
             shared: entry.shared.clone(),
+            entry: Some(Arc::downgrade(&gated)),
             owner: Some((Arc::downgrade(&owner), id)),
         }
     }
@@ -385,7 +458,30 @@ impl<T: Clone + Send + 'static> Subject<T> {
             return;
         }
         let version = self.set_current(&item);
-        let subs = self.subs.load();
+        self.emit(&self.subs.load(), item, version);
+    }
+
+    /// Like [`next`](Self::next), reading the subscriber set from the caller's `cache` (a
+    /// thread that emits every item of a stream, such as a connection's reader, keeps one).
+    pub(crate) fn next_cached(&self, item: T, cache: &mut SubsCache<T>) {
+        if self.is_terminated() || self.is_aborted() {
+            return;
+        }
+        let version = self.set_current(&item);
+        // Read before the set: a set newer than the generation is reloaded once more, never
+        // one older.
+        let generation = self.generation.load(Ordering::Acquire);
+        let subs = match &cache.subs {
+            Some(s) if cache.generation == generation => s,
+            _ => {
+                cache.generation = generation;
+                cache.subs.insert(self.subs.load_full())
+            }
+        };
+        self.emit(subs, item, version);
+    }
+
+    fn emit(&self, subs: &[Arc<Entry<T>>], item: T, version: u64) {
         if let Some((last, rest)) = subs.split_last() {
             for e in rest {
                 self.deliver(e, Notification::Next(item.clone()), version, None);
@@ -447,7 +543,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
         }
         let subs = {
             let _w = self.subs_write.lock();
-            self.subs.swap(Arc::new(Vec::new()))
+            self.store_subs(Arc::new(Vec::new()))
         };
         let deadline = Some(Instant::now() + TERMINAL_SEND_WAIT);
         let last = last.map(|item| {
@@ -475,37 +571,55 @@ impl<T: Clone + Send + 'static> Subject<T> {
     /// disposing us and joining this thread. The final notifications carry a deadline and
     /// survive abort until it passes.
     fn deliver(&self, e: &Entry<T>, n: Notification<T>, version: u64, deadline: Option<Instant>) {
-        let gate = loop {
-            if deadline.is_none() && self.is_aborted() {
-                return;
+        let Some(gate) = self.gate(e, deadline) else {
+            return;
+        };
+        if e.shared.active.load(Ordering::Acquire) && (deadline.is_some() || !self.is_aborted()) {
+            if version != 0 {
+                if version <= gate.version.get() {
+                    return; // already replayed this value
+                }
+                gate.version.set(version);
             }
-            if let Some(g) = e.shared.gate.try_lock_for(GATE_RECHECK) {
-                break g;
+            if !matches!(n, Notification::Next(_)) {
+                e.shared.active.store(false, Ordering::Release);
+            }
+            self.call(e, &gate, n, deadline);
+        }
+        // Unsubscribed, ended or cut off: its callback is dropped now, not when the last
+        // snapshot holding the entry goes.
+        if !e.shared.active.load(Ordering::Acquire) {
+            Entry::release(gate);
+        }
+    }
+
+    /// Takes a subscriber's gate, waiting for its running callback; None once the subject is
+    /// aborted (an ordinary item) or once `deadline` passes after that (a final one).
+    fn gate<'a>(
+        &self,
+        e: &'a Entry<T>,
+        deadline: Option<Instant>,
+    ) -> Option<ReentrantMutexGuard<'a, Gate<T>>> {
+        loop {
+            if deadline.is_none() && self.is_aborted() {
+                return None;
+            }
+            if let Some(g) = e.gate.try_lock_for(GATE_RECHECK) {
+                return Some(g);
             }
             if self.is_aborted() && deadline.is_none_or(|d| Instant::now() >= d) {
-                return;
+                return None;
             }
-        };
-        if !e.shared.active.load(Ordering::Acquire) || (deadline.is_none() && self.is_aborted()) {
-            return;
         }
-        if version != 0 {
-            if version <= gate.get() {
-                return; // already replayed this value
-            }
-            gate.set(version);
-        }
-        if !matches!(n, Notification::Next(_)) {
-            e.shared.active.store(false, Ordering::Release);
-        }
-        self.call(e, n, deadline);
     }
 
     /// Runs one callback. The caller holds the entry's gate and no other lock; `deadline` is
     /// set for the final notifications.
-    fn call(&self, e: &Entry<T>, n: Notification<T>, deadline: Option<Instant>) {
-        match &e.target {
-            Target::Observer(o) => {
+    fn call(&self, e: &Entry<T>, gate: &Gate<T>, n: Notification<T>, deadline: Option<Instant>) {
+        let target = gate.target.borrow();
+        match &*target {
+            None => {}
+            Some(Target::Observer(o)) => {
                 let res = catch_unwind(AssertUnwindSafe(|| match n {
                     Notification::Next(v) => o.on_next(v),
                     Notification::Error(err) => o.on_error(err),
@@ -518,7 +632,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
                     self.remove(e.id);
                 }
             }
-            Target::Channel(tx) => {
+            Some(Target::Channel(tx)) => {
                 let n = match tx.try_send(n) {
                     Ok(()) => return,
                     Err(TrySendError::Full(n)) => n,
@@ -548,13 +662,22 @@ impl<T: Clone + Send + 'static> Subject<T> {
     }
 }
 
+impl<T> Subject<T> {
+    /// Replaces the subscriber set (the caller holds `subs_write`).
+    fn store_subs(&self, subs: Arc<Vec<Arc<Entry<T>>>>) -> Arc<Vec<Arc<Entry<T>>>> {
+        let old = self.subs.swap(subs);
+        self.generation.fetch_add(1, Ordering::Release);
+        old
+    }
+}
+
 impl<T: Send + 'static> Unsubscribe for Subject<T> {
     fn remove(&self, id: u64) {
         let _w = self.subs_write.lock();
         let subs = self.subs.load();
         if subs.iter().any(|e| e.id == id) {
             let v: Vec<_> = subs.iter().filter(|e| e.id != id).cloned().collect();
-            self.subs.store(Arc::new(v));
+            self.store_subs(Arc::new(v));
         }
     }
     fn aborted(&self) -> bool {

@@ -211,3 +211,110 @@ fn no_callback_starts_or_runs_once_unsubscribe_returns() {
         });
     }
 }
+
+/// A closure's captured state, to see when the subject lets go of the closure.
+fn held() -> (Arc<()>, impl Fn(u32) + Send + Sync + 'static) {
+    let marker = Arc::new(());
+    let m = marker.clone();
+    (marker, move |_| {
+        let _ = &m;
+    })
+}
+
+fn released(marker: &Arc<()>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(marker) > 1 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+#[test]
+fn a_cached_emitter_sees_each_subscribe_and_unsubscribe_at_its_next_item() {
+    let s = Subject::<u32>::new("t", 8);
+    let mut cache = SubsCache::default();
+    let (a, fa) = counter();
+    let sa = s.subscribe(Box::new(fa));
+    s.next_cached(1, &mut cache);
+    let (b, fb) = counter();
+    let sb = s.subscribe(Box::new(fb));
+    s.next_cached(2, &mut cache);
+    sa.unsubscribe();
+    s.next_cached(3, &mut cache);
+    assert_eq!(a.load(Ordering::SeqCst), 2);
+    assert_eq!(b.load(Ordering::SeqCst), 2);
+    sb.unsubscribe();
+    s.next_cached(4, &mut cache);
+    assert_eq!(b.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn an_idle_cached_emitter_holds_no_callback_once_unsubscribed_or_terminated() {
+    let s = Subject::<u32>::new("t", 8);
+    let (m1, f1) = held();
+    let (m2, f2) = held();
+    let sub = s.subscribe(Box::new(f1));
+    s.subscribe(Box::new(f2));
+    // The emitter's cache keeps the snapshot holding both entries, and it emits no more.
+    let mut cache = SubsCache::default();
+    s.next_cached(1, &mut cache);
+    sub.unsubscribe();
+    assert!(released(&m1), "an unsubscribed callback is still held");
+    assert_eq!(Arc::strong_count(&m2), 2);
+    s.terminate(Notification::Completed);
+    assert!(released(&m2), "a terminated subject still holds a callback");
+    drop(cache);
+}
+
+#[test]
+fn cached_emitters_racing_unsubscribes_run_no_callback_after_and_hold_none() {
+    for _ in 0..20 {
+        let s = Subject::<u32>::new("t", 8);
+        // 0: emit; 1: stay idle, caches kept; 2: end.
+        let phase = AtomicUsize::new(0);
+        let calls = Arc::new(AtomicUsize::new(0));
+        thread::scope(|sc| {
+            for _ in 0..4 {
+                sc.spawn(|| {
+                    let mut cache = SubsCache::default();
+                    while phase.load(Ordering::SeqCst) == 0 {
+                        s.next_cached(1, &mut cache);
+                    }
+                    while phase.load(Ordering::SeqCst) == 1 {
+                        thread::yield_now();
+                    }
+                });
+            }
+            let mut markers = Vec::new();
+            for _ in 0..20 {
+                let marker = Arc::new(());
+                let (m, c) = (marker.clone(), calls.clone());
+                let gone = Arc::new(AtomicBool::new(false));
+                let g = gone.clone();
+                let sub = s.subscribe(Box::new(move |_| {
+                    let _ = &m;
+                    assert!(
+                        !g.load(Ordering::SeqCst),
+                        "a callback ran after unsubscribe"
+                    );
+                    c.fetch_add(1, Ordering::SeqCst);
+                }));
+                let at = calls.load(Ordering::SeqCst);
+                while calls.load(Ordering::SeqCst) < at + 10 {
+                    thread::yield_now();
+                }
+                sub.unsubscribe();
+                gone.store(true, Ordering::SeqCst);
+                markers.push(marker);
+            }
+            phase.store(1, Ordering::SeqCst);
+            for m in &markers {
+                assert!(released(m), "an unsubscribed callback is still held");
+            }
+            phase.store(2, Ordering::SeqCst);
+        });
+    }
+}

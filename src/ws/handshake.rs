@@ -13,7 +13,7 @@ use tungstenite::protocol::Role;
 use tungstenite::Message;
 
 use crate::error::{Context, Error};
-use crate::reactive::Subject;
+use crate::reactive::{Subject, SubsCache};
 use crate::stats::Stats;
 use crate::telemetry::event;
 use crate::ws::conn::{ConnParams, HalfStream, TlsSession};
@@ -145,15 +145,17 @@ pub(crate) struct Inbound<T, I> {
     pub(crate) component: Arc<str>,
     pub(crate) conn_id: ConnId,
     pub(crate) path: Arc<str>,
+    /// The reader's copy of the subject's subscriber set.
+    pub(crate) subscribers: SubsCache<I>,
 }
 
 impl<T: 'static, I: Clone + Send + 'static> Inbound<T, I> {
     /// Decodes one message and emits it (wrapped by `wrap`). A message that fails to decode is
     /// counted, logged and reported on the errors stream; the connection goes on.
-    pub(crate) fn deliver(&self, msg: Message, wrap: impl FnOnce(T) -> I) {
+    pub(crate) fn deliver(&mut self, msg: Message, wrap: impl FnOnce(T) -> I) {
         log::debug!(component = &*self.component, conn_id:% = self.conn_id, path = &*self.path, bytes = msg.len(); "{}", event::MESSAGE_RECEIVED);
         match self.datatype.decode(msg) {
-            Ok(item) => self.subject.next(wrap(item)),
+            Ok(item) => self.subject.next_cached(wrap(item), &mut self.subscribers),
             Err(source) => {
                 self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!(component = &*self.component, conn_id:% = self.conn_id, path = &*self.path, datatype = self.datatype.name(), error:% = source; "{}", event::DECODE_ERROR);

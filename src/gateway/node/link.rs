@@ -25,6 +25,7 @@ use crate::gateway::{
     GatewayEvent, HelloPayload, ResumeFailure, TaggedFrame, PROTOCOL_VERSION,
 };
 use crate::overflow::OverflowStrategy;
+use crate::reactive::SubsCache;
 use crate::telemetry::{self, event, Outcome};
 use crate::ws::conn::{ConnEnd, ConnHandle, ConnInfo, ConnRun, EndReason, HalfStream, Outbound};
 use crate::ws::handshake::{self, reply_http, reply_http_on, BAD_REQUEST, UNAVAILABLE};
@@ -646,11 +647,13 @@ fn run_link<F: Framing>(
         });
     }
     let p: &Peer = peer;
+    // This reader's copy of the node's subscriber set.
+    let mut subs = SubsCache::default();
     let end = if resumable {
         let every = u64::from(inner.cfg.resume.ack_every);
-        run.run(|msg| on_link_message(inner, p, &handle, every, msg))
+        run.run(|msg| on_link_message(inner, p, &mut subs, &handle, every, msg))
     } else {
-        run.run(|msg| on_message(inner, p, msg))
+        run.run(|msg| on_message(inner, p, &mut subs, msg))
     };
     handle.abort();
     inner
@@ -1126,13 +1129,18 @@ fn decode_error<F: Framing>(inner: &Inner<F>, conn_id: ConnId, e: CodecError) {
 }
 
 /// One message from a live link: decoded, tracked on its stream, delivered.
-fn on_message<F: Framing>(inner: &Inner<F>, peer: &Peer, msg: Message) {
+fn on_message<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Peer,
+    subs: &mut SubsCache<TaggedFrame<F>>,
+    msg: Message,
+) {
     let data = match msg {
         Message::Binary(b) => b,
         Message::Text(_) => return text_message(inner, peer),
         _ => return,
     };
-    deliver(inner, peer, &data);
+    deliver(inner, peer, subs, &data);
 }
 
 fn text_message<F: Framing>(inner: &Inner<F>, peer: &Peer) {
@@ -1144,7 +1152,12 @@ fn text_message<F: Framing>(inner: &Inner<F>, peer: &Peer) {
 }
 
 /// One application frame: decoded, tracked on its stream, delivered.
-fn deliver<F: Framing>(inner: &Inner<F>, peer: &Peer, data: &[u8]) {
+fn deliver<F: Framing>(
+    inner: &Inner<F>,
+    peer: &Peer,
+    subs: &mut SubsCache<TaggedFrame<F>>,
+    data: &[u8],
+) {
     let frame = match F::decode(data) {
         Ok(f) => f,
         Err(e) => return decode_error(inner, peer.id, e),
@@ -1156,7 +1169,10 @@ fn deliver<F: Framing>(inner: &Inner<F>, peer: &Peer, data: &[u8]) {
     if let (Some(stream_id), Some(seq)) = (frame.stream_id(), frame.seq()) {
         track(inner, peer, stream_id, seq);
     }
-    inner.core.inbound.next(TaggedFrame::new(peer.id, frame));
+    inner
+        .core
+        .inbound
+        .next_cached(TaggedFrame::new(peer.id, frame), subs);
 }
 
 /// One message from a live resumable link: a numbered frame is delivered once, in order (a
@@ -1166,6 +1182,7 @@ fn deliver<F: Framing>(inner: &Inner<F>, peer: &Peer, data: &[u8]) {
 fn on_link_message<F: Framing>(
     inner: &Inner<F>,
     peer: &Peer,
+    subs: &mut SubsCache<TaggedFrame<F>>,
     h: &ConnHandle,
     ack_every: u64,
     msg: Message,
@@ -1188,7 +1205,7 @@ fn on_link_message<F: Framing>(
                 return;
             }
             peer.recv.store(seq, Ordering::Release);
-            deliver(inner, peer, frame);
+            deliver(inner, peer, subs, frame);
             if peer.ack_owed() >= ack_every {
                 peer.ack_now(h);
             }

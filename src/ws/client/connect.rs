@@ -256,7 +256,7 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                     handle.abort();
                 }
                 inner.set_state(ConnectionState::Connected);
-                let inbound = handshake::Inbound {
+                let mut inbound = handshake::Inbound {
                     datatype: inner.datatype.clone(),
                     subject: inner.core.inbound.clone(),
                     errors: inner.core.errors.clone(),
@@ -264,6 +264,7 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                     component: inner.core.name.clone(),
                     conn_id: info.id,
                     path: inner.path.clone(),
+                    subscribers: Default::default(),
                 };
                 drop(inner);
                 let opened = Instant::now();

@@ -224,7 +224,7 @@ fn serve_conn<T: Clone + Send + 'static>(
     });
     let stats = counters.stats;
     let id = info.id;
-    let inbound = handshake::Inbound {
+    let mut inbound = handshake::Inbound {
         datatype,
         subject: inner.core.inbound.clone(),
         errors: inner.core.errors.clone(),
@@ -232,6 +232,7 @@ fn serve_conn<T: Clone + Send + 'static>(
         component: name.clone(),
         conn_id: id,
         path: tag.clone(),
+        subscribers: Default::default(),
     };
     // Hold only a weak reference while running, so dropping the server is never blocked by us.
     drop(inner);
