@@ -264,13 +264,18 @@ impl std::error::Error for CodecError {
 /// ```
 #[derive(Clone)]
 pub struct SendError<T> {
-    error: Error,
+    // Boxed: a `Result<(), SendError<T>>` stays about the size of the item (the reason is
+    // built, and allocates, only when an item is refused).
+    error: Box<Error>,
     item: Option<T>,
 }
 
 impl<T> SendError<T> {
     pub(crate) fn new(error: Error, item: Option<T>) -> Self {
-        SendError { error, item }
+        SendError {
+            error: Box::new(error),
+            item,
+        }
     }
     /// Why the item was not accepted.
     pub fn error(&self) -> &Error {
@@ -278,7 +283,7 @@ impl<T> SendError<T> {
     }
     /// The reason, dropping the item.
     pub fn into_error(self) -> Error {
-        self.error
+        *self.error
     }
     /// The item, when it was not consumed.
     pub fn into_item(self) -> Option<T> {
@@ -286,7 +291,7 @@ impl<T> SendError<T> {
     }
     /// The item, if any, and the reason.
     pub fn into_parts(self) -> (Option<T>, Error) {
-        (self.item, self.error)
+        (self.item, *self.error)
     }
     pub(crate) fn map_item<U>(self, f: impl FnOnce(T) -> U) -> SendError<U> {
         SendError {
@@ -319,7 +324,7 @@ impl<T> std::error::Error for SendError<T> {
 
 impl<T> From<SendError<T>> for Error {
     fn from(e: SendError<T>) -> Self {
-        e.error
+        *e.error
     }
 }
 
