@@ -12,7 +12,7 @@ use crate::stats::StatsSnapshot;
 use crate::telemetry::event;
 use crate::ws::client::RxWSClient;
 use crate::ws::datatype::Datatypes;
-use crate::ws::{ConnectionState, TaggedData, WSConfig, WSConnectionConfig};
+use crate::ws::{ConnectionState, Tag, TaggedData, WSConfig, WSConnectionConfig};
 
 /// A group of clients to one host, one per path, created on first use (or by
 /// [`open_path`](Self::open_path)), exactly one per path even under concurrent first use.
@@ -239,7 +239,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
             .name(format!("{}:{}", self.core.name, path));
         let inbound = self.core.inbound.clone();
         let errors = self.core.errors.clone();
-        let tag: Arc<str> = Arc::from(path);
+        let tag = Tag::from(path);
         // Forwarding is in place before the client connects: no early message is missed.
         let client = RxWSClient::build(conn, datatype, cfg, Some(&self.core.threads), |c| {
             // A path's first item arrives with its client's creation: hold it for the first

@@ -45,6 +45,7 @@ pub(crate) mod outbound;
 #[cfg(feature = "pickle")]
 pub mod pickle;
 mod server;
+mod tag;
 mod types;
 
 pub use crate::stats::StatsSnapshot;
@@ -57,6 +58,7 @@ pub use group::{GroupHandle, RxWSClientGroup};
 #[cfg(feature = "pickle")]
 pub use pickle::{Pickle, PickleValue};
 pub use server::{RxWSServer, ServerHandle};
+pub use tag::Tag;
 /// Shared, reference-counted byte buffers (the `bytes` crate's, as tungstenite uses them).
 pub use tungstenite::Bytes;
 /// A UTF-8 string in a shared [`Bytes`] buffer (tungstenite's).

@@ -3,7 +3,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+
+use crate::ws::Tag;
 
 /// Identifies one connection of a server (or one connection of a client). Random (UUID v4), so
 /// two connections on the same path are never confused.
@@ -71,9 +72,9 @@ impl std::str::FromStr for ConnId {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaggedData<T> {
-    /// The path, e.g. `/chat`. Shared (`Arc<str>`): tagging an inbound message or building a
-    /// reply costs a reference count, not an allocation.
-    pub tag: Arc<str>,
+    /// The path, e.g. `/chat`. A [`Tag`]: tagging an inbound message or building a reply
+    /// costs neither an allocation nor (for paths up to 23 bytes) a reference count.
+    pub tag: Tag,
     /// The item.
     pub data: T,
     /// The connection an inbound item came from; for outbound items, the only recipient.
@@ -82,7 +83,7 @@ pub struct TaggedData<T> {
 
 impl<T> TaggedData<T> {
     /// An item for every connection on `tag`.
-    pub fn new(tag: impl Into<Arc<str>>, data: T) -> Self {
+    pub fn new(tag: impl Into<Tag>, data: T) -> Self {
         TaggedData {
             tag: tag.into(),
             data,
@@ -90,7 +91,7 @@ impl<T> TaggedData<T> {
         }
     }
     /// An item for exactly one connection.
-    pub fn to_conn(tag: impl Into<Arc<str>>, conn: ConnId, data: T) -> Self {
+    pub fn to_conn(tag: impl Into<Tag>, conn: ConnId, data: T) -> Self {
         TaggedData {
             tag: tag.into(),
             data,

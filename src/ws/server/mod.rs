@@ -23,7 +23,7 @@ use crate::ws::conn::{BurstClock, ConnHandle, InboundBudget};
 use crate::ws::datatype::{Datatype, Datatypes};
 use crate::ws::listen::{self, accept_loop, Handshakes};
 use crate::ws::outbound::Refused;
-use crate::ws::{check_close, ConnId, ConnectionEvent, TaggedData, WSConfig};
+use crate::ws::{check_close, ConnId, ConnectionEvent, Tag, TaggedData, WSConfig};
 
 mod accept;
 
@@ -129,7 +129,7 @@ struct Inner<T: Clone + Send + 'static> {
     broker: Option<Arc<dyn Broker>>,
     /// Datatypes of paths broadcast to with no local connection (broker only; bounded by
     /// [`MAX_REMOTE_PATHS`]).
-    remote_datatypes: Mutex<HashMap<Arc<str>, Arc<dyn Datatype<T>>>>,
+    remote_datatypes: Mutex<HashMap<Tag, Arc<dyn Datatype<T>>>>,
 }
 
 impl<T: Clone + Send + 'static> RxWSServer<T> {
