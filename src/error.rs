@@ -318,7 +318,7 @@ impl<T> fmt::Display for SendError<T> {
 
 impl<T> std::error::Error for SendError<T> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
+        Some(&*self.error)
     }
 }
 
@@ -462,6 +462,22 @@ mod tests {
             "{}",
             std::mem::size_of::<Error>()
         );
+    }
+
+    #[test]
+    fn a_send_error_is_the_items_size_plus_a_pointer_and_its_source_is_the_crate_error() {
+        use std::error::Error as _;
+        assert_eq!(
+            std::mem::size_of::<SendError<[u64; 4]>>(),
+            std::mem::size_of::<Option<[u64; 4]>>() + std::mem::size_of::<usize>()
+        );
+        let e = SendError::new(Error::closed("c"), Some(7));
+        let source = e.source().and_then(|s| s.downcast_ref::<Error>());
+        assert!(
+            matches!(source, Some(Error::AlreadyClosed { .. })),
+            "{source:?}"
+        );
+        assert_eq!(e.into_parts().0, Some(7));
     }
 
     #[test]

@@ -673,12 +673,18 @@ impl<T> Subject<T> {
 
 impl<T: Send + 'static> Unsubscribe for Subject<T> {
     fn remove(&self, id: u64) {
-        let _w = self.subs_write.lock();
-        let subs = self.subs.load();
-        if subs.iter().any(|e| e.id == id) {
+        let old = {
+            let _w = self.subs_write.lock();
+            let subs = self.subs.load_full();
+            if !subs.iter().any(|e| e.id == id) {
+                return;
+            }
             let v: Vec<_> = subs.iter().filter(|e| e.id != id).cloned().collect();
-            self.store_subs(Arc::new(v));
-        }
+            self.store_subs(Arc::new(v))
+        };
+        // Maybe the entry's last reference, and with it the callback (user code, which may
+        // unsubscribe in turn): dropped after the writers' lock is released.
+        drop(old);
     }
     fn aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)

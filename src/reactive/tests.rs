@@ -318,3 +318,27 @@ fn cached_emitters_racing_unsubscribes_run_no_callback_after_and_hold_none() {
         });
     }
 }
+
+#[test]
+fn a_callback_whose_drop_unsubscribes_another_is_dropped_outside_every_lock() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let t = thread::spawn(move || {
+        let s = Subject::<u32>::new("t", 8);
+        let (b, fb) = counter();
+        let inner = s.subscribe(Box::new(fb)).guard();
+        // A's closure owns B's guard: dropping A unsubscribes B, on the dropping thread.
+        let sa = s.subscribe(Box::new(move |_| {
+            let _ = &inner;
+        }));
+        s.next(1);
+        sa.unsubscribe();
+        s.next(2);
+        let _ = tx.send(b.load(Ordering::SeqCst));
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Ok(1),
+        "unsubscribing deadlocked"
+    );
+    t.join().unwrap();
+}

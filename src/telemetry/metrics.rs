@@ -558,7 +558,7 @@ mod tests {
             ]
         );
         // A live connection's counter: counted while it runs.
-        let conn = stats.in_counter();
+        let mut conn = stats.in_counter();
         conn.record(10);
         conn.record(10);
         // track registered with the new global provider; twice more on the same provider:

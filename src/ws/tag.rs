@@ -1,6 +1,6 @@
 //! [`Tag`]: the path a [`TaggedData`](crate::ws::TaggedData) item belongs to.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -87,6 +87,12 @@ impl From<String> for Tag {
     }
 }
 
+impl From<Cow<'_, str>> for Tag {
+    fn from(s: Cow<'_, str>) -> Self {
+        Tag(SmolStr::new(s))
+    }
+}
+
 impl From<Box<str>> for Tag {
     fn from(s: Box<str>) -> Self {
         Tag(SmolStr::from(s))
@@ -135,6 +141,18 @@ impl PartialEq<String> for Tag {
     }
 }
 
+impl PartialEq<Arc<str>> for Tag {
+    fn eq(&self, o: &Arc<str>) -> bool {
+        self.as_str() == &**o
+    }
+}
+
+impl PartialEq<Tag> for Arc<str> {
+    fn eq(&self, o: &Tag) -> bool {
+        &**self == o.as_str()
+    }
+}
+
 impl PartialEq<Tag> for str {
     fn eq(&self, o: &Tag) -> bool {
         self == o.as_str()
@@ -167,6 +185,15 @@ mod tests {
             assert_eq!(&*t, p);
             assert_eq!(t.clone(), Tag::from(p.to_string()));
             assert_eq!(t, Tag::from(Arc::<str>::from(p)));
+            assert_eq!(t, Tag::from(Cow::Borrowed(p)));
+            let (arc, owned): (Arc<str>, String) = (Arc::from(p), p.to_string());
+            assert_eq!(t, arc);
+            assert_eq!(arc, t);
+            assert_eq!(t, owned);
+            assert_eq!(owned, t);
+            assert_eq!(p, t);
+            assert_eq!(*p, t);
+            assert_eq!(t, *p);
             assert_eq!(String::from(t.clone()), p);
             assert_eq!(format!("{t}|{t:?}"), format!("{p}|{p:?}"));
             let mut m = HashMap::new();

@@ -148,7 +148,7 @@ impl ConnRun {
         let ConnRun {
             mut ws,
             handle,
-            received,
+            mut received,
         } = self;
         let component = handle.component.clone();
         let peer = handle.info.peer.to_string();
