@@ -25,6 +25,7 @@ use crate::gateway::{
 use crate::reactive::{Notification, Subject};
 use crate::stats::StatsSnapshot;
 use crate::telemetry::{self, event};
+use crate::ws::conn::SendRole;
 use crate::ws::listen::{self, Handshakes};
 use crate::ws::{ConnId, WSConnectionConfig};
 use crate::Subscription;
@@ -502,7 +503,7 @@ impl<F: Framing> Inner<F> {
         let encode = |out: &mut Vec<u8>| frame.encode_into(out);
         let sent = peer.send(
             peer::Outgoing::Encode(&encode, frame.encoded_len()),
-            true,
+            SendRole::OwnMayWait,
             &self.cfg,
             &self.core.name,
             &self.core.stats,
@@ -542,7 +543,7 @@ impl<F: Framing> Inner<F> {
             }
             match p.send(
                 peer::Outgoing::Encoded(msg.clone()),
-                false,
+                SendRole::Own,
                 &self.cfg,
                 &self.core.name,
                 &self.core.stats,

@@ -18,7 +18,7 @@ use crate::gateway::{
     StreamTable,
 };
 use crate::stats::Stats;
-use crate::ws::conn::ConnHandle;
+use crate::ws::conn::{ConnHandle, SendRole};
 use crate::ws::outbound::{push_outbound, OutQueue, Refused};
 use crate::ws::{ConnId, WSConnectionConfig};
 
@@ -448,12 +448,12 @@ impl Peer {
         st.cause.clone()
     }
 
-    /// Sends one frame by the connection's state. `wait`: the sender writes to this peer only
-    /// and may wait (bounded) for the write lock; a broadcast does not.
+    /// Sends one frame by the connection's state, as `role`: a send to this peer only may
+    /// wait (bounded) for the write lock (`OwnMayWait`); a broadcast does not (`Own`).
     pub(crate) fn send(
         &self,
         frame: Outgoing<'_>,
-        wait: bool,
+        role: SendRole,
         cfg: &GatewayConfig,
         component: &str,
         stats: &Stats,
@@ -473,10 +473,10 @@ impl Peer {
             // Its first handshake may have completed since the check above: numbered too.
             Ok(bytes) if st.session.is_some() => {
                 let framed = Outgoing::Encoded(bytes).framed();
-                return self.send_resumable(&mut st, framed, wait, component, stats);
+                return self.send_resumable(&mut st, framed, role, component, stats);
             }
             Ok(bytes) => bytes,
-            Err(framed) => return self.send_resumable(&mut st, framed, wait, component, stats),
+            Err(framed) => return self.send_resumable(&mut st, framed, role, component, stats),
         };
         let msg = Message::Binary(bytes);
         if st.state == ConnectionState::Connected {
@@ -484,7 +484,7 @@ impl Peer {
                 return Sent::NotConnected;
             };
             drop(st);
-            return match h.send_own(msg, wait) {
+            return match h.send(msg, role) {
                 Ok(()) => Sent::Ok,
                 Err(Refused::Overflow) => Sent::Overflow { disconnect: false },
                 Err(Refused::Closed) => Sent::NotConnected,
@@ -523,7 +523,7 @@ impl Peer {
         &self,
         st: &mut PeerState,
         framed: Vec<u8>,
-        wait: bool,
+        role: SendRole,
         component: &str,
         stats: &Stats,
     ) -> Sent {
@@ -551,7 +551,7 @@ impl Peer {
                 // Not written now (its queue is full, or the transport just ended): the frame
                 // is in the resend buffer, and a gap is never left behind it, so the transport
                 // is cut and the resume replays it.
-                if h.send_own(Message::Binary(data), wait) == Err(Refused::Overflow) {
+                if h.send(Message::Binary(data), role) == Err(Refused::Overflow) {
                     h.cut_for("resumable link: write queue full");
                 }
             }

@@ -111,26 +111,10 @@ pub(crate) struct ConnHandle {
 }
 
 impl ConnHandle {
-    /// Sends a message: written on the calling thread when the connection is idle (see
-    /// [`try_direct`](Self::try_direct)), otherwise queued by the outbound policy. `Err` when
-    /// it was dropped.
-    pub(crate) fn send(&self, msg: Message) -> std::result::Result<(), Refused> {
-        match self.try_direct(msg, SendRole::Shared) {
-            None => Ok(()),
-            Some(msg) => self.enqueue(msg),
-        }
-    }
-
-    /// [`send`](Self::send) for the thread that feeds this connection (a gateway peer's
-    /// sender): in a burst it also writes full batches and the queued backlog itself (see
-    /// [`try_direct`](Self::try_direct) with [`SendRole::Own`]). With `wait`, it may wait for
-    /// the write lock; a sender that goes on to other connections (a broadcast) passes `false`.
-    pub(crate) fn send_own(&self, msg: Message, wait: bool) -> std::result::Result<(), Refused> {
-        let role = if wait {
-            SendRole::OwnMayWait
-        } else {
-            SendRole::Own
-        };
+    /// Sends a message: written on the calling thread when [`try_direct`](Self::try_direct)
+    /// can for this sender's `role`, otherwise queued by the outbound policy. `Err` when it
+    /// was dropped.
+    pub(crate) fn send(&self, msg: Message, role: SendRole) -> std::result::Result<(), Refused> {
         match self.try_direct(msg, role) {
             None => Ok(()),
             Some(msg) => self.enqueue(msg),

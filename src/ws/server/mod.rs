@@ -19,7 +19,7 @@ use crate::reactive::{Notification, Subject, Subscription};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::telemetry::{self, event, Kind, Tracked};
 use crate::ws::broker::Broker;
-use crate::ws::conn::{BurstClock, ConnHandle, InboundBudget};
+use crate::ws::conn::{BurstClock, ConnHandle, InboundBudget, SendRole};
 use crate::ws::datatype::{Datatype, Datatypes};
 use crate::ws::listen::{self, accept_loop, Handshakes};
 use crate::ws::outbound::Refused;
@@ -432,7 +432,7 @@ impl<T: Clone + Send + 'static> Endpoint for Inner<T> {
         match recipients {
             Recipients::One(c) => {
                 log::debug!(component = &*self.core.name, conn_id:% = c.info.id, path = &*tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
-                c.send(msg)
+                c.send(msg, SendRole::Shared)
                     .map_err(|r| SendError::new(self.refused(&c, r), None))
             }
             Recipients::Path(conns) => self.fan_out(&tag, msg, &conns),
@@ -535,7 +535,7 @@ impl<T: Clone + Send + 'static> Inner<T> {
         match conns.split_last() {
             Some((only, [])) => {
                 log::debug!(component = &*self.core.name, conn_id:% = only.info.id, path = tag, bytes = msg.len(); "{}", event::MESSAGE_SENT);
-                only.send(msg)
+                only.send(msg, SendRole::Shared)
                     .map_err(|r| SendError::new(self.refused(only, r), None))
             }
             // Fan-out: written on this thread to each connection that takes it at once
@@ -550,7 +550,11 @@ impl<T: Clone + Send + 'static> Inner<T> {
                 let (start, back_to_back) = self.fanout.begin();
                 let queue = conns.len() <= FANOUT_WRITERS && back_to_back;
                 let give = |c: &Arc<ConnHandle>, m| {
-                    let _refused_is_counted = if queue { c.enqueue(m) } else { c.send(m) };
+                    let _refused_is_counted = if queue {
+                        c.enqueue(m)
+                    } else {
+                        c.send(m, SendRole::Shared)
+                    };
                 };
                 for c in rest {
                     give(c, msg.clone());
