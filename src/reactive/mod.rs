@@ -138,8 +138,8 @@ impl<T> Notification<T> {
 /// Do not unsubscribe while holding a lock your callback takes: the wait would deadlock, as it
 /// would with any join.
 pub struct Subscription {
-    shared: Arc<Shared>,
     // Weak: a subscription kept after its component ended holds neither entry nor callback.
+    // None when the subject had ended before it subscribed.
     entry: Option<Weak<dyn Gated>>,
     owner: Option<(Weak<dyn Unsubscribe>, u64)>,
 }
@@ -147,7 +147,6 @@ pub struct Subscription {
 impl Subscription {
     fn inert() -> Self {
         Subscription {
-            shared: Arc::new(Shared::new(false)),
             entry: None,
             owner: None,
         }
@@ -175,30 +174,32 @@ impl Subscription {
 
     /// True while notifications are still delivered to this subscriber.
     pub fn is_active(&self) -> bool {
-        self.shared.active.load(Ordering::Acquire)
+        self.entry
+            .as_ref()
+            .and_then(Weak::upgrade)
+            .is_some_and(|e| e.is_active())
     }
 
     fn cancel(&mut self) {
         let Some((owner, id)) = self.owner.take() else {
             return;
         };
-        self.shared.active.store(false, Ordering::Release);
+        // An entry no snapshot holds any more runs nothing.
+        let Some(entry) = self.entry.as_ref().and_then(Weak::upgrade) else {
+            return;
+        };
+        entry.deactivate();
         let owner = owner.upgrade();
         if let Some(owner) = &owner {
             owner.remove(id);
         }
-        // A delivery that passed the active check before the store above holds the gate until
-        // its callback returns: wait for it (at once on the callback's own thread, the gate being
+        // A delivery that passed the active check before `deactivate` holds the gate until its
+        // callback returns: wait for it (at once on the callback's own thread, the gate being
         // re-entrant). A disposed component's deliveries are cut short, so stop waiting then.
-        // An entry no snapshot holds any more runs nothing.
         loop {
-            let Some(entry) = self.entry.as_ref().and_then(Weak::upgrade) else {
-                return;
-            };
             if entry.wait_idle(GATE_RECHECK) {
                 return;
             }
-            drop(entry);
             if owner.as_ref().is_none_or(|o| o.aborted()) {
                 return;
             }
@@ -237,19 +238,6 @@ trait Unsubscribe: Send + Sync {
     fn aborted(&self) -> bool;
 }
 
-/// What a subscriber's entry and its [`Subscription`] share.
-struct Shared {
-    active: AtomicBool,
-}
-
-impl Shared {
-    fn new(active: bool) -> Self {
-        Shared {
-            active: AtomicBool::new(active),
-        }
-    }
-}
-
 enum Target<T> {
     Observer(Box<dyn Observer<T>>),
     Channel(Sender<Notification<T>>),
@@ -257,7 +245,8 @@ enum Target<T> {
 
 struct Entry<T> {
     id: u64,
-    shared: Arc<Shared>,
+    /// Cleared by unsubscribe, a terminal notification, or a callback cut off.
+    active: AtomicBool,
     // Serialises this subscriber's callbacks. Re-entrant so a callback may emit into the same
     // subject (e.g. dispose from inside on_next) without deadlocking itself.
     gate: ReentrantMutex<Gate<T>>,
@@ -273,11 +262,19 @@ struct Gate<T> {
 }
 
 impl<T> Entry<T> {
-    /// Drops the target of an inactive entry, unless a callback of it is running on this
-    /// thread (that callback's delivery drops it when it returns). Takes the gate's guard so
-    /// the target is dropped after the gate is released (its drop may run user code).
-    fn release(gate: ReentrantMutexGuard<'_, Gate<T>>) {
-        let target = gate.target.try_borrow_mut().ok().and_then(|mut t| t.take());
+    fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Releases the gate. An inactive entry's target is taken out first and dropped after (its
+    /// drop may run user code), so a stale snapshot that still holds the entry holds no user
+    /// state; not while a callback of it runs on this thread (its delivery does it on return).
+    fn unlock(&self, gate: ReentrantMutexGuard<'_, Gate<T>>) {
+        let target = if self.is_active() {
+            None
+        } else {
+            gate.target.try_borrow_mut().ok().and_then(|mut t| t.take())
+        };
         drop(gate);
         drop(target);
     }
@@ -285,16 +282,24 @@ impl<T> Entry<T> {
 
 /// A subscription's view of its entry, whatever the item type.
 trait Gated: Send + Sync {
-    /// Waits up to `d` for the entry's running callback, if any, to return; then releases the
-    /// target of the (by now inactive) entry. False if the wait timed out.
+    fn is_active(&self) -> bool;
+    fn deactivate(&self);
+    /// Waits up to `d` for the entry's running callback, if any, to return, then releases
+    /// the gate (see `Entry::unlock`). False if the wait timed out.
     fn wait_idle(&self, d: Duration) -> bool;
 }
 
 impl<T: Send> Gated for Entry<T> {
+    fn is_active(&self) -> bool {
+        Entry::is_active(self)
+    }
+    fn deactivate(&self) {
+        self.active.store(false, Ordering::Release);
+    }
     fn wait_idle(&self, d: Duration) -> bool {
         match self.gate.try_lock_for(d) {
             Some(g) => {
-                Entry::release(g);
+                self.unlock(g);
                 true
             }
             None => false,
@@ -395,7 +400,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(Entry {
             id,
-            shared: Arc::new(Shared::new(true)),
+            active: AtomicBool::new(true),
             gate: ReentrantMutex::new(Gate {
                 version: Cell::new(0),
                 target: RefCell::new(Some(target)),
@@ -424,15 +429,10 @@ impl<T: Clone + Send + 'static> Subject<T> {
             gate.version.set(version);
             self.call(&entry, &gate, Notification::Next(value), None);
         }
-        if entry.shared.active.load(Ordering::Acquire) {
-            drop(gate);
-        } else {
-            Entry::release(gate);
-        }
+        entry.unlock(gate);
         let owner: Arc<dyn Unsubscribe> = self.clone();
         let gated: Arc<dyn Gated> = entry.clone();
         Subscription {
-            shared: entry.shared.clone(),
             entry: Some(Arc::downgrade(&gated)),
             owner: Some((Arc::downgrade(&owner), id)),
         }
@@ -574,7 +574,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
         let Some(gate) = self.gate(e, deadline) else {
             return;
         };
-        if e.shared.active.load(Ordering::Acquire) && (deadline.is_some() || !self.is_aborted()) {
+        if e.is_active() && (deadline.is_some() || !self.is_aborted()) {
             if version != 0 {
                 if version <= gate.version.get() {
                     return; // already replayed this value
@@ -582,15 +582,13 @@ impl<T: Clone + Send + 'static> Subject<T> {
                 gate.version.set(version);
             }
             if !matches!(n, Notification::Next(_)) {
-                e.shared.active.store(false, Ordering::Release);
+                e.active.store(false, Ordering::Release);
             }
             self.call(e, &gate, n, deadline);
         }
         // Unsubscribed, ended or cut off: its callback is dropped now, not when the last
         // snapshot holding the entry goes.
-        if !e.shared.active.load(Ordering::Acquire) {
-            Entry::release(gate);
-        }
+        e.unlock(gate);
     }
 
     /// Takes a subscriber's gate, waiting for its running callback; None once the subject is
@@ -628,7 +626,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
                 if res.is_err() {
                     // A panicking subscriber is cut off; the component keeps serving the others.
                     log::error!(component = self.name.as_str(), subscriber = e.id; "{}", crate::telemetry::event::SUBSCRIBER_PANICKED);
-                    e.shared.active.store(false, Ordering::Release);
+                    e.active.store(false, Ordering::Release);
                     self.remove(e.id);
                 }
             }
@@ -638,7 +636,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
                     Err(TrySendError::Full(n)) => n,
                     Err(TrySendError::Disconnected(_)) => {
                         // The receiver was dropped: stop feeding it.
-                        e.shared.active.store(false, Ordering::Release);
+                        e.active.store(false, Ordering::Release);
                         self.remove(e.id);
                         return;
                     }
@@ -654,7 +652,7 @@ impl<T: Clone + Send + 'static> Subject<T> {
                     },
                 };
                 if !sent && deadline.is_none() {
-                    e.shared.active.store(false, Ordering::Release);
+                    e.active.store(false, Ordering::Release);
                     self.remove(e.id);
                 }
             }
