@@ -18,7 +18,7 @@ use crate::stats::Stats;
 use crate::telemetry::event;
 use crate::ws::conn::{ConnParams, HalfStream, TlsSession};
 use crate::ws::datatype::Datatype;
-use crate::ws::{ConnId, WSConfig, WSConnectionConfig};
+use crate::ws::{ConnId, Tag, WSConfig, WSConnectionConfig};
 
 pub(crate) const UPGRADE_REQUIRED: &str = "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 54\r\n\r\nThis is a WebSocket endpoint: send an Upgrade request\n";
 pub(crate) const BAD_REQUEST: &str = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 33\r\n\r\nInvalid WebSocket upgrade request\n";
@@ -144,7 +144,7 @@ pub(crate) struct Inbound<T, I> {
     pub(crate) stats: Arc<Stats>,
     pub(crate) component: Arc<str>,
     pub(crate) conn_id: ConnId,
-    pub(crate) path: Arc<str>,
+    pub(crate) path: Tag,
     /// The reader's copy of the subject's subscriber set.
     pub(crate) subscribers: SubsCache<I>,
 }

@@ -16,7 +16,7 @@ use crate::reactive::Notification;
 use crate::telemetry::{event, Outcome};
 use crate::ws::conn::{ConnHandle, ConnInfo, ConnRun, HalfStream, Outbound};
 use crate::ws::handshake;
-use crate::ws::{ConnId, ConnectionState, WSConfig, WSConnectionConfig};
+use crate::ws::{ConnId, ConnectionState, Tag, WSConfig, WSConnectionConfig};
 
 impl<T: Clone + Send + 'static> Inner<T> {
     /// One connection attempt: connect, handshake, and set up the connection core.
@@ -263,7 +263,7 @@ pub(super) fn connection_loop<T: Clone + Send + 'static>(weak: Weak<Inner<T>>, s
                     stats: inner.core.stats.clone(),
                     component: inner.core.name.clone(),
                     conn_id: info.id,
-                    path: inner.path.clone(),
+                    path: Tag::from(&inner.path),
                     subscribers: Default::default(),
                 };
                 drop(inner);

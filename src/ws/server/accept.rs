@@ -232,7 +232,7 @@ fn serve_conn<T: Clone + Send + 'static>(
         stats: stats.clone(),
         component: name.clone(),
         conn_id: id,
-        path: Arc::from(path.as_str()),
+        path: tag.clone(),
         subscribers: Default::default(),
     };
     // Hold only a weak reference while running, so dropping the server is never blocked by us.
