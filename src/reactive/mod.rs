@@ -454,20 +454,17 @@ impl<T: Clone + Send + 'static> Subject<T> {
     /// Emits one item to every subscriber, cloning n-1 times. Nothing is delivered once the
     /// subject is terminated or aborted (dispose has begun).
     pub(crate) fn next(&self, item: T) {
-        if self.is_terminated() || self.is_aborted() {
-            return;
+        if let Some(version) = self.admit(&item) {
+            self.emit(&self.subs.load(), item, version);
         }
-        let version = self.set_current(&item);
-        self.emit(&self.subs.load(), item, version);
     }
 
     /// Like [`next`](Self::next), reading the subscriber set from the caller's `cache` (a
     /// thread that emits every item of a stream, such as a connection's reader, keeps one).
     pub(crate) fn next_cached(&self, item: T, cache: &mut SubsCache<T>) {
-        if self.is_terminated() || self.is_aborted() {
+        let Some(version) = self.admit(&item) else {
             return;
-        }
-        let version = self.set_current(&item);
+        };
         // Read before the set: a set newer than the generation is reloaded once more, never
         // one older.
         let generation = self.generation.load(Ordering::Acquire);
@@ -479,6 +476,15 @@ impl<T: Clone + Send + 'static> Subject<T> {
             }
         };
         self.emit(subs, item, version);
+    }
+
+    /// The state version of an item about to be emitted; None when nothing may be (the
+    /// subject is terminated, or aborted: dispose has begun).
+    fn admit(&self, item: &T) -> Option<u64> {
+        if self.is_terminated() || self.is_aborted() {
+            return None;
+        }
+        Some(self.set_current(item))
     }
 
     fn emit(&self, subs: &[Arc<Entry<T>>], item: T, version: u64) {
